@@ -1,0 +1,149 @@
+"""The ``lastlayer`` command: thin argument parsing over the library, one verb per job.
+
+Exit codes: 0 success, 1 failure (a one-line ``lastlayer: error: ...`` on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from lastlayer import __version__
+from lastlayer.errors import LastLayerError
+
+Handler = Callable[[argparse.Namespace], int]
+
+EXAMPLES = """\
+commands (each with an example):
+  classify   rank the classes of images with a model
+             lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg --top-k 3
+  inspect    show a model's operators, tensors and quantization
+             lastlayer inspect model.tflite --json
+
+Models are found by path, in $LASTLAYER_MODELS, in the cache, or downloaded (pinned SHA-256).
+Run 'lastlayer COMMAND --help' for a command's options.
+"""
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from lastlayer.classify import get_classes_from_scores, label_of
+    from lastlayer.model.io import load_model
+    from lastlayer.model.labels import embedded_labels, read_label_file
+    from lastlayer.runtime import Interpreter
+    from lastlayer.zoo import resolve_model
+
+    model_path = resolve_model(args.model)
+    interpreter = Interpreter(model_path, num_threads=args.threads)
+    if args.labels:
+        labels = read_label_file(resolve_model(args.labels))
+    else:
+        labels = embedded_labels(load_model(interpreter.model_bytes), interpreter.model_bytes)
+    results = []
+    for image in args.images:
+        scores = interpreter.run_file(image)
+        # A score of exactly 0 carries no information; never list those.
+        classes = [c for c in get_classes_from_scores(scores, args.top_k, args.threshold) if c.score > 0]
+        results.append(
+            {
+                "image": str(image),
+                "classes": [{"id": c.id, "label": label_of(labels, c.id), "score": round(c.score, 6)} for c in classes],
+            }
+        )
+    if args.json:
+        _print_json({"model": str(model_path), "results": results})
+        return 0
+    for result in results:
+        print(result["image"])
+        if not result["classes"]:
+            print(f"  (no class scored >= {args.threshold})")
+        for c in result["classes"]:
+            print(f"  {c['score']:.5f}  {c['id']:>4}  {c['label']}")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from lastlayer.model.view import inspect_model
+    from lastlayer.zoo import resolve_model
+
+    view = inspect_model(resolve_model(args.model))
+    if args.json:
+        _print_json(view.to_dict())
+    else:
+        print(view.to_text())
+    return 0
+
+
+def _add_classify(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "classify",
+        help="rank the classes of images with a model",
+        description="Classify images and print the top classes with their scores.",
+        epilog="example: lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg parrot.jpg --top-k 3",
+    )
+    from lastlayer.zoo import DEFAULT_CLASSIFIER
+
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, GIF, ...)")
+    parser.add_argument("--model", "-m", default=DEFAULT_CLASSIFIER, help=f"model path or known name (default: {DEFAULT_CLASSIFIER})")
+    parser.add_argument("--labels", "-l", help="label file (default: the labels stored in the model, if any)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="how many classes to show (default: 5)")
+    parser.add_argument("--threshold", "-t", type=float, default=0.0, help="hide classes scoring below this; zero scores are always hidden (default: 0.0)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(handler=_run_classify)
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "inspect",
+        help="show a model's operators, tensors and quantization",
+        description="Show a model's graph: operators, tensors (shape, type, quantization), buffers, metadata.",
+        epilog="example: lastlayer inspect mobilenet_v1_1.0_224_quant_embedding_extractor.tflite --json",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model path or known name")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(handler=_run_inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lastlayer",
+        description="Teach a TensorFlow Lite image classifier new classes on the device.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in (_add_classify, _add_inspect):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lastlayer`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        return handler(args)
+    except LastLayerError as exc:
+        print(f"lastlayer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lastlayer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Exceptions raised by lastlayer.
+
+Every error carries a one-line message that names the file involved and says how to fix it; the CLI
+prints that line and exits with status 1, without a traceback. The classes also derive from the
+built-in exception PyCoral raised in the same situation, so ported ``except ValueError`` code still
+works.
+"""
+
+from __future__ import annotations
+
+
+class LastLayerError(Exception):
+    """Base class of every error lastlayer raises on purpose."""
+
+
+class ModelError(LastLayerError, ValueError):
+    """A file is not a usable TensorFlow Lite model (missing, truncated, not TFLite, wrong shape)."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """A model name could not be resolved to a local file, and could not be downloaded."""
+
+
+class ImageError(LastLayerError, ValueError):
+    """An image file cannot be read or decoded."""
+
+
+class DatasetError(LastLayerError, ValueError):
+    """A dataset folder or list is unusable (no classes, empty class, too few images)."""
+
+
+class EdgeTpuError(LastLayerError, RuntimeError):
+    """A model needs the Edge TPU, but the Edge TPU runtime or device is not available."""
+
+
+class InferenceError(LastLayerError, RuntimeError):
+    """The interpreter failed while preparing or running a model."""
+
+
+class OutputError(LastLayerError, OSError):
+    """An output file or folder cannot be written."""
+
+
+class TrainingError(LastLayerError, ValueError):
+    """Training data or parameters are invalid (label out of range, NaN, wrong feature size)."""

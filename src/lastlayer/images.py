@@ -1,0 +1,78 @@
+"""Decode any Pillow-readable image into the RGB pixels a model wants.
+
+Handles EXIF orientation, the first frame of animations, transparency (composited on white),
+grayscale, CMYK, palette and 16-bit images. Resizing stretches to the model's input size with
+bilinear (antialiased) filtering, the same for training and inference so the two always match.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lastlayer.errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+Size = Tuple[int, int]  # (width, height)
+ImagePath = Union[str, "os.PathLike[str]"]
+
+
+def is_image_file(path: ImagePath) -> bool:
+    """True when the file name has a common image extension (the content is not checked)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow image mode to 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) / (high - low) * 255.0 if high > low else np.zeros_like(pixels)
+        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(path: ImagePath) -> Image.Image:
+    """Open an image file as an upright RGB ``PIL.Image`` (first frame for animations)."""
+    try:
+        with Image.open(path) as opened:
+            opened.seek(0)
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+            return to_rgb(image)
+    except FileNotFoundError:
+        raise ImageError(f"image file {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ImageError(f"image path {path} is a folder; pass image files") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not a readable image (unknown or corrupt format); remove or replace the file") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"cannot decode image {path} ({exc}); the file is corrupt or truncated, remove or replace it") from None
+
+
+def resize_image(image: Image.Image, size: Size) -> np.ndarray:
+    """Resize to ``size`` = (width, height) and return an HxWx3 uint8 array."""
+    if image.size != tuple(size):
+        image = image.resize(tuple(size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_resized(path: ImagePath, size: Size) -> np.ndarray:
+    """Load ``path`` and resize it for a model with input ``size`` = (width, height)."""
+    return resize_image(load_image(path), size)

@@ -1,0 +1,106 @@
+"""Label files (the formats PyCoral reads) and labels embedded in a model.
+
+Embedded labels live in a model metadata entry named ``labels`` whose buffer holds the label file
+text. Models from TensorFlow's metadata writer instead append a zip with a ``*labels*.txt`` file;
+both are read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.errors import ModelError
+from lastlayer.files import atomic_write_text
+from lastlayer.model.names import as_text
+
+LABELS_METADATA_NAME = "labels"
+_SPLIT = re.compile(r"[:\s]+")
+
+
+def parse_labels(text: str) -> dict[int, str]:
+    """Parse label text as PyCoral's ``read_label_file`` does.
+
+    Each line is ``id label``, ``id: label`` or just ``label`` (then the id is the line number,
+    blank lines counted). Formats may be mixed; for a repeated id the last line wins.
+    """
+    labels: dict[int, str] = {}
+    for row, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        parts = _SPLIT.split(stripped, maxsplit=1)
+        if len(parts) == 2 and parts[0].isdigit():
+            labels[int(parts[0])] = parts[1].strip()
+        else:
+            labels[row] = stripped
+    return labels
+
+
+def read_label_file(path: Union[str, os.PathLike[str]]) -> dict[int, str]:
+    """Read a label file into ``{class_id: name}`` (PyCoral-compatible name and semantics)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_labels(handle.read())
+    except FileNotFoundError:
+        raise ModelError(f"label file {path} does not exist; check the --labels path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read label file {path}: {exc}; it must be UTF-8 text, one label per line") from None
+
+
+def format_labels(labels: Sequence[str] | Mapping[int, str]) -> str:
+    """Label file text, one ``id name`` line per class in id order."""
+    items = sorted(labels.items()) if isinstance(labels, Mapping) else list(enumerate(labels))
+    return "".join(f"{class_id} {name}\n" for class_id, name in items)
+
+
+def write_label_file(path: Union[str, os.PathLike[str]], labels: Sequence[str] | Mapping[int, str]) -> None:
+    """Write a label file (``id name`` per line) atomically."""
+    atomic_write_text(path, format_labels(labels))
+
+
+def set_embedded_labels(model: schema.ModelT, labels: Sequence[str] | Mapping[int, str]) -> None:
+    """Store labels in ``model`` as the ``labels`` metadata entry (replacing an existing one)."""
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(format_labels(labels).encode("utf-8"), dtype=np.uint8)
+    model.buffers = list(model.buffers or [])
+    for entry in model.metadata or []:
+        if as_text(entry.name) == LABELS_METADATA_NAME:
+            model.buffers[entry.buffer] = buffer
+            return
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = LABELS_METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [entry]
+
+
+def embedded_labels(model: schema.ModelT, model_bytes: bytes | None = None) -> dict[int, str] | None:
+    """Labels stored in the model, or ``None``.
+
+    Looks for the ``labels`` metadata entry first, then (given the file's bytes) for a label file
+    in a zip appended to the flatbuffer, as TFLite's metadata writer produces.
+    """
+    for entry in model.metadata or []:
+        if as_text(entry.name) == LABELS_METADATA_NAME and model.buffers:
+            data = model.buffers[entry.buffer].data
+            if data is not None:
+                return parse_labels(bytes(np.asarray(data, dtype=np.uint8)).decode("utf-8", "replace"))
+    if model_bytes is not None:
+        return _labels_from_appended_zip(model_bytes)
+    return None
+
+
+def _labels_from_appended_zip(model_bytes: bytes) -> dict[int, str] | None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(model_bytes))
+    except (zipfile.BadZipFile, OSError):
+        return None
+    names = [n for n in archive.namelist() if n.lower().endswith(".txt") and "label" in n.lower()]
+    if not names:
+        return None
+    return parse_labels(archive.read(names[0]).decode("utf-8", "replace"))
