@@ -27,3 +27,25 @@ def float_identity_model(shape=(1, 8, 8, 3)) -> schema.ModelT:
     add_operator(model, schema.BuiltinOperator.RESHAPE, [x, new_shape], [y])
     set_io(model, [x], [y])
     return model
+
+
+def float_extractor(size: int = 16, features: int = 12, seed: int = 0) -> schema.ModelT:
+    """A small float32 embedding extractor: image -> 1x1 CONV_2D (ReLU) -> global AVERAGE_POOL -> [1,1,1,F]."""
+    rng = np.random.default_rng(seed)
+    model = new_model("test: float extractor")
+    x = add_tensor(model, "image", [1, size, size, 3], np.float32)
+    w = add_tensor(model, "conv/weights", [features, 1, 1, 3], np.float32, data=rng.normal(size=(features, 1, 1, 3)))
+    b = add_tensor(model, "conv/bias", [features], np.float32, data=rng.normal(size=features) * 0.1)
+    h = add_tensor(model, "conv/out", [1, size, size, features], np.float32)
+    conv = schema.Conv2DOptionsT()
+    conv.padding, conv.strideW, conv.strideH = schema.Padding.SAME, 1, 1
+    conv.fusedActivationFunction = schema.ActivationFunctionType.RELU
+    add_operator(model, schema.BuiltinOperator.CONV_2D, [x, w, b], [h],
+                 options_type=schema.BuiltinOptions.Conv2DOptions, options=conv)
+    e = add_tensor(model, "embedding", [1, 1, 1, features], np.float32)
+    pool = schema.Pool2DOptionsT()
+    pool.padding, pool.strideW, pool.strideH, pool.filterWidth, pool.filterHeight = schema.Padding.VALID, 1, 1, size, size
+    add_operator(model, schema.BuiltinOperator.AVERAGE_POOL_2D, [h], [e],
+                 options_type=schema.BuiltinOptions.Pool2DOptions, options=pool)
+    set_io(model, [x], [e])
+    return model

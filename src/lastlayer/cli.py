@@ -19,6 +19,8 @@ EXAMPLES = """\
 commands (each with an example):
   classify   rank the classes of images with a model
              lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg --top-k 3
+  train      train a softmax head on a folder of class folders (last-layer backprop)
+             lastlayer train photos/ --extractor mobilenet_v1_1.0_224_quant_embedding_extractor.tflite -o out/
   inspect    show a model's operators, tensors and quantization
              lastlayer inspect model.tflite --json
 
@@ -80,6 +82,60 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from lastlayer.jobs import TrainOptions, train_backprop
+
+    options = TrainOptions(
+        num_iter=args.num_iter, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+        momentum=args.momentum, reg=args.reg, val_ratio=args.val_ratio, seed=args.seed,
+        class_weight="balanced" if args.balanced else None, early_stopping=args.early_stopping,
+        print_every=args.print_every, use_cache=not args.no_cache, strict=args.strict, progress=not args.json,
+    )
+    log = (lambda line: None) if args.json else None
+    result = train_backprop(args.data_dir, args.output, args.extractor, options, log=log)
+    summary = {"model": str(result.model_path), "labels": str(result.labels_path), "report": str(result.report_path),
+               "train_accuracy": result.report["train_accuracy"], "val_accuracy": result.report["val_accuracy"],
+               "times": result.report["times"]}
+    if args.json:
+        _print_json(summary)
+        return 0
+    val = summary["val_accuracy"]
+    print(f"train accuracy {summary['train_accuracy']:.3f}" + (f", validation accuracy {val:.3f}" if val is not None else ""))
+    print(f"wrote {result.model_path}, {result.labels_path}, {result.report_path}")
+    return 0
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    from lastlayer.zoo import DEFAULT_EXTRACTOR
+
+    parser = commands.add_parser(
+        "train",
+        help="train a softmax head on class folders (last-layer backprop)",
+        description="Embed DATA_DIR/<class>/<images> with an extractor, train a softmax layer with mini-batch SGD, "
+        "and write OUT_DIR/model.tflite (extractor + head), labels.txt and report.json.",
+        epilog="example: lastlayer train photos/ -o out/ --epochs 30 --seed 1",
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class (or a path,label CSV)")
+    parser.add_argument("--extractor", "-e", default=DEFAULT_EXTRACTOR, help=f"embedding extractor (default: {DEFAULT_EXTRACTOR})")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--num-iter", type=int, default=None, help="SGD iterations (default: 500)")
+    length.add_argument("--epochs", type=float, default=None, help="passes over the training set (instead of --num-iter)")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
+    parser.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default: 100)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum; 0 is PyCoral's plain SGD (default: 0.9)")
+    parser.add_argument("--reg", type=float, default=0.0, help="L2 regularisation (default: 0)")
+    parser.add_argument("--val-ratio", type=float, default=0.2, help="share of each class held out for validation (default: 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and batches (default: 0)")
+    parser.add_argument("--balanced", action="store_true", help="weight classes inversely to their size")
+    parser.add_argument("--early-stopping", action="store_true", help="stop when validation loss stops improving")
+    parser.add_argument("--print-every", type=int, default=100, help="log loss/accuracy every N iterations (0: never)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    parser.set_defaults(handler=_run_train)
+
+
 def _add_classify(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "classify",
@@ -120,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_classify, _add_inspect):
+    for add in (_add_classify, _add_train, _add_inspect):
         add(commands)
     return parser
 

@@ -13,14 +13,14 @@ import ctypes
 import os
 import platform
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Sequence, Union
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.errors import EdgeTpuError, InferenceError, ModelError
+from lastlayer.errors import EdgeTpuError, ImageError, InferenceError, ModelError
 from lastlayer.images import ImagePath, Size, load_resized
 from lastlayer.model.io import load_model, model_to_bytes, read_model_bytes, verify_model_bytes
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, custom_code
@@ -221,25 +221,24 @@ def make_interpreter(model_path_or_content: ModelInput, device: str | None = Non
     return Interpreter(model_path_or_content).litert
 
 
-def _prefetch(pool: ThreadPoolExecutor, paths: Sequence[ImagePath], size: Size, depth: int) -> Iterator[np.ndarray]:
-    """Yield decoded images in order while up to ``depth`` more decode in the background."""
-    pending = []
+def _prefetch(pool: ThreadPoolExecutor, paths: Sequence[ImagePath], size: Size, depth: int) -> Iterator[tuple[ImagePath, Future]]:
+    """Yield (path, decoding future) in order while up to ``depth`` more decode in the background."""
+    pending: list[tuple[ImagePath, Future]] = []
     items = iter(paths)
     for path in items:
-        pending.append(pool.submit(load_resized, path, size))
+        pending.append((path, pool.submit(load_resized, path, size)))
         if len(pending) >= depth:
             break
-    while pending:
-        future = pending.pop(0)
-        nxt = next(items, None)
-        if nxt is not None:
-            pending.append(pool.submit(load_resized, nxt, size))
-        try:
-            yield future.result()
-        except BaseException:
-            for other in pending:
-                other.cancel()
-            raise
+    try:
+        while pending:
+            current = pending.pop(0)
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(load_resized, nxt, size)))
+            yield current
+    finally:
+        for _, future in pending:
+            future.cancel()
 
 
 def extract_embeddings(
@@ -249,11 +248,14 @@ def extract_embeddings(
     progress: bool = True,
     workers: int | None = None,
     description: str = "embedding",
+    on_error: Callable[[ImagePath, ImageError], None] | None = None,
 ) -> np.ndarray:
     """Run every image through ``interpreter``; return a float32 ``[n, output_size]`` array.
 
     Decoding and resizing run in a thread pool (Pillow releases the GIL) while the main thread
     invokes the model, so the interpreter is the bottleneck. A tqdm progress bar shows on stderr.
+    An unreadable image raises :class:`ImageError`, unless ``on_error(path, error)`` is given:
+    then it is called and that image's row is NaN.
     """
     from tqdm.auto import tqdm
 
@@ -264,6 +266,14 @@ def extract_embeddings(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lastlayer-decode") as pool:
         images = _prefetch(pool, paths, size, depth=2 * workers + 2)
         bar = tqdm(images, total=len(paths), desc=description, unit="img", disable=not progress or len(paths) < 2, leave=False)
-        for row, pixels in enumerate(bar):
+        for row, (path, future) in enumerate(bar):
+            try:
+                pixels = future.result()
+            except ImageError as error:
+                if on_error is None:
+                    raise
+                on_error(path, error)
+                result[row] = np.nan
+                continue
             result[row] = interpreter.run(pixels)
     return result

@@ -1,0 +1,158 @@
+"""Model surgery on the object tree: find the embedding, cut a classifier into an extractor.
+
+``cut`` keeps only what computes the chosen tensor and drops every other operator, tensor,
+operator code and buffer, so the dropped weights leave the file too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.errors import ModelError
+from lastlayer.model.names import as_text, operator_name
+
+# Operators between the class layer and the output that do not change what the classes are.
+_PASS_THROUGH = {"SOFTMAX", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE", "LOGISTIC"}
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """Where a classifier's embedding is: the tensor feeding its class layer."""
+
+    tensor: int
+    name: str
+    dim: int
+    class_layer: int  # operator index of the FC / 1x1 CONV_2D
+    class_layer_name: str
+
+
+def single_subgraph(model: schema.ModelT, source: str = "the model") -> schema.SubGraphT:
+    """The model's only subgraph, or a clear error for multi-subgraph models."""
+    count = len(model.subgraphs or [])
+    if count != 1:
+        raise ModelError(f"{source} has {count} subgraphs; lastlayer edits single-subgraph models only (export without control flow)")
+    return model.subgraphs[0]
+
+
+def tensor_index(model: schema.ModelT, name: str, source: str = "the model") -> int:
+    """Index of the tensor called ``name`` in the main subgraph."""
+    graph = single_subgraph(model, source)
+    for index, tensor in enumerate(graph.tensors or []):
+        if as_text(tensor.name) == name:
+            return index
+    raise ModelError(f"{source} has no tensor named {name!r}; list the tensor names with 'lastlayer inspect'")
+
+
+def _producers(graph: schema.SubGraphT) -> dict[int, int]:
+    return {int(t): i for i, op in enumerate(graph.operators or []) for t in op.outputs}
+
+
+def _is_class_layer(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT) -> bool:
+    name = operator_name(model.operatorCodes[op.opcodeIndex])
+    if name == "FULLY_CONNECTED":
+        return True
+    if name == "CONV_2D":
+        shape = list(graph.tensors[op.inputs[1]].shape)
+        return len(shape) == 4 and shape[1] == 1 and shape[2] == 1
+    return False
+
+
+def find_embedding(model: schema.ModelT, source: str = "the model") -> CutPoint:
+    """Walk back from the output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer."""
+    graph = single_subgraph(model, source)
+    if len(graph.outputs) != 1:
+        raise ModelError(f"{source} has {len(graph.outputs)} outputs; pass --tensor to say which embedding to keep")
+    producers = _producers(graph)
+    tensor = int(graph.outputs[0])
+    while tensor in producers:
+        op_index = producers[tensor]
+        op = graph.operators[op_index]
+        name = operator_name(model.operatorCodes[op.opcodeIndex])
+        if _is_class_layer(model, graph, op):
+            embedding = int(op.inputs[0])
+            shape = [int(d) for d in graph.tensors[embedding].shape]
+            return CutPoint(embedding, as_text(graph.tensors[embedding].name), shape[-1], op_index, name)
+        if name not in _PASS_THROUGH:
+            break
+        tensor = int(op.inputs[0])
+    raise ModelError(
+        f"{source} does not end in a classification layer (FULLY_CONNECTED or 1x1 CONV_2D before the softmax); "
+        "pass --tensor NAME to choose the embedding tensor"
+    )
+
+
+def cut(model: schema.ModelT, tensor: int, source: str = "the model") -> schema.ModelT:
+    """Keep only what computes ``tensor`` (made the single output), in place; return ``model``.
+
+    Operators, tensors, operator codes and buffers that ``tensor`` does not depend on are
+    dropped; tensors and codes are renumbered; metadata buffers are kept.
+    """
+    graph = single_subgraph(model, source)
+    needed = {tensor}
+    kept_ops = []
+    for op_index in range(len(graph.operators or []) - 1, -1, -1):
+        op = graph.operators[op_index]
+        if any(int(t) in needed for t in op.outputs):
+            kept_ops.append(op_index)
+            needed.update(int(t) for t in op.inputs if t >= 0)
+            needed.update(int(t) for t in (op.intermediates if op.intermediates is not None else []))
+    kept_ops.reverse()
+
+    buffers = [schema.BufferT()]  # buffer 0: the empty sentinel every activation may point at
+    buffer_map: dict[int, int] = {}
+
+    def keep_buffer(old: int) -> int:
+        if not _has_data(model, old):
+            return 0
+        if old not in buffer_map:
+            buffer_map[old] = len(buffers)
+            buffers.append(model.buffers[old])
+        return buffer_map[old]
+
+    tensor_map = {old: new for new, old in enumerate(sorted(needed))}
+    tensors = []
+    for old in sorted(needed):
+        kept = graph.tensors[old]
+        kept.buffer = keep_buffer(int(kept.buffer))
+        tensors.append(kept)
+
+    code_map: dict[int, int] = {}
+    codes, operators = [], []
+    for op_index in kept_ops:
+        op = graph.operators[op_index]
+        if op.opcodeIndex not in code_map:
+            code_map[op.opcodeIndex] = len(codes)
+            codes.append(model.operatorCodes[op.opcodeIndex])
+        op.opcodeIndex = code_map[op.opcodeIndex]
+        op.inputs = [tensor_map[int(t)] if t >= 0 else -1 for t in op.inputs]
+        op.outputs = [tensor_map[int(t)] for t in op.outputs]
+        if op.intermediates is not None:
+            op.intermediates = [tensor_map[int(t)] for t in op.intermediates]
+        operators.append(op)
+
+    for entry in model.metadata or []:
+        entry.buffer = keep_buffer(int(entry.buffer))
+    graph.inputs = [tensor_map[int(t)] for t in graph.inputs if int(t) in needed]
+    graph.outputs = [tensor_map[tensor]]
+    graph.tensors, graph.operators = tensors, operators
+    model.operatorCodes, model.buffers = codes, buffers
+    model.signatureDefs = None  # signatures named the old outputs
+    return model
+
+
+def _has_data(model: schema.ModelT, index: int) -> bool:
+    if index <= 0 or index >= len(model.buffers or []):
+        return False
+    buffer = model.buffers[index]
+    return (buffer.data is not None and len(buffer.data) > 0) or bool(buffer.size)
+
+
+def cut_at_embedding(model: schema.ModelT, tensor_name: str | None = None, source: str = "the model") -> tuple[schema.ModelT, CutPoint | None]:
+    """Cut ``model`` at ``tensor_name``, or at the automatically found embedding when ``None``."""
+    if tensor_name is None:
+        point = find_embedding(model, source)
+        return cut(model, point.tensor, source), point
+    return cut(model, tensor_index(model, tensor_name, source), source), None
+
