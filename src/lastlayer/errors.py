@@ -41,5 +41,8 @@ class OutputError(LastLayerError, OSError):
     """An output file or folder cannot be written."""
 
 
-class TrainingError(LastLayerError, ValueError):
-    """Training data or parameters are invalid (label out of range, NaN, wrong feature size)."""
+class TrainingError(LastLayerError, ValueError, RuntimeError):
+    """Training data or parameters are invalid (label out of range, NaN, wrong feature size).
+
+    Also a RuntimeError, which PyCoral raised for the same imprinting mistakes.
+    """

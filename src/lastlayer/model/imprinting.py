@@ -1,0 +1,285 @@
+"""Coral's imprinting model structure: build it on any extractor, validate it, read and write its classes.
+
+``[extractor] -> L2_NORMALIZATION -> (QUANTIZE) -> CONV_2D 1x1 -> MUL (scale s) -> RESHAPE -> SOFTMAX``
+
+Models built here are accepted by PyCoral's ``ImprintingEngine`` and models PyCoral wrote are
+accepted here: the same validation rules and messages, the same tensor edits and constants, and the
+same ``"<class_id> <norm>\\n"`` lines in the model description.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.errors import ModelError
+from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY, add_operator, add_tensor, quantization
+from lastlayer.model.heads import Embedding, check_extractor
+from lastlayer.model.names import as_text, operator_name
+from lastlayer.model.quant import dequantize, quantize
+from lastlayer.model.surgery import cut
+
+B = schema.BuiltinOperator
+STATE_METADATA_NAME = "lastlayer_imprinting"
+COSINE_SCALE, COSINE_ZERO = 1.0 / 128.0, 128  # uint8 encoding of [-1, 1]
+SOFTMAX_SCALE = 1.0 / 256.0
+
+
+@dataclass
+class ImprintingGraph:
+    """Where the parts of a validated imprinting model are (subgraph 0 indices)."""
+
+    l2norm_op: int
+    conv_op: int
+    mul_op: int
+    reshape_op: int
+    softmax_op: int
+    embedding_tensor: int  # the L2Norm output
+    embedding_dim: int
+    kernel_scale: float
+    kernel_zero_point: int
+    scale_factor: float
+
+
+def _fail(message: str, source: str) -> ModelError:
+    return ModelError(f"{source}: {message}")
+
+
+def validate(model: schema.ModelT, source: str = "the model") -> ImprintingGraph:
+    """Check the imprinting structure with PyCoral's rules, in its order and with its messages.
+
+    Stricter than PyCoral where it crashed or misbehaved: several L2Norm ops are an error, and the
+    Conv must consume the L2Norm (or its QUANTIZE) output.
+    """
+    graph = model.subgraphs[0]
+    names = [operator_name(model.operatorCodes[op.opcodeIndex]) for op in graph.operators or []]
+    l2_ops = [i for i, name in enumerate(names) if name == "L2_NORMALIZATION"]
+    if not l2_ops:
+        raise _fail("Unsupported model architecture. Input model must have an L2Norm layer.", source)
+    if len(l2_ops) > 1:
+        raise _fail(f"Unsupported model architecture. Input model must have exactly one L2Norm layer (it has {len(l2_ops)}).", source)
+    l2 = l2_ops[0]
+    if len(names) < 4 or names[-4:] != ["CONV_2D", "MUL", "RESHAPE", "SOFTMAX"]:
+        raise _fail("The last 4 operators must be Conv2d, Mul, Reshape, Softmax", source)
+    conv = len(names) - 4
+    gap = conv - l2
+    if not (gap == 1 or (gap == 2 and names[l2 + 1] == "QUANTIZE")):
+        raise _fail("Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator.", source)
+    ops = graph.operators
+    l2_out = int(ops[l2].outputs[0])
+    conv_in = int(ops[conv].inputs[0])
+    if conv_in != (l2_out if gap == 1 else int(ops[l2 + 1].outputs[0])):
+        raise _fail("Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator.", source)
+    shape = [int(d) for d in graph.tensors[l2_out].shape]
+    if len(shape) != 4 or shape[:3] != [1, 1, 1]:
+        raise _fail("Embedding extractor's output tensor should be [1, 1, 1, x]", source)
+    kernel = graph.tensors[ops[conv].inputs[1]]
+    bias = graph.tensors[ops[conv].inputs[2]]
+    if bias.quantization is None or bias.quantization.zeroPoint is None or not 0 <= int(bias.quantization.zeroPoint[0]) <= 255:
+        raise _fail("bias_zero_point is out of [0, 255] range!", source)
+    softmax_out = int(ops[-1].outputs[0])
+    out_shape = [int(d) for d in graph.tensors[softmax_out].shape]
+    if len(out_shape) != 2 or out_shape[0] != 1:
+        raise _fail("Logit output tensor should be [1, x]", source)
+    if [int(t) for t in graph.outputs] != [softmax_out]:
+        raise _fail("Graph must have output from Softmax", source)
+    if kernel.type != schema.TensorType.UINT8 or kernel.quantization is None or not len(kernel.quantization.scale):
+        raise _fail("the Conv2d kernel must be a quantized uint8 tensor", source)
+    return ImprintingGraph(
+        l2norm_op=l2, conv_op=conv, mul_op=conv + 1, reshape_op=conv + 2, softmax_op=conv + 3,
+        embedding_tensor=l2_out, embedding_dim=shape[3],
+        kernel_scale=float(kernel.quantization.scale[0]), kernel_zero_point=int(kernel.quantization.zeroPoint[0]),
+        scale_factor=_scale_factor(model, ops[conv + 1]),
+    )
+
+
+def _constant(model: schema.ModelT, tensor: schema.TensorT) -> np.ndarray:
+    data = model.buffers[tensor.buffer].data
+    raw = bytes(np.asarray(data, dtype=np.uint8)) if data is not None else b""
+    return np.frombuffer(raw, dtype=TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.uint8)))
+
+
+def _scale_factor(model: schema.ModelT, mul: schema.OperatorT) -> float:
+    """PyCoral reads s as the first element of the MUL's constant input, dequantized."""
+    graph = model.subgraphs[0]
+    tensor = graph.tensors[mul.inputs[1]]
+    values = _constant(model, tensor)
+    if not len(values):
+        raise ModelError("the imprinting MUL has no constant scale factor")
+    q = tensor.quantization
+    if q is not None and q.scale is not None and len(q.scale):
+        return float(dequantize(values[:1], q.scale[0], q.zeroPoint[0])[0])
+    return float(values[0])
+
+
+def class_rows(model: schema.ModelT, info: ImprintingGraph) -> np.ndarray:
+    """The Conv kernel rows, dequantized: ``[C, D]`` float32."""
+    graph = model.subgraphs[0]
+    kernel = graph.tensors[graph.operators[info.conv_op].inputs[1]]
+    values = _constant(model, kernel)
+    if len(values) % info.embedding_dim:
+        raise ModelError(f"the imprinting kernel holds {len(values)} values, not a multiple of the embedding size {info.embedding_dim}")
+    rows = values.reshape(-1, info.embedding_dim)
+    return dequantize(rows, info.kernel_scale, info.kernel_zero_point)
+
+
+def format_description(norms: dict[int, float]) -> str:
+    """PyCoral's metadata text: ``"%d %f\\n"`` per trainable class, ascending ids."""
+    return "".join(f"{class_id} {norm:f}\n" for class_id, norm in sorted(norms.items()))
+
+
+def parse_description(text: str) -> dict[int, float]:
+    """Parse PyCoral's metadata; any malformed pair discards everything (as PyCoral does)."""
+    tokens = [t for t in text.replace("\n", " ").split(" ") if t]
+    norms: dict[int, float] = {}
+    for i in range(0, len(tokens) - 1, 2):
+        try:
+            norms[int(tokens[i])] = float(tokens[i + 1])
+        except ValueError:
+            return {}
+    return norms
+
+
+def read_state(model: schema.ModelT) -> dict | None:
+    """lastlayer's own imprinting state (full-precision norms, shot counts), if the model has it."""
+    for entry in model.metadata or []:
+        if as_text(entry.name) == STATE_METADATA_NAME:
+            data = model.buffers[entry.buffer].data
+            if data is not None:
+                try:
+                    return json.loads(bytes(np.asarray(data, dtype=np.uint8)).decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    return None
+    return None
+
+
+def write_state(model: schema.ModelT, state: dict) -> None:
+    """Store lastlayer's imprinting state as a metadata entry (replacing an old one)."""
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(state, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    for entry in model.metadata or []:
+        if as_text(entry.name) == STATE_METADATA_NAME:
+            model.buffers[entry.buffer] = buffer
+            return
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = STATE_METADATA_NAME, len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [entry]
+
+
+def write_classes(model: schema.ModelT, info: ImprintingGraph, units: np.ndarray, norms: dict[int, float]) -> None:
+    """Apply PyCoral's serialisation edits for ``C`` unit rows, in place.
+
+    Kernel rows quantized with the model's kernel parameters; zero int32 biases; Conv/Mul/Reshape/
+    Softmax shapes set to C; Conv output (1/128, 128); Mul and Reshape outputs (s/128, 128); the
+    description replaced by the norms of the trainable classes.
+    """
+    graph = model.subgraphs[0]
+    ops = graph.operators
+    count, dim = units.shape
+    conv = ops[info.conv_op]
+    kernel, bias = graph.tensors[conv.inputs[1]], graph.tensors[conv.inputs[2]]
+    conv_out = graph.tensors[conv.outputs[0]]
+    model.buffers[kernel.buffer].data = quantize(units, info.kernel_scale, info.kernel_zero_point, np.uint8).reshape(-1)
+    kernel.shape = [count, 1, 1, dim]
+    model.buffers[bias.buffer].data = np.zeros(count * 4, dtype=np.uint8)
+    bias.shape = [count]
+    conv_out.shape = [1, 1, 1, count]
+    conv_out.quantization = _minmax_quant(-1.0, 1.0, COSINE_SCALE, COSINE_ZERO)
+    s = info.scale_factor
+    mul_out = graph.tensors[ops[info.mul_op].outputs[0]]
+    mul_out.shape = [1, 1, 1, count]
+    mul_out.quantization = _minmax_quant(-s, s, s / 128.0, 128)
+    reshape = ops[info.reshape_op]
+    reshape_out = graph.tensors[reshape.outputs[0]]
+    reshape_out.shape = [1, count]
+    reshape_out.quantization = _minmax_quant(-s, s, s / 128.0, 128)
+    if len(reshape.inputs) > 1 and reshape.inputs[1] >= 0:
+        shape_tensor = graph.tensors[reshape.inputs[1]]
+        model.buffers[shape_tensor.buffer].data = np.frombuffer(np.array([1, count], dtype=np.int32).tobytes(), dtype=np.uint8)
+    if isinstance(reshape.builtinOptions, schema.ReshapeOptionsT) and reshape.builtinOptions.newShape is not None \
+            and len(reshape.builtinOptions.newShape):
+        reshape.builtinOptions.newShape = [1, count]
+    graph.tensors[ops[info.softmax_op].outputs[0]].shape = [1, count]
+    graph.outputs = [int(ops[info.softmax_op].outputs[0])]
+    model.description = format_description(norms)
+    model.signatureDefs = None
+
+
+def _minmax_quant(low: float, high: float, scale: float, zero_point: int) -> schema.QuantizationParametersT:
+    params = quantization(scale, zero_point)
+    params.min, params.max = [float(low)], [float(high)]
+    return params
+
+
+def extractor_part(model: schema.ModelT, info: ImprintingGraph) -> schema.ModelT:
+    """A copy of the model cut at the L2Norm output: the head is really removed (PyCoral kept it)."""
+    return cut(copy.deepcopy(model), info.embedding_tensor, "the imprinting model")
+
+
+def build(extractor: schema.ModelT, scale: float, source: str = "the extractor") -> schema.ModelT:
+    """Append Coral's imprinting head (one placeholder class) to an embedding extractor, in place.
+
+    Works for uint8, int8 and float32 extractors: the L2 norm runs in the extractor's type, and a
+    QUANTIZE to uint8 (1/128, 128) follows for int8 and float, as Coral's structure allows.
+    """
+    if not scale > 0:
+        raise ModelError(f"the scale factor must be positive, got {scale}")
+    emb: Embedding = check_extractor(extractor, source)
+    dim, dtype = emb.dim, emb.dtype
+    x = emb.tensor
+    if len(emb.shape) != 4:
+        flat = add_tensor(extractor, "Imprinting/Embedding/Reshape", [1, 1, 1, dim], dtype,
+                          quant=None if emb.scale is None else quantization(emb.scale, emb.zero_point))
+        shape = add_tensor(extractor, "Imprinting/Embedding/Shape", [4], np.int32, data=np.array([1, 1, 1, dim], np.int32))
+        options = schema.ReshapeOptionsT()
+        options.newShape = [1, 1, 1, dim]
+        add_operator(extractor, B.RESHAPE, [x, shape], [flat], options_type=schema.BuiltinOptions.ReshapeOptions, options=options)
+        x = flat
+    l2_quant = {np.dtype(np.uint8): quantization(COSINE_SCALE, COSINE_ZERO), np.dtype(np.int8): quantization(COSINE_SCALE, 0)}
+    l2_out = add_tensor(extractor, "Imprinting/L2Norm/Output", [1, 1, 1, dim], dtype, quant=l2_quant.get(dtype))
+    add_operator(extractor, B.L2_NORMALIZATION, [x], [l2_out], options_type=schema.BuiltinOptions.L2NormOptions,
+                 options=schema.L2NormOptionsT(), version=2 if dtype == np.dtype(np.int8) else 1)
+    if dtype != np.dtype(np.uint8):
+        quantized = add_tensor(extractor, "Imprinting/Quantize/Output", [1, 1, 1, dim], np.uint8,
+                               quant=quantization(COSINE_SCALE, COSINE_ZERO))
+        add_operator(extractor, B.QUANTIZE, [l2_out], [quantized], version=2 if dtype == np.dtype(np.int8) else 1)
+        l2_out = quantized
+    kernel = add_tensor(extractor, "Imprinting/FC/Weights", [1, 1, 1, dim], np.uint8,
+                        quant=quantization(COSINE_SCALE, COSINE_ZERO), data=np.full(dim, COSINE_ZERO, np.uint8))
+    bias = add_tensor(extractor, "Imprinting/FC/Bias", [1], np.int32, quant=quantization(COSINE_SCALE * COSINE_SCALE, 0),
+                      data=np.zeros(1, np.int32))
+    conv_out = add_tensor(extractor, "Imprinting/FC/Output", [1, 1, 1, 1], np.uint8, quant=quantization(COSINE_SCALE, COSINE_ZERO))
+    conv = schema.Conv2DOptionsT()
+    conv.padding, conv.strideW, conv.strideH = schema.Padding.SAME, 1, 1
+    add_operator(extractor, B.CONV_2D, [l2_out, kernel, bias], [conv_out], options_type=schema.BuiltinOptions.Conv2DOptions, options=conv)
+    factor = add_tensor(extractor, "Imprinting/Scale", [1], np.uint8, quant=quantization(scale / 255.0, 0), data=np.array([255], np.uint8))
+    mul_out = add_tensor(extractor, "Imprinting/Mul/Output", [1, 1, 1, 1], np.uint8, quant=quantization(scale / 128.0, 128))
+    add_operator(extractor, B.MUL, [conv_out, factor], [mul_out], options_type=schema.BuiltinOptions.MulOptions, options=schema.MulOptionsT())
+    new_shape = add_tensor(extractor, "Imprinting/Reshape/Shape", [2], np.int32, data=np.array([1, 1], np.int32))
+    reshape_out = add_tensor(extractor, "Imprinting/Reshape/Output", [1, 1], np.uint8, quant=quantization(scale / 128.0, 128))
+    options = schema.ReshapeOptionsT()
+    options.newShape = [1, 1]
+    add_operator(extractor, B.RESHAPE, [mul_out, new_shape], [reshape_out], options_type=schema.BuiltinOptions.ReshapeOptions, options=options)
+    probs = add_tensor(extractor, "Imprinting/Softmax/Output", [1, 1], np.uint8, quant=quantization(SOFTMAX_SCALE, 0))
+    softmax = schema.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    add_operator(extractor, B.SOFTMAX, [reshape_out], [probs], options_type=schema.BuiltinOptions.SoftmaxOptions, options=softmax)
+    extractor.subgraphs[0].outputs = [probs]
+    extractor.signatureDefs = None
+    return extractor
+
+
+def set_scale_factor(model: schema.ModelT, info: ImprintingGraph, scale: float) -> None:
+    """Rewrite the MUL's constant so that it dequantizes to ``scale`` (and record it in ``info``)."""
+    graph = model.subgraphs[0]
+    factor = graph.tensors[graph.operators[info.mul_op].inputs[1]]
+    factor.type = schema.TensorType.UINT8
+    factor.shape = [1]
+    factor.quantization = quantization(scale / 255.0, 0)
+    model.buffers[factor.buffer].data = np.array([255], dtype=np.uint8)
+    info.scale_factor = float(scale)
