@@ -49,3 +49,24 @@ def float_extractor(size: int = 16, features: int = 12, seed: int = 0) -> schema
                  options_type=schema.BuiltinOptions.Pool2DOptions, options=pool)
     set_io(model, [x], [e])
     return model
+
+
+def make_cosine_classifier(model: schema.ModelT) -> schema.ModelT:
+    """Turn a classifier's class layer into a cosine classifier (equal row norms, zero bias), in place."""
+    from lastlayer.model.quant import quantization_params, quantize
+    from lastlayer.model.surgery import find_embedding
+
+    point = find_embedding(model)
+    graph = model.subgraphs[0]
+    op = graph.operators[point.class_layer]
+    weights, bias = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]]
+    q = weights.quantization
+    raw = np.frombuffer(bytes(model.buffers[weights.buffer].data), dtype=np.uint8).reshape(weights.shape[0], -1)
+    rows = (raw.astype(np.float32) - q.zeroPoint[0]) * q.scale[0]
+    rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    scale, zero = quantization_params(min(0.0, rows.min()), max(0.0, rows.max()))
+    model.buffers[weights.buffer].data = quantize(rows, scale, zero).reshape(-1)
+    q.scale, q.zeroPoint = [scale], [zero]
+    model.buffers[bias.buffer].data = np.zeros(4 * weights.shape[0], dtype=np.uint8)
+    bias.quantization.scale = [float(graph.tensors[op.inputs[0]].quantization.scale[0] * scale)]
+    return model

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lastlayer import __version__
@@ -15,12 +16,19 @@ from lastlayer.errors import LastLayerError
 
 Handler = Callable[[argparse.Namespace], int]
 
+
+class UsageError(Exception):
+    """Arguments that argparse accepts but that do not fit together (exit code 2)."""
+
 EXAMPLES = """\
 commands (each with an example):
   classify   rank the classes of images with a model
              lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg --top-k 3
   train      train a softmax head on a folder of class folders (last-layer backprop)
              lastlayer train photos/ --extractor mobilenet_v1_1.0_224_quant_embedding_extractor.tflite -o out/
+  imprint    add classes from a few images each (weight imprinting), or extend a saved model
+             lastlayer imprint parts/ --model mobilenet_v1_1.0_224_quant_embedding_extractor.tflite -o out/ --shots 5
+             lastlayer imprint --resume out/model.tflite new_parts/ -o out2/
   inspect    show a model's operators, tensors and quantization
              lastlayer inspect model.tflite --json
 
@@ -136,6 +144,62 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_train)
 
 
+def _run_imprint(args: argparse.Namespace) -> int:
+    from lastlayer.jobs import ImprintOptions, imprint
+
+    if args.output is None and args.resume is None:
+        raise UsageError("imprint needs -o OUT_DIR (or --resume MODEL, which defaults to the model's folder)")
+    options = ImprintOptions(
+        test_ratio=args.test_ratio, shots=args.shots, finetune=args.finetune, finetune_steps=args.finetune_steps,
+        keep_classes=args.keep_classes, scale=args.scale, seed=args.seed, use_cache=not args.no_cache,
+        strict=args.strict, progress=not args.json,
+    )
+    output = args.output or str(Path(args.resume).parent)
+    log = (lambda line: None) if args.json else None
+    result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=log)
+    report = result.report
+    summary = {"model": str(result.model_path), "labels": str(result.labels_path), "report": str(result.report_path),
+               "classes": len(result.labels_path.read_text().splitlines()), "test_accuracy": report["test_accuracy"],
+               "times": report["times"]}
+    if args.json:
+        _print_json(summary)
+        return 0
+    accuracy = report["test_accuracy"]
+    print(f"{summary['classes']} classes" + (f", test accuracy {accuracy:.3f}" if accuracy is not None else ""))
+    print(f"wrote {result.model_path}, {result.labels_path}, {result.report_path}")
+    return 0
+
+
+def _add_imprint(commands: argparse._SubParsersAction) -> None:
+    from lastlayer.zoo import DEFAULT_EXTRACTOR
+
+    parser = commands.add_parser(
+        "imprint",
+        help="add classes from a few images each (weight imprinting)",
+        description="Imprint DATA_DIR/<class>/<images> into a model (Coral's imprinting structure, built on any "
+        "extractor or classifier), evaluate on a held-out split, and write OUT_DIR/model.tflite, labels.txt, report.json. "
+        "With --resume, add classes or shots to a model imprinted before, without its original images.",
+        epilog="examples:\n  lastlayer imprint parts/ -o out/ --shots 5 --finetune\n"
+        "  lastlayer imprint --resume out/model.tflite more_parts/ -o out2/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class (or a path,label CSV)")
+    parser.add_argument("--model", "-m", default=DEFAULT_EXTRACTOR, help=f"extractor, classifier or imprinting model (default: {DEFAULT_EXTRACTOR})")
+    parser.add_argument("--resume", metavar="MODEL", help="a model written by 'lastlayer imprint' (or PyCoral) to extend")
+    parser.add_argument("--output", "-o", metavar="OUT_DIR", help="output folder (created if missing)")
+    parser.add_argument("--keep-classes", action="store_true", help="keep the base model's own classes")
+    parser.add_argument("--test-ratio", type=float, default=0.25, help="share of each class held out for the report (default: 0.25)")
+    parser.add_argument("--shots", type=int, default=None, help="use at most N training images per class")
+    parser.add_argument("--finetune", action="store_true", help="refine the imprinted rows with gradient steps (keeps the structure)")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning steps (default: 300)")
+    parser.add_argument("--scale", type=float, default=None, help="scale factor s of s*cos for a new model (default: 48, measured)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split and the shots (default: 0)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    parser.set_defaults(handler=_run_imprint)
+
+
 def _add_classify(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "classify",
@@ -176,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_classify, _add_train, _add_inspect):
+    for add in (_add_classify, _add_train, _add_imprint, _add_inspect):
         add(commands)
     return parser
 
@@ -191,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
+    except UsageError as exc:
+        parser.error(str(exc))
     except LastLayerError as exc:
         print(f"lastlayer: error: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from typing import Any, Callable, Union
 
 from lastlayer.data import load_dataset, stratified_split
 from lastlayer.embeddings import embed_dataset
+from lastlayer.errors import ModelError
 from lastlayer.files import atomic_write_bytes, atomic_write_text, ensure_output_dir
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.heads import check_extractor
@@ -125,3 +126,117 @@ def train_backprop(
         "times": {k: round(v, 3) for k, v in times.items()},
     }
     return write_outputs(out, model_bytes, dataset.classes, report)
+
+
+@dataclass
+class ImprintOptions:
+    """Settings of ``lastlayer imprint``."""
+
+    test_ratio: float = 0.25
+    shots: int | None = None
+    finetune: bool = False
+    finetune_steps: int = 300
+    keep_classes: bool = False
+    scale: float | None = None
+    seed: int = 0
+    use_cache: bool = True
+    strict: bool = False
+    progress: bool = True
+
+
+def _imprinting_engine(model: PathLike, options: ImprintOptions, resume: PathLike | None):
+    """Open a saved imprinting model (resume), a Coral-structured model, or build one on an extractor."""
+    from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingEngine
+    from lastlayer.model import imprinting as structure
+
+    if resume is not None:
+        return ImprintingEngine(resolve_model(resume), keep_classes=True), str(resume)
+    path = resolve_model(model)
+    try:
+        structure.validate(load_model(path), str(path))
+    except ModelError:  # not Coral-structured: build the structure on the extractor / classifier
+        engine = ImprintingEngine.from_extractor(path, options.scale or DEFAULT_SCALE, keep_classes=options.keep_classes)
+        return engine, str(path)
+    return ImprintingEngine(path, keep_classes=options.keep_classes), str(path)
+
+
+def imprint(
+    data_dir: PathLike,
+    out_dir: PathLike,
+    model: PathLike = DEFAULT_EXTRACTOR,
+    options: ImprintOptions | None = None,
+    resume: PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> JobResult:
+    """Imprint the classes of a class-per-folder dataset; with ``resume``, extend a saved model."""
+    import numpy as np
+
+    from lastlayer.data import take_shots
+    from lastlayer.errors import TrainingError
+
+    options = options or ImprintOptions()
+    say = log or (lambda line: print(line, file=sys.stderr))
+    times: dict[str, float] = {}
+    out = ensure_output_dir(out_dir)
+    engine, base = _imprinting_engine(model, options, resume)
+    dataset = load_dataset(data_dir)
+    say(f"{len(dataset)} images in {len(dataset.classes)} classes: " + ", ".join(f"{k} ({v})" for k, v in dataset.counts().items()))
+
+    # Dataset class -> model class id: existing trainable classes by name, new ones appended.
+    existing = {name: i for i, name in enumerate(engine.labels)}
+    ids, next_id = [], engine.num_classes
+    for name in dataset.classes:
+        if name not in existing:
+            ids.append(next_id)
+            next_id += 1
+        elif engine.is_trainable(existing[name]):
+            ids.append(existing[name])
+        else:
+            raise TrainingError(f"class {name!r} is a base class of {base} and cannot be retrained; rename the folder to add a new class")
+
+    start = time.perf_counter()
+    extractor = Interpreter(engine.serialize_extractor_model())
+    embedded = embed_dataset(extractor, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
+    times["embed_s"] = time.perf_counter() - start
+    train, test = stratified_split(embedded.y, options.test_ratio, options.seed)
+    if options.shots:
+        train = take_shots(train, embedded.y, options.shots, options.seed)
+
+    start = time.perf_counter()
+    for local in np.argsort(ids):  # ascending model ids, so each new class gets exactly the next id
+        rows = train[embedded.y[train] == local]
+        engine.train(embedded.X[rows], ids[local])
+        engine.set_label(ids[local], dataset.classes[local])
+    if options.finetune:
+        losses = engine.finetune(options.finetune_steps)
+        say(f"fine-tuned {options.finetune_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    times["imprint_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    model_bytes = engine.serialize_model()
+    times["serialize_s"] = time.perf_counter() - start
+
+    report: dict[str, Any] = {
+        "method": "imprinting" + (" + finetune" if options.finetune else ""),
+        "base_model": base,
+        "data": str(data_dir),
+        "classes": engine.labels if len(engine.labels) <= 50 else f"{len(engine.labels)} classes (see labels.txt)",
+        "new_or_extended_classes": {dataset.classes[i]: ids[i] for i in range(len(ids))},
+        "scale_factor": engine.scale_factor,
+        "images": len(dataset),
+        "unreadable": embedded.unreadable,
+        "notes": dataset.notes,
+        "embeddings_from_cache": embedded.cached,
+        "train_images": int(len(train)),
+        "test_images": int(len(test)),
+        "shots": {engine.labels[i]: engine.shots(i) for i in ids},
+        "settings": {k: v for k, v in vars(options).items() if k != "progress"},
+        "times": {k: round(v, 3) for k, v in times.items()},
+    }
+    if len(test):
+        scores = engine.run_inference(embedded.X[test])
+        truth = np.array(ids)[embedded.y[test]]
+        report["test_accuracy"] = float(np.mean(scores.argmax(axis=1) == truth))
+        report["test"] = classification_report(embedded.y[test], scores[:, ids], dataset.classes)
+    else:
+        report["test_accuracy"] = None
+    return write_outputs(out, model_bytes, engine.labels, report)

@@ -23,7 +23,7 @@ from lastlayer.learn.validation import check_features, check_labels
 from lastlayer.model import imprinting as structure
 from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY
 from lastlayer.model.heads import check_extractor
-from lastlayer.model.io import load_model, model_to_bytes
+from lastlayer.model.io import load_model, model_to_bytes, read_model_bytes
 from lastlayer.model.labels import embedded_labels, set_embedded_labels
 from lastlayer.model.names import as_text
 from lastlayer.model.quant import dequantize, fake_quantize, quantize
@@ -112,11 +112,13 @@ class ImprintingEngine:
         (its class layer's rows, L2-normalised); the labels stored in the classifier come along.
         """
         if isinstance(extractor_or_classifier, schema.ModelT):
-            model, source, raw = copy.deepcopy(extractor_or_classifier), "<model>", None
+            model, source, data = copy.deepcopy(extractor_or_classifier), "<model>", None
+        elif isinstance(extractor_or_classifier, (bytes, bytearray)):
+            data, source = bytes(extractor_or_classifier), "<model bytes>"
+            model = load_model(data)
         else:
-            source = "<model bytes>" if isinstance(extractor_or_classifier, (bytes, bytearray)) else str(extractor_or_classifier)
-            model = load_model(extractor_or_classifier)
-            raw = extractor_or_classifier if isinstance(extractor_or_classifier, (bytes, bytearray)) else None
+            data, source = read_model_bytes(extractor_or_classifier), str(extractor_or_classifier)
+            model = load_model(data)
         base_rows, base_labels = None, {}
         try:
             check_extractor(model, source)
@@ -124,7 +126,7 @@ class ImprintingEngine:
             point = find_embedding(model, source)  # a classifier: cut it at its embedding
             if keep_classes:
                 base_rows = _class_layer_rows(model, point.class_layer, source)
-                base_labels = embedded_labels(model, raw if raw is not None else _file_bytes(extractor_or_classifier)) or {}
+                base_labels = embedded_labels(model, data) or {}
             cut(model, point.tensor, source)
         if keep_classes and base_rows is None:
             raise ModelError(f"{source} is an embedding extractor: it has no classes to keep; drop --keep-classes")
@@ -297,28 +299,43 @@ class ImprintingEngine:
         return losses
 
 
-def _class_layer_rows(model: schema.ModelT, op_index: int, source: str) -> np.ndarray:
-    """A classifier's class-layer weight rows, dequantized and L2-normalised, ``[C, D]``."""
-    graph = model.subgraphs[0]
-    weights = graph.tensors[graph.operators[op_index].inputs[1]]
-    data = model.buffers[weights.buffer].data
-    dtype = TENSOR_TYPE_TO_NUMPY.get(weights.type, np.dtype(np.uint8))
-    values = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype).reshape(weights.shape[0], -1).astype(np.float64)
-    q = weights.quantization
+# A class layer can become fixed imprinted rows only if it already ranks classes by cosine:
+# equal row norms and no bias (then logit = |w| |x| cos). These bounds allow rounding noise only.
+_MAX_NORM_RATIO = 1.1
+_MAX_RELATIVE_BIAS = 0.05
+
+
+def _dequantized_constant(model: schema.ModelT, tensor: schema.TensorT, rows: int) -> np.ndarray:
+    data = model.buffers[tensor.buffer].data
+    dtype = TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.uint8))
+    values = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype).reshape(rows, -1).astype(np.float64)
+    q = tensor.quantization
     if q is not None and q.scale is not None and len(q.scale):
         scale, zero = np.asarray(q.scale, dtype=np.float64), np.asarray(q.zeroPoint, dtype=np.float64)
         if len(scale) > 1:
             scale, zero = scale[:, None], zero[:, None]
         values = scale * (values - zero)
-    norms = np.linalg.norm(values, axis=1)
-    if np.any(norms <= _NORM_EPSILON):
-        bad = int(np.argmax(norms <= _NORM_EPSILON))
-        raise ModelError(f"{source}: class {bad} has an all-zero weight row, so it has no direction to keep as an imprinted class")
-    return values / norms[:, None]
+    return values
 
 
-def _file_bytes(source: PathLike | bytes) -> bytes | None:
-    try:
-        return bytes(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb").read()
-    except OSError:
-        return None
+def _class_layer_rows(model: schema.ModelT, op_index: int, source: str) -> np.ndarray:
+    """A classifier's class-layer rows, L2-normalised ``[C, D]``, if the layer is a cosine classifier.
+
+    Otherwise a :class:`ModelError` says why its classes cannot be kept.
+    """
+    graph = model.subgraphs[0]
+    op = graph.operators[op_index]
+    weights_tensor = graph.tensors[op.inputs[1]]
+    count = int(weights_tensor.shape[0])
+    weights = _dequantized_constant(model, weights_tensor, count)
+    norms = np.linalg.norm(weights, axis=1)
+    bias = _dequantized_constant(model, graph.tensors[op.inputs[2]], count).reshape(-1) if len(op.inputs) > 2 and op.inputs[2] >= 0 \
+        else np.zeros(count)
+    median = float(np.median(norms))
+    if norms.min() <= _NORM_EPSILON or norms.max() / norms.min() > _MAX_NORM_RATIO or np.abs(bias).max() > _MAX_RELATIVE_BIAS * median:
+        raise ModelError(
+            f"{source}: its classes cannot be kept as imprinted classes because its class layer is not a cosine classifier "
+            f"(row norms {norms.min():.2f}..{norms.max():.2f}, biases up to {np.abs(bias).max():.2f}), so imprinted classes "
+            "would outrank them; imprint without --keep-classes, or start from a Coral L2-norm imprinting model"
+        )
+    return weights / norms[:, None]
