@@ -70,3 +70,26 @@ def make_cosine_classifier(model: schema.ModelT) -> schema.ModelT:
     model.buffers[bias.buffer].data = np.zeros(4 * weights.shape[0], dtype=np.uint8)
     bias.quantization.scale = [float(graph.tensors[op.inputs[0]].quantization.scale[0] * scale)]
     return model
+
+
+def quantized_chain(steps, shape=(1, 8, 8, 3), dtype=np.uint8, shape_signature=None) -> schema.ModelT:
+    """A chain of operators on 8-bit tensors, for the Edge TPU checker.
+
+    ``steps`` is a list of ``(op_code, out_shape, options_type, options, constants)`` where
+    ``constants`` are extra constant inputs as numpy arrays (int32 for axes, paddings, strides...).
+    """
+    model = new_model("test: chain")
+    x = add_tensor(model, "input", shape, dtype, quant=quantization(1 / 128, 128 if dtype == np.uint8 else 0))
+    if shape_signature is not None:
+        model.subgraphs[0].tensors[x].shapeSignature = list(shape_signature)
+    first = x
+    for number, (code, out_shape, options_type, options, constants) in enumerate(steps):
+        inputs = [x]
+        for k, value in enumerate(constants or []):
+            value = np.asarray(value)
+            inputs.append(add_tensor(model, f"const{number}_{k}", list(value.shape) or [1], value.dtype, data=value))
+        y = add_tensor(model, f"out{number}", out_shape, dtype, quant=quantization(1 / 128, 128 if dtype == np.uint8 else 0))
+        add_operator(model, code, inputs, [y], options_type=options_type, options=options)
+        x = y
+    set_io(model, [first], [x])
+    return model

@@ -31,6 +31,12 @@ commands (each with an example):
              lastlayer imprint --resume out/model.tflite new_parts/ -o out2/
   inspect    show a model's operators, tensors and quantization
              lastlayer inspect model.tflite --json
+  cut        cut a classifier into an embedding extractor
+             lastlayer cut mobilenet_v2_1.0_224_quant.tflite -o extractor.tflite
+  join       join a base graph and a head graph into one model
+             lastlayer join base_edgetpu.tflite head.tflite -o joined.tflite
+  check      check a model against the Edge TPU requirements
+             lastlayer check model.tflite --runtime 13
 
 Models are found by path, in $LASTLAYER_MODELS, in the cache, or downloaded (pinned SHA-256).
 Run 'lastlayer COMMAND --help' for a command's options.
@@ -200,6 +206,112 @@ def _add_imprint(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_imprint)
 
 
+def _run_cut(args: argparse.Namespace) -> int:
+    from lastlayer.model.io import load_model, model_to_bytes, save_model
+    from lastlayer.model.surgery import cut_at_embedding
+    from lastlayer.model.view import view_of
+    from lastlayer.zoo import resolve_model
+
+    path = resolve_model(args.model)
+    data = path.read_bytes()
+    model = load_model(data)
+    before = view_of(model)
+    model, point = cut_at_embedding(model, args.tensor, str(path))
+    packed = model_to_bytes(model)
+    after = view_of(model)
+    output = after.main.tensors[after.main.outputs[0]]
+    save_model(packed, args.output)
+    removed = [op.name for op in before.main.operators[len(after.main.operators):]] if point else []
+    summary = {
+        "model": str(path), "output": str(args.output), "embedding_tensor": output.name, "embedding_shape": output.shape,
+        "embedding_size": output.shape[-1], "operators_before": len(before.main.operators), "operators_after": len(after.main.operators),
+        "bytes_before": len(data), "bytes_after": len(packed),
+        "class_layer": point.class_layer_name if point else None, "removed_tail": removed,
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"cut {path.name} at {output.name} ({'x'.join(map(str, output.shape))}, embedding size {output.shape[-1]})")
+    print(f"kept {summary['operators_after']} of {summary['operators_before']} operators"
+          + (f"; removed {' -> '.join(removed)}" if removed else "") + f"; {len(data):,} -> {len(packed):,} bytes")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _run_join(args: argparse.Namespace) -> int:
+    from lastlayer.model.io import load_model, save_model
+    from lastlayer.model.join import join
+    from lastlayer.model.view import view_of
+    from lastlayer.zoo import resolve_model
+
+    mapping = {}
+    for item in args.map or []:
+        if "=" not in item:
+            raise UsageError(f"--map takes BASE_OUTPUT=HEAD_INPUT, got {item!r}")
+        base_name, head_name = item.split("=", 1)
+        mapping[base_name] = head_name
+    base_path, head_path = resolve_model(args.base), resolve_model(args.head)
+    joined = join(load_model(base_path), load_model(head_path), mapping or None)
+    save_model(joined, args.output)
+    ops = [op.name for op in view_of(joined).main.operators]
+    if args.json:
+        _print_json({"base": str(base_path), "head": str(head_path), "output": str(args.output), "operators": ops})
+        return 0
+    print(f"joined {base_path.name} + {head_path.name}: {' -> '.join(ops) if len(ops) < 12 else f'{len(ops)} operators'}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from lastlayer.edgetpu import check_model
+    from lastlayer.zoo import resolve_model
+
+    report = check_model(resolve_model(args.model), runtime=args.runtime)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.to_text())
+    return 0
+
+
+def _add_surgery(commands: argparse._SubParsersAction) -> None:
+    from lastlayer.edgetpu import LATEST_RUNTIME
+
+    cut = commands.add_parser(
+        "cut", help="cut a classifier into an embedding extractor",
+        description="Keep the part of MODEL that computes the embedding (the input of its last FULLY_CONNECTED or 1x1 "
+        "CONV_2D class layer, or --tensor NAME) and drop everything else, weights included.",
+        epilog="example: lastlayer cut mobilenet_v2_1.0_224_quant.tflite -o mobilenet_v2_extractor.tflite")
+    cut.add_argument("model", metavar="MODEL", help="classifier path or known name")
+    cut.add_argument("--output", "-o", required=True, metavar="EXTRACTOR", help="the extractor .tflite to write")
+    cut.add_argument("--tensor", help="cut at this tensor instead of the detected embedding (see 'lastlayer inspect')")
+    cut.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    cut.set_defaults(handler=_run_cut)
+
+    join = commands.add_parser(
+        "join", help="join a base graph and a head graph into one model",
+        description="Connect HEAD's inputs to BASE's outputs (by tensor name, or --map) and write one model; BASE may be an "
+        "Edge TPU compiled graph (one edgetpu-custom-op).",
+        epilog="example: lastlayer join mobilenet_quant_v1_224_feature_layers_edgetpu.tflite "
+        "mobilenet_quant_v1_224_head_layers.tflite -o joined.tflite")
+    join.add_argument("base", metavar="BASE")
+    join.add_argument("head", metavar="HEAD")
+    join.add_argument("--output", "-o", required=True, metavar="OUT")
+    join.add_argument("--map", action="append", metavar="BASE_OUTPUT=HEAD_INPUT", help="connect these tensors (repeatable)")
+    join.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    join.set_defaults(handler=_run_join)
+
+    check = commands.add_parser(
+        "check", help="check a model against the Edge TPU requirements",
+        description="Static Edge TPU compatibility report: 8-bit tensors, static shapes, at most 3 non-1 innermost "
+        "dimensions, supported operators and their limits, and where the compiler would partition the graph.",
+        epilog="example: lastlayer check mobilenet_v2_1.0_224_quant.tflite --runtime 13 --json")
+    check.add_argument("model", metavar="MODEL")
+    check.add_argument("--runtime", type=int, default=LATEST_RUNTIME, help=f"Edge TPU runtime version (default: {LATEST_RUNTIME})")
+    check.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    check.set_defaults(handler=_run_check)
+
+
 def _add_classify(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "classify",
@@ -240,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_classify, _add_train, _add_imprint, _add_inspect):
+    for add in (_add_classify, _add_train, _add_imprint, _add_inspect, _add_surgery):
         add(commands)
     return parser
 

@@ -13,6 +13,7 @@ import ctypes
 import os
 import platform
 import sys
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
@@ -126,7 +127,8 @@ class Interpreter:
         self.num_threads = num_threads or os.cpu_count() or 1
         self.input_mean, self.input_std = float(input_mean), float(input_std)
         try:
-            with _native_stderr_silenced():
+            with _native_stderr_silenced(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")  # asked for explicitly
                 self.litert = litert.Interpreter(
                     model_content=data,
                     experimental_delegates=delegates,

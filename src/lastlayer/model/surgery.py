@@ -89,12 +89,22 @@ def cut(model: schema.ModelT, tensor: int, source: str = "the model") -> schema.
     Operators, tensors, operator codes and buffers that ``tensor`` does not depend on are
     dropped; tensors and codes are renumbered; metadata buffers are kept.
     """
+    return extract_segment(model, [tensor], None, source)
+
+
+def extract_segment(model: schema.ModelT, outputs: list[int], inputs: list[int] | None = None, source: str = "the model") -> schema.ModelT:
+    """Keep the operators computing ``outputs`` from ``inputs`` (default: the graph inputs), in place.
+
+    With ``inputs`` given, the walk back stops there and they become the graph inputs: this cuts
+    the *head* of a model off its base.
+    """
     graph = single_subgraph(model, source)
-    needed = {tensor}
+    stops = set(inputs or [])
+    needed = set(outputs)
     kept_ops = []
     for op_index in range(len(graph.operators or []) - 1, -1, -1):
         op = graph.operators[op_index]
-        if any(int(t) in needed for t in op.outputs):
+        if any(int(t) in needed and int(t) not in stops for t in op.outputs):
             kept_ops.append(op_index)
             needed.update(int(t) for t in op.inputs if t >= 0)
             needed.update(int(t) for t in (op.intermediates if op.intermediates is not None else []))
@@ -134,8 +144,9 @@ def cut(model: schema.ModelT, tensor: int, source: str = "the model") -> schema.
 
     for entry in model.metadata or []:
         entry.buffer = keep_buffer(int(entry.buffer))
-    graph.inputs = [tensor_map[int(t)] for t in graph.inputs if int(t) in needed]
-    graph.outputs = [tensor_map[tensor]]
+    new_inputs = inputs if inputs is not None else [int(t) for t in graph.inputs if int(t) in needed]
+    graph.inputs = [tensor_map[int(t)] for t in new_inputs]
+    graph.outputs = [tensor_map[int(t)] for t in outputs]
     graph.tensors, graph.operators = tensors, operators
     model.operatorCodes, model.buffers = codes, buffers
     model.signatureDefs = None  # signatures named the old outputs
@@ -150,7 +161,7 @@ def _has_data(model: schema.ModelT, index: int) -> bool:
 
 
 def cut_at_embedding(model: schema.ModelT, tensor_name: str | None = None, source: str = "the model") -> tuple[schema.ModelT, CutPoint | None]:
-    """Cut ``model`` at ``tensor_name``, or at the automatically found embedding when ``None``."""
+    """Cut ``model`` at ``tensor_name``, or at the automatically found embedding when ``None``, in place."""
     if tensor_name is None:
         point = find_embedding(model, source)
         return cut(model, point.tensor, source), point
