@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lastlayer classify --top-k 3 $(or $(wildcard $(SHARED)/images/*.jpg $(SHARED)/images/*.bmp),$(error no sample images in $(SHARED)/images: run 'lastlayer classify IMAGE...' on your own photos))
+	$(BIN)/lastlayer demo --output lastlayer-demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/softmax.py
+	$(BIN)/python benchmarks/imprint.py
+	$(BIN)/python benchmarks/accuracy.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

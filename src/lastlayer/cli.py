@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,6 +30,10 @@ commands (each with an example):
   imprint    add classes from a few images each (weight imprinting), or extend a saved model
              lastlayer imprint parts/ --model mobilenet_v1_1.0_224_quant_embedding_extractor.tflite -o out/ --shots 5
              lastlayer imprint --resume out/model.tflite new_parts/ -o out2/
+  evaluate   accuracy, per-class precision/recall, confusion matrix and latency on labelled images
+             lastlayer evaluate out/model.tflite test_photos/ --report-dir out/eval --compare other.tflite
+  demo       the end-to-end tour on rendered "parts and defects" (what 'make demo' runs)
+             lastlayer demo --output lastlayer-demo
   inspect    show a model's operators, tensors and quantization
              lastlayer inspect model.tflite --json
   cut        cut a classifier into an embedding extractor
@@ -312,6 +317,69 @@ def _add_surgery(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=_run_check)
 
 
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from lastlayer.jobs import EvaluateOptions, evaluate
+    from lastlayer.report import text_table
+
+    options = EvaluateOptions(labels=args.labels, report_dir=args.report_dir, compare=args.compare, strict=args.strict,
+                              progress=not args.json)
+    report = evaluate(args.model, args.data_dir, options)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"{report['model']} on {report['evaluated']} images of {args.data_dir}")
+    print(text_table(report))
+    print(f"mean latency {report['mean_latency_ms']} ms per image; {len(report['misclassified'])} misclassified")
+    if "compare" in report:
+        other = report["compare"]
+        print(f"compare {other['model']}: top-1 {other['top1_accuracy']:.3f}, top-5 {other['top5_accuracy']:.3f}, "
+              f"latency {other['mean_latency_ms']} ms; agreement {report['agreement']:.3f} ({len(report['disagreements'])} disagreements)")
+    if args.report_dir:
+        print(f"wrote {report['report_json']}" + (f" and {report['confusion_png']}" if report.get("confusion_png") else ""))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from lastlayer.demo import run_demo
+
+    summary = run_demo(args.output, extractor=args.extractor, test_per_class=args.test_per_class, seed=args.seed,
+                       log=(lambda line: None) if args.json else print)
+    if args.json:
+        _print_json(summary)
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="accuracy, per-class metrics, confusion matrix and latency on labelled images",
+        description="Run MODEL on DATA_DIR/<class>/<images> (class folders named after the model's labels) and report "
+        "top-1/top-5 accuracy, per-class precision/recall, the confusion matrix, misclassified files and mean latency.",
+        epilog="example: lastlayer evaluate out/model.tflite photos/ --report-dir out/eval --compare out/float.tflite")
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class (or a path,label CSV)")
+    parser.add_argument("--labels", "-l", help="label file (default: the labels stored in the model)")
+    parser.add_argument("--report-dir", help="write report.json and confusion.png here")
+    parser.add_argument("--compare", metavar="OTHER", help="evaluate a second model on the same images, side by side")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    parser.set_defaults(handler=_run_evaluate)
+
+    from lastlayer.demo import DEFAULT_OUTPUT
+    from lastlayer.zoo import DEFAULT_EXTRACTOR
+
+    demo = commands.add_parser(
+        "demo", help="the end-to-end tour on rendered parts and defects",
+        description="Render a small photo-free dataset of machine parts and defects, imprint it from 5 shots per class, "
+        "add a class incrementally, train a backprop head on the same data, and compare.",
+        epilog=f"example: lastlayer demo --output {DEFAULT_OUTPUT}")
+    demo.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help=f"output folder (default: {DEFAULT_OUTPUT})")
+    demo.add_argument("--extractor", "-e", default=DEFAULT_EXTRACTOR, help=f"embedding extractor (default: {DEFAULT_EXTRACTOR})")
+    demo.add_argument("--test-per-class", type=int, default=20, help="held-out renders per class (default: 20; fewer is faster)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the renders (default: 0)")
+    demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    demo.set_defaults(handler=_run_demo)
+
+
 def _add_classify(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "classify",
@@ -343,6 +411,10 @@ def _add_inspect(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_inspect)
 
 
+def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"lastlayer: warning: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lastlayer",
@@ -352,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_classify, _add_train, _add_imprint, _add_inspect, _add_surgery):
+    for add in (_add_classify, _add_train, _add_imprint, _add_evaluate, _add_inspect, _add_surgery):
         add(commands)
     return parser
 
@@ -366,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always")
+            return handler(args)
     except UsageError as exc:
         parser.error(str(exc))
     except LastLayerError as exc:

@@ -13,14 +13,14 @@ from typing import Any, Callable, Union
 
 from lastlayer.data import load_dataset, stratified_split
 from lastlayer.embeddings import embed_dataset
-from lastlayer.errors import ModelError
+from lastlayer.errors import DatasetError, ModelError
 from lastlayer.files import atomic_write_bytes, atomic_write_text, ensure_output_dir
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.heads import check_extractor
 from lastlayer.model.io import load_model
 from lastlayer.model.labels import format_labels
-from lastlayer.report import classification_report
-from lastlayer.runtime import Interpreter
+from lastlayer.report import classification_report, misclassified, save_confusion_png
+from lastlayer.runtime import Interpreter, extract_embeddings
 from lastlayer.zoo import DEFAULT_EXTRACTOR, resolve_model
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -61,11 +61,19 @@ class JobResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def write_outputs(out_dir: Path, model_bytes: bytes, classes: list[str], report: dict[str, Any]) -> JobResult:
-    """Write ``model.tflite``, ``labels.txt`` and ``report.json`` atomically into ``out_dir``."""
+def write_report(out_dir: Path, report: dict[str, Any], evaluation: dict[str, Any] | None, title: str) -> Path:
+    """Write ``report.json`` and, for an evaluation with images, ``confusion.png``; return the JSON path."""
+    if evaluation and evaluation.get("samples"):
+        png = save_confusion_png(evaluation, out_dir / "confusion.png", title)
+        report["confusion_png"] = str(png) if png else None
+    return atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+
+
+def write_outputs(out_dir: Path, model_bytes: bytes, classes: list[str], report: dict[str, Any], evaluation_key: str) -> JobResult:
+    """Write ``model.tflite``, ``labels.txt``, ``report.json`` (and ``confusion.png``) atomically into ``out_dir``."""
     model_path = atomic_write_bytes(out_dir / "model.tflite", model_bytes)
     labels_path = atomic_write_text(out_dir / "labels.txt", format_labels(classes))
-    report_path = atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    report_path = write_report(out_dir, report, report.get(evaluation_key), f"{report['method']}: {evaluation_key} split")
     return JobResult(model_path, labels_path, report_path, report)
 
 
@@ -122,10 +130,14 @@ def train_backprop(
         "settings": {k: v for k, v in vars(options).items() if k not in ("progress",)},
         "train_accuracy": layer.get_accuracy(embedded.X[train], embedded.y[train]),
         "val_accuracy": layer.get_accuracy(embedded.X[val], embedded.y[val]) if len(val) else None,
-        "val": classification_report(embedded.y[val], layer.run_inference(embedded.X[val]), dataset.classes) if len(val) else None,
         "times": {k: round(v, 3) for k, v in times.items()},
     }
-    return write_outputs(out, model_bytes, dataset.classes, report)
+    if len(val):
+        scores = layer.run_inference(embedded.X[val])
+        report["val"] = classification_report(embedded.y[val], scores, dataset.classes)
+        report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val], embedded.y[val], scores,
+                                                       dataset.classes, labels=dataset.classes)
+    return write_outputs(out, model_bytes, dataset.classes, report, "val")
 
 
 @dataclass
@@ -232,11 +244,120 @@ def imprint(
         "settings": {k: v for k, v in vars(options).items() if k != "progress"},
         "times": {k: round(v, 3) for k, v in times.items()},
     }
+    report["test_accuracy"] = None
     if len(test):
         scores = engine.run_inference(embedded.X[test])
-        truth = np.array(ids)[embedded.y[test]]
-        report["test_accuracy"] = float(np.mean(scores.argmax(axis=1) == truth))
-        report["test"] = classification_report(embedded.y[test], scores[:, ids], dataset.classes)
-    else:
-        report["test_accuracy"] = None
-    return write_outputs(out, model_bytes, engine.labels, report)
+        report["test"] = classification_report(embedded.y[test], scores, dataset.classes, ids)
+        report["test"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in test], embedded.y[test], scores,
+                                                        dataset.classes, ids, engine.labels)
+        report["test_accuracy"] = report["test"]["top1_accuracy"]
+    return write_outputs(out, model_bytes, engine.labels, report, "test")
+
+
+@dataclass
+class EvaluateOptions:
+    """Settings of ``lastlayer evaluate``."""
+
+    labels: PathLike | None = None
+    report_dir: PathLike | None = None
+    compare: PathLike | None = None
+    strict: bool = False
+    progress: bool = True
+
+
+@dataclass
+class _Scored:
+    name: str
+    labels: list[str]
+    class_ids: list[int]
+    scores: Any
+    latencies: list[float]
+
+
+def _model_labels(interpreter: Interpreter, labels_path: PathLike | None) -> list[str] | None:
+    from lastlayer.model.labels import embedded_labels, read_label_file
+
+    table = read_label_file(resolve_model(labels_path)) if labels_path else embedded_labels(load_model(interpreter.model_bytes), interpreter.model_bytes)
+    if not table:
+        return None
+    return [table.get(i, str(i)) for i in range(interpreter.output_size)]
+
+
+def _class_ids(classes: list[str], labels: list[str] | None, size: int, model: str) -> list[int]:
+    """The model's class id of each dataset class, matched by label name (or by order without labels)."""
+    if labels is None:
+        if len(classes) > size:
+            raise DatasetError(f"the data has {len(classes)} classes but {model} has {size} outputs and no labels; pass --labels")
+        return list(range(len(classes)))
+    by_name: dict[str, int] = {}
+    for index, name in enumerate(labels):
+        by_name.setdefault(name, index)
+    missing = [c for c in classes if c not in by_name]
+    if missing:
+        raise DatasetError(f"class folder(s) {', '.join(missing)} are not classes of {model}; name the folders after its labels "
+                           "(see labels.txt) or pass --labels")
+    return [by_name[c] for c in classes]
+
+
+def _score(model: PathLike, dataset: Any, labels_path: PathLike | None, options: EvaluateOptions, report: Callable) -> _Scored:
+    path = resolve_model(model)
+    interpreter = Interpreter(path)
+    labels = _model_labels(interpreter, labels_path)
+    ids = _class_ids(dataset.classes, labels, interpreter.output_size, str(path))
+    latencies: list[float] = []
+    scores = extract_embeddings(interpreter, dataset.paths, progress=options.progress, on_error=report, latencies=latencies,
+                                description=f"evaluating {path.name}")
+    return _Scored(str(path), labels or [str(i) for i in range(interpreter.output_size)], ids, scores, latencies)
+
+
+def evaluate(model: PathLike, data_dir: PathLike, options: EvaluateOptions | None = None) -> dict[str, Any]:
+    """Evaluate a classifier on a class-per-folder dataset; optionally against a second model."""
+    import warnings
+
+    import numpy as np
+
+    from lastlayer.data import DatasetWarning
+    from lastlayer.errors import ImageError
+
+    options = options or EvaluateOptions()
+    dataset = load_dataset(data_dir)
+    unreadable: list[str] = []
+
+    def report_bad(path: Any, error: ImageError) -> None:
+        if options.strict:
+            raise error
+        if str(path) not in unreadable:
+            unreadable.append(str(path))
+            warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
+
+    runs = [_score(model, dataset, options.labels, options, report_bad)]
+    if options.compare:
+        runs.append(_score(options.compare, dataset, None, options, report_bad))
+    keep = np.ones(len(dataset), dtype=bool)
+    for run in runs:
+        keep &= ~np.isnan(run.scores).any(axis=1)
+    paths = [p for p, k in zip(dataset.paths, keep) if k]
+    y = dataset.labels[keep]
+    results = []
+    for run in runs:
+        scores = run.scores[keep]
+        section = classification_report(y, scores, dataset.classes, run.class_ids)
+        section["model"] = run.name
+        section["mean_latency_ms"] = round(1000 * float(np.mean(run.latencies)), 3) if run.latencies else None
+        section["misclassified"] = misclassified(paths, y, scores, dataset.classes, run.class_ids, run.labels)
+        results.append(section)
+    report: dict[str, Any] = {"data": str(data_dir), "images": len(dataset), "evaluated": int(keep.sum()),
+                              "unreadable": unreadable, "notes": dataset.notes, **results[0]}
+    if len(runs) == 2:
+        first = [runs[0].labels[int(i)] for i in np.argmax(runs[0].scores[keep], axis=1)]
+        second = [runs[1].labels[int(i)] for i in np.argmax(runs[1].scores[keep], axis=1)]
+        differ = [{"file": str(p), "model": a, "compare": b} for p, a, b in zip(paths, first, second) if a != b]
+        report["compare"] = results[1]
+        report["agreement"] = 1 - len(differ) / max(1, len(paths))
+        report["disagreements"] = differ
+        if runs[0].scores.shape == runs[1].scores.shape:
+            report["max_score_difference"] = float(np.abs(runs[0].scores[keep] - runs[1].scores[keep]).max())
+    if options.report_dir:
+        folder = ensure_output_dir(options.report_dir)
+        report["report_json"] = str(write_report(folder, report, results[0], f"{Path(runs[0].name).name} on {Path(data_dir).name}"))
+    return report

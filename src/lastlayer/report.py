@@ -1,47 +1,129 @@
-"""Metrics of a classifier on labelled data: accuracy, per-class precision/recall, confusion matrix."""
+"""Metrics of a classifier on labelled images: accuracy, per-class precision/recall, confusion matrix.
+
+Dataset classes may be a subset of the model's classes (``class_ids`` maps them); predictions of
+a class outside the dataset land in an extra "other" column of the confusion matrix.
+"""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lastlayer.files import atomic_write_bytes
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+OTHER = "(other class)"
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, rows: int, columns: int | None = None) -> np.ndarray:
     """``matrix[true, predicted]`` counts."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    matrix = np.zeros((rows, columns or rows), dtype=np.int64)
     np.add.at(matrix, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
     return matrix
 
 
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
     """Fraction of rows whose true class is among the ``k`` highest scores."""
-    if len(y_true) == 0:
-        return float("nan")
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(top == np.asarray(y_true)[:, None], axis=1)))
 
 
-def classification_report(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Top-1/top-5 accuracy, per-class precision/recall/support and the confusion matrix, JSON-ready."""
+def classification_report(
+    y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], class_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Top-1/top-5 accuracy, per-class precision/recall/support and the confusion matrix, JSON-ready.
+
+    ``y_true`` holds dataset class indices (into ``classes``); ``scores`` is ``[n, model classes]``;
+    ``class_ids[i]`` is the model's id of dataset class ``i`` (default: the same index).
+    """
     y_true = np.asarray(y_true, dtype=int)
-    y_pred = np.argmax(scores, axis=1) if len(y_true) else np.zeros(0, dtype=int)
-    matrix = confusion_matrix(y_true, y_pred, len(classes))
+    ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids, dtype=int)
+    if len(y_true) == 0:
+        return {"samples": 0, "top1_accuracy": None, "top5_accuracy": None, "per_class": {}, "confusion_matrix": [],
+                "classes": list(classes), "columns": list(classes)}
+    truth = ids[y_true]
+    predicted = np.argmax(scores, axis=1)
+    local = {int(m): i for i, m in enumerate(ids)}
+    pred_local = np.array([local.get(int(p), len(classes)) for p in predicted])
+    has_other = bool(np.any(pred_local == len(classes)))
+    columns = list(classes) + ([OTHER] if has_other else [])
+    matrix = confusion_matrix(y_true, pred_local, len(classes), len(columns))
     per_class = {}
     for i, name in enumerate(classes):
-        support = int(matrix[i].sum())
-        predicted = int(matrix[:, i].sum())
+        support, predicted_as = int(matrix[i].sum()), int(matrix[:, i].sum())
         per_class[name] = {
-            "precision": float(matrix[i, i] / predicted) if predicted else None,
+            "precision": float(matrix[i, i] / predicted_as) if predicted_as else None,
             "recall": float(matrix[i, i] / support) if support else None,
             "support": support,
         }
     return {
         "samples": int(len(y_true)),
-        "top1_accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else None,
-        "top5_accuracy": top_k_accuracy(scores, y_true, 5) if len(y_true) else None,
+        "top1_accuracy": float(np.mean(predicted == truth)),
+        "top5_accuracy": top_k_accuracy(scores, truth, 5),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
         "classes": list(classes),
+        "columns": columns,
     }
+
+
+def misclassified(
+    paths: Sequence[Path | str], y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str],
+    class_ids: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The images whose top-1 class is wrong, with what they were taken for."""
+    ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids, dtype=int)
+    wrong = []
+    for path, truth, row in zip(paths, np.asarray(y_true, dtype=int), scores):
+        predicted = int(np.argmax(row))
+        if predicted != int(ids[truth]):
+            name = labels[predicted] if labels is not None and predicted < len(labels) else str(predicted)
+            wrong.append({"file": str(path), "true": classes[truth], "predicted": name, "score": round(float(row[predicted]), 4)})
+    return wrong
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """A short per-class table with the overall accuracy, for the terminal."""
+    width = max([len(c) for c in report["classes"]] + [5])
+    lines = [f"{'class':<{width}}  precision  recall  support"]
+    for name, row in report["per_class"].items():
+        precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {row['support']:>7}")
+    if report["top1_accuracy"] is not None:
+        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f} on {report['samples']} images")
+    return "\n".join(lines)
+
+
+def save_confusion_png(report: dict[str, Any], path: str | Path, title: str = "confusion matrix") -> Path | None:
+    """Draw the confusion matrix (counts in the cells) as a PNG; ``None`` when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    matrix = np.asarray(report["confusion_matrix"])
+    if matrix.size == 0:
+        return None
+    rows, columns = report["classes"], report["columns"]
+    size = max(4.0, 0.6 * len(columns) + 2.5)
+    figure, axes = plt.subplots(figsize=(size, max(3.5, 0.6 * len(rows) + 2.0)), dpi=100)
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(columns)), labels=columns, rotation=45, ha="right")
+    axes.set_yticks(range(len(rows)), labels=rows)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    threshold = matrix.max() / 2 if matrix.max() else 1
+    for (i, j), count in np.ndenumerate(matrix):
+        axes.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())

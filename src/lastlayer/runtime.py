@@ -13,6 +13,7 @@ import ctypes
 import os
 import platform
 import sys
+import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, Union
@@ -251,13 +252,15 @@ def extract_embeddings(
     workers: int | None = None,
     description: str = "embedding",
     on_error: Callable[[ImagePath, ImageError], None] | None = None,
+    latencies: list[float] | None = None,
 ) -> np.ndarray:
     """Run every image through ``interpreter``; return a float32 ``[n, output_size]`` array.
 
     Decoding and resizing run in a thread pool (Pillow releases the GIL) while the main thread
     invokes the model, so the interpreter is the bottleneck. A tqdm progress bar shows on stderr.
     An unreadable image raises :class:`ImageError`, unless ``on_error(path, error)`` is given:
-    then it is called and that image's row is NaN.
+    then it is called and that image's row is NaN. ``latencies`` collects each image's inference
+    time (set input, invoke, read output) in seconds.
     """
     from tqdm.auto import tqdm
 
@@ -277,5 +280,8 @@ def extract_embeddings(
                 on_error(path, error)
                 result[row] = np.nan
                 continue
+            start = time.perf_counter()
             result[row] = interpreter.run(pixels)
+            if latencies is not None:
+                latencies.append(time.perf_counter() - start)
     return result

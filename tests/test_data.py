@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from lastlayer.data import DatasetWarning, load_dataset, stratified_split, take_shots
+from lastlayer.embeddings import embed_dataset
+from lastlayer.errors import DatasetError, ImageError
+from lastlayer.runtime import Interpreter
+
+from conftest import EXTRACTOR
+
+
+def _copy(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+
+
+@pytest.fixture
+def folder(tmp_path, images_dir):
+    root = tmp_path / "data"
+    _copy(images_dir / "cat.bmp", root / "chat noir" / "a.bmp")
+    _copy(images_dir / "owl.jpg", root / "chat noir" / "b.jpg")
+    _copy(images_dir / "parrot.jpg", root / "Ölvogel ü" / "p.jpg")
+    _copy(images_dir / "bird.bmp", root / "Ölvogel ü" / "q.bmp")
+    (root / "chat noir" / "notes.txt").write_text("not an image")
+    (root / "chat noir" / ".DS_Store").write_text("hidden")
+    (root / ".hidden_class").mkdir()
+    return root
+
+
+def test_scan_sorts_classes_skips_hidden_and_counts_non_images(folder):
+    with pytest.warns(DatasetWarning, match="skipped 1 file"):
+        dataset = load_dataset(folder)
+    assert dataset.classes == ["chat noir", "Ölvogel ü"]
+    assert dataset.counts() == {"chat noir": 2, "Ölvogel ü": 2}
+    assert [p.name for p in dataset.paths] == ["a.bmp", "b.jpg", "p.jpg", "q.bmp"]
+
+
+def test_symlinked_files_and_class_folders_are_followed(folder, tmp_path, images_dir):
+    outside = tmp_path / "elsewhere"
+    _copy(images_dir / "dragonfly.bmp", outside / "d.bmp")
+    os.symlink(outside, folder / "linked class")
+    os.symlink(images_dir / "sunflower.bmp", folder / "chat noir" / "link.bmp")
+    with pytest.warns(DatasetWarning):
+        dataset = load_dataset(folder)
+    assert dataset.counts()["linked class"] == 1 and dataset.counts()["chat noir"] == 3
+
+
+def test_empty_class_and_only_non_images_are_errors(folder):
+    (folder / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty has no images"):
+        load_dataset(folder)
+    (folder / "empty" / "readme.md").write_text("x")
+    with pytest.raises(DatasetError, match="empty has no images"):
+        load_dataset(folder)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(folder / "nope")
+
+
+def test_duplicate_across_classes_is_a_warning_naming_both(tmp_path, images_dir):
+    _copy(images_dir / "cat.bmp", tmp_path / "d" / "a" / "x.bmp")
+    _copy(images_dir / "cat.bmp", tmp_path / "d" / "b" / "y.bmp")
+    with pytest.warns(DatasetWarning, match=r"several classes: .*x\.bmp, .*y\.bmp"):
+        dataset = load_dataset(tmp_path / "d")
+    assert any("several classes" in note for note in dataset.notes)
+
+
+def test_unreadable_image_is_skipped_by_name_or_fatal_when_strict(folder, models_dir):
+    (folder / "chat noir" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.warns(DatasetWarning):
+        dataset = load_dataset(folder)
+    interpreter = Interpreter(models_dir / EXTRACTOR)
+    with pytest.warns(DatasetWarning, match="broken.jpg"):
+        embedded = embed_dataset(interpreter, dataset, progress=False, use_cache=False)
+    assert embedded.unreadable == [str(folder / "chat noir" / "broken.jpg")] and len(embedded.y) == 4
+    assert not np.isnan(embedded.X).any()
+    with pytest.raises(ImageError, match="broken.jpg"):
+        embed_dataset(interpreter, dataset, progress=False, use_cache=False, strict=True)
+
+
+def test_split_keeps_a_training_image_per_class_and_is_seeded():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 2)
+    train, test = stratified_split(labels, 0.5, seed=3)
+    assert set(labels[train]) == {0, 1, 2} and len(set(train) & set(test)) == 0 and len(train) + len(test) == 15
+    assert np.array_equal(stratified_split(labels, 0.5, seed=3)[1], test)
+    assert not np.array_equal(stratified_split(labels, 0.5, seed=4)[1], test)
+    assert len(stratified_split(labels, 0.0)[1]) == 0
+    with pytest.raises(DatasetError, match="only 1 image"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5)
+    shots = take_shots(train, labels, 2, seed=0)
+    assert all((labels[shots] == c).sum() <= 2 for c in range(3))
+
+
+def test_csv_lists(tmp_path, images_dir):
+    _copy(images_dir / "cat.bmp", tmp_path / "imgs" / "c.bmp")
+    _copy(images_dir / "owl.jpg", tmp_path / "imgs" / "o.jpg")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label\nimgs/c.bmp,cat\nimgs/o.jpg,owl\n")
+    dataset = load_dataset(listing)
+    assert dataset.classes == ["cat", "owl"] and dataset.labels.tolist() == [0, 1]
+    listing.write_text("imgs/c.bmp,cat\nimgs/missing.jpg,owl\n")
+    with pytest.raises(DatasetError, match=r"row 2: image .*missing\.jpg does not exist"):
+        load_dataset(listing)
