@@ -18,6 +18,8 @@ from lastlayer.errors import (  # noqa: E402
     TrainingError,
 )
 from lastlayer.images import load_image, load_resized  # noqa: E402
+from lastlayer.learn.imprinting import ImprintingEngine  # noqa: E402
+from lastlayer.learn.softmax import SoftmaxRegression  # noqa: E402
 from lastlayer.model import inspect_model, load_model, model_to_bytes, save_model  # noqa: E402
 from lastlayer.model.labels import read_label_file, write_label_file  # noqa: E402
 from lastlayer.runtime import Interpreter, extract_embeddings, make_interpreter  # noqa: E402
@@ -28,12 +30,14 @@ __all__ = [
     "DatasetError",
     "EdgeTpuError",
     "ImageError",
+    "ImprintingEngine",
     "InferenceError",
     "Interpreter",
     "LastLayerError",
     "ModelError",
     "ModelNotFoundError",
     "OutputError",
+    "SoftmaxRegression",
     "TrainingError",
     "__version__",
     "extract_embeddings",
