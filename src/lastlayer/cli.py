@@ -110,18 +110,34 @@ def _run_train(args: argparse.Namespace) -> int:
         class_weight="balanced" if args.balanced else None, early_stopping=args.early_stopping,
         print_every=args.print_every, use_cache=not args.no_cache, strict=args.strict, progress=not args.json,
     )
-    log = (lambda line: None) if args.json else None
-    result = train_backprop(args.data_dir, args.output, args.extractor, options, log=log)
-    summary = {"model": str(result.model_path), "labels": str(result.labels_path), "report": str(result.report_path),
-               "train_accuracy": result.report["train_accuracy"], "val_accuracy": result.report["val_accuracy"],
-               "times": result.report["times"]}
+    result = train_backprop(args.data_dir, args.output, args.extractor, options, log=_job_log(args))
+    val = result.report["val_accuracy"]
+    headline = f"train accuracy {result.report['train_accuracy']:.3f}" + (f", validation accuracy {val:.3f}" if val is not None else "")
+    return _print_job_result(args, result, headline, train_accuracy=result.report["train_accuracy"], val_accuracy=val)
+
+
+def _job_log(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Progress lines go to stderr, and nowhere with --json (stdout then holds only the JSON)."""
+    return (lambda line: None) if args.json else None
+
+
+def _print_job_result(args: argparse.Namespace, result: Any, headline: str, **fields: Any) -> int:
+    """The summary of a job that wrote model.tflite, labels.txt and report.json."""
     if args.json:
-        _print_json(summary)
+        _print_json({"model": str(result.model_path), "labels": str(result.labels_path), "report": str(result.report_path),
+                     **fields, "times": result.report["times"]})
         return 0
-    val = summary["val_accuracy"]
-    print(f"train accuracy {summary['train_accuracy']:.3f}" + (f", validation accuracy {val:.3f}" if val is not None else ""))
+    print(headline)
     print(f"wrote {result.model_path}, {result.labels_path}, {result.report_path}")
     return 0
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """DATA_DIR and the options every job over a dataset shares."""
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class (or a path,label CSV)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -134,7 +150,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "and write OUT_DIR/model.tflite (extractor + head), labels.txt and report.json.",
         epilog="example: lastlayer train photos/ -o out/ --epochs 30 --seed 1",
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class (or a path,label CSV)")
+    _add_dataset_arguments(parser)
     parser.add_argument("--extractor", "-e", default=DEFAULT_EXTRACTOR, help=f"embedding extractor (default: {DEFAULT_EXTRACTOR})")
     parser.add_argument("--output", "-o", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
     length = parser.add_mutually_exclusive_group()
@@ -149,9 +165,6 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--balanced", action="store_true", help="weight classes inversely to their size")
     parser.add_argument("--early-stopping", action="store_true", help="stop when validation loss stops improving")
     parser.add_argument("--print-every", type=int, default=100, help="log loss/accuracy every N iterations (0: never)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
     parser.set_defaults(handler=_run_train)
 
 
@@ -166,19 +179,10 @@ def _run_imprint(args: argparse.Namespace) -> int:
         strict=args.strict, progress=not args.json,
     )
     output = args.output or str(Path(args.resume).parent)
-    log = (lambda line: None) if args.json else None
-    result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=log)
-    report = result.report
-    summary = {"model": str(result.model_path), "labels": str(result.labels_path), "report": str(result.report_path),
-               "classes": len(result.labels_path.read_text().splitlines()), "test_accuracy": report["test_accuracy"],
-               "times": report["times"]}
-    if args.json:
-        _print_json(summary)
-        return 0
-    accuracy = report["test_accuracy"]
-    print(f"{summary['classes']} classes" + (f", test accuracy {accuracy:.3f}" if accuracy is not None else ""))
-    print(f"wrote {result.model_path}, {result.labels_path}, {result.report_path}")
-    return 0
+    result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=_job_log(args))
+    classes, accuracy = len(result.labels_path.read_text().splitlines()), result.report["test_accuracy"]
+    headline = f"{classes} classes" + (f", test accuracy {accuracy:.3f}" if accuracy is not None else "")
+    return _print_job_result(args, result, headline, classes=classes, test_accuracy=accuracy)
 
 
 def _add_imprint(commands: argparse._SubParsersAction) -> None:
@@ -194,7 +198,7 @@ def _add_imprint(commands: argparse._SubParsersAction) -> None:
         "  lastlayer imprint --resume out/model.tflite more_parts/ -o out2/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class (or a path,label CSV)")
+    _add_dataset_arguments(parser)
     parser.add_argument("--model", "-m", default=DEFAULT_EXTRACTOR, help=f"extractor, classifier or imprinting model (default: {DEFAULT_EXTRACTOR})")
     parser.add_argument("--resume", metavar="MODEL", help="a model written by 'lastlayer imprint' (or PyCoral) to extend")
     parser.add_argument("--output", "-o", metavar="OUT_DIR", help="output folder (created if missing)")
@@ -205,9 +209,6 @@ def _add_imprint(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning steps (default: 300)")
     parser.add_argument("--scale", type=float, default=None, help="scale factor s of s*cos for a new model (default: 48, measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the shots (default: 0)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
     parser.set_defaults(handler=_run_imprint)
 
 

@@ -77,6 +77,21 @@ def write_outputs(out_dir: Path, model_bytes: bytes, classes: list[str], report:
     return JobResult(model_path, labels_path, report_path, report)
 
 
+def _announced_dataset(data_dir: PathLike, say: Callable[[str], None]) -> Any:
+    dataset = load_dataset(data_dir)
+    say(f"{len(dataset)} images in {len(dataset.classes)} classes: " + ", ".join(f"{k} ({v})" for k, v in dataset.counts().items()))
+    return dataset
+
+
+def _timed_embeddings(interpreter: Interpreter, dataset: Any, options: Any, times: dict[str, float], say: Callable[[str], None]) -> Any:
+    start = time.perf_counter()
+    embedded = embed_dataset(interpreter, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
+    times["embed_s"] = time.perf_counter() - start
+    if embedded.cached:
+        say(f"{embedded.cached} embeddings from the cache")
+    return embedded
+
+
 def train_backprop(
     data_dir: PathLike,
     out_dir: PathLike,
@@ -92,14 +107,8 @@ def train_backprop(
     extractor_path = resolve_model(extractor)
     check_extractor(load_model(extractor_path), str(extractor_path))
     interpreter = Interpreter(extractor_path)
-    dataset = load_dataset(data_dir)
-    say(f"{len(dataset)} images in {len(dataset.classes)} classes: " + ", ".join(f"{k} ({v})" for k, v in dataset.counts().items()))
-
-    start = time.perf_counter()
-    embedded = embed_dataset(interpreter, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
-    times["embed_s"] = time.perf_counter() - start
-    if embedded.cached:
-        say(f"{embedded.cached} embeddings from the cache")
+    dataset = _announced_dataset(data_dir, say)
+    embedded = _timed_embeddings(interpreter, dataset, options, times, say)
     train, val = stratified_split(embedded.y, options.val_ratio, options.seed)
 
     start = time.perf_counter()
@@ -191,8 +200,7 @@ def imprint(
     times: dict[str, float] = {}
     out = ensure_output_dir(out_dir)
     engine, base = _imprinting_engine(model, options, resume)
-    dataset = load_dataset(data_dir)
-    say(f"{len(dataset)} images in {len(dataset.classes)} classes: " + ", ".join(f"{k} ({v})" for k, v in dataset.counts().items()))
+    dataset = _announced_dataset(data_dir, say)
 
     # Dataset class -> model class id: existing trainable classes by name, new ones appended.
     existing = {name: i for i, name in enumerate(engine.labels)}
@@ -206,10 +214,7 @@ def imprint(
         else:
             raise TrainingError(f"class {name!r} is a base class of {base} and cannot be retrained; rename the folder to add a new class")
 
-    start = time.perf_counter()
-    extractor = Interpreter(engine.serialize_extractor_model())
-    embedded = embed_dataset(extractor, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
-    times["embed_s"] = time.perf_counter() - start
+    embedded = _timed_embeddings(Interpreter(engine.serialize_extractor_model()), dataset, options, times, say)
     train, test = stratified_split(embedded.y, options.test_ratio, options.seed)
     if options.shots:
         train = take_shots(train, embedded.y, options.shots, options.seed)

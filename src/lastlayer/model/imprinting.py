@@ -19,7 +19,8 @@ from ai_edge_litert import schema_py_generated as schema
 from lastlayer.errors import ModelError
 from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY, add_operator, add_tensor, quantization
 from lastlayer.model.heads import Embedding, check_extractor
-from lastlayer.model.names import as_text, operator_name
+from lastlayer.model.metadata import read_metadata, write_metadata
+from lastlayer.model.names import operator_name
 from lastlayer.model.quant import dequantize, quantize
 from lastlayer.model.surgery import cut
 
@@ -146,29 +147,18 @@ def parse_description(text: str) -> dict[int, float]:
 
 def read_state(model: schema.ModelT) -> dict | None:
     """lastlayer's own imprinting state (full-precision norms, shot counts), if the model has it."""
-    for entry in model.metadata or []:
-        if as_text(entry.name) == STATE_METADATA_NAME:
-            data = model.buffers[entry.buffer].data
-            if data is not None:
-                try:
-                    return json.loads(bytes(np.asarray(data, dtype=np.uint8)).decode("utf-8"))
-                except (ValueError, UnicodeDecodeError):
-                    return None
-    return None
+    stored = read_metadata(model, STATE_METADATA_NAME)
+    if stored is None:
+        return None
+    try:
+        return json.loads(stored.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def write_state(model: schema.ModelT, state: dict) -> None:
     """Store lastlayer's imprinting state as a metadata entry (replacing an old one)."""
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(state, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    for entry in model.metadata or []:
-        if as_text(entry.name) == STATE_METADATA_NAME:
-            model.buffers[entry.buffer] = buffer
-            return
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = STATE_METADATA_NAME, len(model.buffers) - 1
-    model.metadata = list(model.metadata or []) + [entry]
+    write_metadata(model, STATE_METADATA_NAME, json.dumps(state, sort_keys=True).encode("utf-8"))
 
 
 def write_classes(model: schema.ModelT, info: ImprintingGraph, units: np.ndarray, norms: dict[int, float]) -> None:

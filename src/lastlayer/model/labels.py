@@ -13,12 +13,11 @@ import re
 import zipfile
 from typing import Mapping, Sequence, Union
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
 from lastlayer.files import atomic_write_text
-from lastlayer.model.names import as_text
+from lastlayer.model.metadata import read_metadata, write_metadata
 
 LABELS_METADATA_NAME = "labels"
 _SPLIT = re.compile(r"[:\s]+")
@@ -65,18 +64,7 @@ def write_label_file(path: Union[str, os.PathLike[str]], labels: Sequence[str] |
 
 def set_embedded_labels(model: schema.ModelT, labels: Sequence[str] | Mapping[int, str]) -> None:
     """Store labels in ``model`` as the ``labels`` metadata entry (replacing an existing one)."""
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(format_labels(labels).encode("utf-8"), dtype=np.uint8)
-    model.buffers = list(model.buffers or [])
-    for entry in model.metadata or []:
-        if as_text(entry.name) == LABELS_METADATA_NAME:
-            model.buffers[entry.buffer] = buffer
-            return
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = LABELS_METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = list(model.metadata or []) + [entry]
+    write_metadata(model, LABELS_METADATA_NAME, format_labels(labels).encode("utf-8"))
 
 
 def embedded_labels(model: schema.ModelT, model_bytes: bytes | None = None) -> dict[int, str] | None:
@@ -85,11 +73,9 @@ def embedded_labels(model: schema.ModelT, model_bytes: bytes | None = None) -> d
     Looks for the ``labels`` metadata entry first, then (given the file's bytes) for a label file
     in a zip appended to the flatbuffer, as TFLite's metadata writer produces.
     """
-    for entry in model.metadata or []:
-        if as_text(entry.name) == LABELS_METADATA_NAME and model.buffers:
-            data = model.buffers[entry.buffer].data
-            if data is not None:
-                return parse_labels(bytes(np.asarray(data, dtype=np.uint8)).decode("utf-8", "replace"))
+    stored = read_metadata(model, LABELS_METADATA_NAME)
+    if stored is not None:
+        return parse_labels(stored.decode("utf-8", "replace"))
     if model_bytes is not None:
         return _labels_from_appended_zip(model_bytes)
     return None
