@@ -87,3 +87,15 @@ def test_installed_command_no_traceback_and_help(models_dir, images_dir, tmp_pat
     assert usage.returncode == 2
     helped = subprocess.run([sys.executable, "-m", "lastlayer.cli"], capture_output=True, text=True, env=env)
     assert helped.returncode == 0 and "classify" in helped.stdout and "example" in helped.stdout.lower()
+
+
+def test_unwritable_outputs_are_one_line_errors_and_leave_nothing(capsys, tmp_path, images_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["cut", "mobilenet_v2_1.0_224_quant.tflite", "-o", str(tmp_path / "missing" / "x.tflite")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "missing" in err and "does not exist" in err and "\n" not in err
+    assert main(["imprint", str(images_dir / "imprinting"), "-o", str(blocker / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot create output folder" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
