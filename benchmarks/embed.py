@@ -18,7 +18,7 @@ from lastlayer import Interpreter, extract_embeddings, resolve_model
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 
-def main(count: int = 200, repeats: int = 3) -> None:
+def main(count: int = 200, repeats: int = 5) -> None:
     paths = dataset_images("flowers", count) + dataset_images("clothing", count)
     paths = paths[:count]
     for p in paths:  # warm the file cache so every variant reads from memory
