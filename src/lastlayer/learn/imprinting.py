@@ -74,7 +74,6 @@ class ImprintingEngine:
 
     def _setup(self, model: schema.ModelT, source: str, keep_classes: bool, max_shots: int | None) -> None:
         self._model = model
-        self._source = source
         self._info = structure.validate(model, source)
         self.max_shots = max_shots
         self._classes: list[ImprintingClass] = []
@@ -122,8 +121,11 @@ class ImprintingEngine:
         base_rows, base_labels = None, {}
         try:
             check_extractor(model, source)
-        except ModelError:
-            point = find_embedding(model, source)  # a classifier: cut it at its embedding
+        except ModelError as not_an_extractor:
+            try:
+                point = find_embedding(model, source)  # a classifier: cut it at its embedding
+            except ModelError:
+                raise not_an_extractor from None
             if keep_classes:
                 base_rows = _class_layer_rows(model, point.class_layer, source)
                 base_labels = embedded_labels(model, data) or {}
