@@ -172,7 +172,7 @@ class Interpreter:
         # A uint8 input quantized exactly like the normalisation takes the raw pixels (PyCoral's rule).
         offset = 128 if dtype == np.int8 else 0
         if abs(scale * self.input_std - 1) < 1e-5 and abs(self.input_mean - (zero_point + offset)) < 1e-5:
-            return (pixels.astype(np.int16) - offset).astype(dtype)
+            return pixels.astype(dtype, copy=False) if offset == 0 else (pixels.astype(np.int16) - offset).astype(dtype)
         values = (pixels.astype(np.float32) - self.input_mean) / (self.input_std * scale) + zero_point
         return np.clip(np.round(values), info.min, info.max).astype(dtype)
 
