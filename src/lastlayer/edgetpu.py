@@ -16,6 +16,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.model.io import ModelSource, load_model
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, as_text, operator_name, tensor_type_name
+from lastlayer.model.tensors import constant_values
 
 LATEST_RUNTIME = 16
 Check = Callable[["OpContext"], Optional[str]]
@@ -55,12 +56,8 @@ class OpContext:
         return [int(d) for d in self.tensor(index).shape]
 
     def constant(self, index: int) -> np.ndarray | None:
-        tensor = self.tensor(index)
-        data = self.model.buffers[tensor.buffer].data if tensor.buffer < len(self.model.buffers) else None
-        if data is None or not len(data):
-            return None
-        dtype = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64}.get(tensor.type, np.uint8)
-        return np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype)
+        values = constant_values(self.model, self.tensor(index))
+        return None if values is None else values.reshape(-1)
 
     @property
     def options(self) -> Any:
@@ -284,8 +281,7 @@ def _tensor_findings(model: schema.ModelT, index: int, graph_io: set[int]) -> li
     if signature is not None and any(int(d) < 0 for d in signature):
         found.append(Finding("static-shapes", f"{name} has a dynamic shape {list(signature)}", tensor=index))
     kind = tensor_type_name(tensor.type)
-    has_data = tensor.buffer < len(model.buffers) and model.buffers[tensor.buffer].data is not None \
-        and len(model.buffers[tensor.buffer].data) > 0
+    has_data = constant_values(model, tensor) is not None
     shape = [int(d) for d in tensor.shape]
     if not has_data and len(shape) > 3 and any(d > 1 for d in shape[:-3]):  # weights are exempt: kernels are 4-D
         found.append(Finding("max-3-dims", f"{name} {shape} has a dimension > 1 outside the 3 innermost", tensor=index))

@@ -21,13 +21,12 @@ from lastlayer.errors import ModelError, TrainingError
 from lastlayer.learn.softmax import softmax
 from lastlayer.learn.validation import check_features, check_labels
 from lastlayer.model import imprinting as structure
-from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY
 from lastlayer.model.heads import check_extractor
 from lastlayer.model.io import load_model, model_to_bytes, read_model_bytes
 from lastlayer.model.labels import embedded_labels, set_embedded_labels
 from lastlayer.model.names import as_text
 from lastlayer.model.quant import dequantize, fake_quantize, quantize
-from lastlayer.model.surgery import cut, find_embedding
+from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, find_embedding
 
 PathLike = Union[str, "os.PathLike[str]"]
 # Chosen by measurement (benchmarks/imprint.py prints the sweep): with the MobileNet v1 extractor, the
@@ -127,7 +126,7 @@ class ImprintingEngine:
             except ModelError:
                 raise not_an_extractor from None
             if keep_classes:
-                base_rows = _class_layer_rows(model, point.class_layer, source)
+                base_rows = _cosine_class_rows(model, point, source)
                 base_labels = embedded_labels(model, data) or {}
             cut(model, point.tensor, source)
         if keep_classes and base_rows is None:
@@ -307,32 +306,13 @@ _MAX_NORM_RATIO = 1.1
 _MAX_RELATIVE_BIAS = 0.05
 
 
-def _dequantized_constant(model: schema.ModelT, tensor: schema.TensorT, rows: int) -> np.ndarray:
-    data = model.buffers[tensor.buffer].data
-    dtype = TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.uint8))
-    values = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype).reshape(rows, -1).astype(np.float64)
-    q = tensor.quantization
-    if q is not None and q.scale is not None and len(q.scale):
-        scale, zero = np.asarray(q.scale, dtype=np.float64), np.asarray(q.zeroPoint, dtype=np.float64)
-        if len(scale) > 1:
-            scale, zero = scale[:, None], zero[:, None]
-        values = scale * (values - zero)
-    return values
-
-
-def _class_layer_rows(model: schema.ModelT, op_index: int, source: str) -> np.ndarray:
+def _cosine_class_rows(model: schema.ModelT, point: CutPoint, source: str) -> np.ndarray:
     """A classifier's class-layer rows, L2-normalised ``[C, D]``, if the layer is a cosine classifier.
 
     Otherwise a :class:`ModelError` says why its classes cannot be kept.
     """
-    graph = model.subgraphs[0]
-    op = graph.operators[op_index]
-    weights_tensor = graph.tensors[op.inputs[1]]
-    count = int(weights_tensor.shape[0])
-    weights = _dequantized_constant(model, weights_tensor, count)
+    weights, bias = class_layer_parameters(model, point)
     norms = np.linalg.norm(weights, axis=1)
-    bias = _dequantized_constant(model, graph.tensors[op.inputs[2]], count).reshape(-1) if len(op.inputs) > 2 and op.inputs[2] >= 0 \
-        else np.zeros(count)
     median = float(np.median(norms))
     if norms.min() <= _NORM_EPSILON or norms.max() / norms.min() > _MAX_NORM_RATIO or np.abs(bias).max() > _MAX_RELATIVE_BIAS * median:
         raise ModelError(

@@ -17,12 +17,13 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
-from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY, add_operator, add_tensor, quantization
+from lastlayer.model.edit import add_operator, add_tensor, quantization
 from lastlayer.model.heads import Embedding, check_extractor
 from lastlayer.model.metadata import read_metadata, write_metadata
 from lastlayer.model.names import operator_name
 from lastlayer.model.quant import dequantize, quantize
 from lastlayer.model.surgery import cut
+from lastlayer.model.tensors import constant_values
 
 B = schema.BuiltinOperator
 STATE_METADATA_NAME = "lastlayer_imprinting"
@@ -98,19 +99,14 @@ def validate(model: schema.ModelT, source: str = "the model") -> ImprintingGraph
     )
 
 
-def _constant(model: schema.ModelT, tensor: schema.TensorT) -> np.ndarray:
-    data = model.buffers[tensor.buffer].data
-    raw = bytes(np.asarray(data, dtype=np.uint8)) if data is not None else b""
-    return np.frombuffer(raw, dtype=TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.uint8)))
-
-
 def _scale_factor(model: schema.ModelT, mul: schema.OperatorT) -> float:
     """PyCoral reads s as the first element of the MUL's constant input, dequantized."""
     graph = model.subgraphs[0]
     tensor = graph.tensors[mul.inputs[1]]
-    values = _constant(model, tensor)
-    if not len(values):
+    values = constant_values(model, tensor)
+    if values is None:
         raise ModelError("the imprinting MUL has no constant scale factor")
+    values = values.reshape(-1)
     q = tensor.quantization
     if q is not None and q.scale is not None and len(q.scale):
         return float(dequantize(values[:1], q.scale[0], q.zeroPoint[0])[0])
@@ -121,9 +117,10 @@ def class_rows(model: schema.ModelT, info: ImprintingGraph) -> np.ndarray:
     """The Conv kernel rows, dequantized: ``[C, D]`` float32."""
     graph = model.subgraphs[0]
     kernel = graph.tensors[graph.operators[info.conv_op].inputs[1]]
-    values = _constant(model, kernel)
-    if len(values) % info.embedding_dim:
-        raise ModelError(f"the imprinting kernel holds {len(values)} values, not a multiple of the embedding size {info.embedding_dim}")
+    values = constant_values(model, kernel)
+    if values is None or values.size % info.embedding_dim:
+        count = 0 if values is None else values.size
+        raise ModelError(f"the imprinting kernel holds {count} values, not a multiple of the embedding size {info.embedding_dim}")
     rows = values.reshape(-1, info.embedding_dim)
     return dequantize(rows, info.kernel_scale, info.kernel_zero_point)
 

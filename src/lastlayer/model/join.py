@@ -14,7 +14,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
-from lastlayer.model.names import as_text, builtin_code, custom_code
+from lastlayer.model.names import as_text, builtin_code, custom_code, tensor_type_name
 from lastlayer.model.surgery import single_subgraph
 
 
@@ -28,8 +28,6 @@ def _quant_signature(tensor: schema.TensorT) -> tuple:
 
 def _describe(tensor: schema.TensorT) -> str:
     kind, scales, zeros = _quant_signature(tensor)
-    from lastlayer.model.names import tensor_type_name
-
     quant = f" scale {list(scales)} zero {list(zeros)}" if scales else " (not quantized)"
     return f"{as_text(tensor.name)} {tensor_type_name(kind)}{list(tensor.shape)}{quant}"
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
 from lastlayer.model.names import as_text, operator_name
+from lastlayer.model.tensors import dequantized_values
 
 # Operators between the class layer and the output that do not change what the classes are.
 _PASS_THROUGH = {"SOFTMAX", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE", "LOGISTIC"}
@@ -158,6 +160,18 @@ def _has_data(model: schema.ModelT, index: int) -> bool:
         return False
     buffer = model.buffers[index]
     return (buffer.data is not None and len(buffer.data) > 0) or bool(buffer.size)
+
+
+def class_layer_parameters(model: schema.ModelT, point: CutPoint) -> tuple[np.ndarray, np.ndarray]:
+    """The class layer's weights ``[C, D]`` and bias ``[C]``, dequantized (a missing bias is zeros)."""
+    graph = model.subgraphs[0]
+    op = graph.operators[point.class_layer]
+    weights = dequantized_values(model, graph.tensors[op.inputs[1]])
+    if weights is None:
+        raise ModelError(f"the class layer {point.class_layer_name} has no constant weights")
+    weights = weights.reshape(weights.shape[0], -1)
+    bias = dequantized_values(model, graph.tensors[op.inputs[2]]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    return weights, (np.zeros(len(weights)) if bias is None else bias.reshape(-1))
 
 
 def cut_at_embedding(model: schema.ModelT, tensor_name: str | None = None, source: str = "the model") -> tuple[schema.ModelT, CutPoint | None]:
