@@ -2,8 +2,8 @@
 
 5 repeated stratified splits (seeds 0-4, 25 % held out). Rows: imprinting with k = 1, 5, 10 and all
 shots, imprint-then-finetune, the backprop head (lastlayer train settings), nearest class mean and
-scikit-learn LogisticRegression. Imprinting methods use the imprinting extractor's L2-normalised
-embeddings; backprop and LogisticRegression the raw extractor outputs (what each model file sees).
+scikit-learn LogisticRegression, all on the same extractor embeddings (imprinting L2-normalises
+them itself, as the imprinting model's L2Norm does).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from _common import SHARED
 from lastlayer import Interpreter, resolve_model
 from lastlayer.data import load_dataset, stratified_split, take_shots
 from lastlayer.embeddings import embed_dataset
-from lastlayer.learn import SoftmaxRegression
-from lastlayer.learn.imprinting import ImprintingEngine
+from lastlayer.learn.imprinting import ImprintingHead
+from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
@@ -28,16 +28,16 @@ def main(splits: int = 5) -> None:
 
     base = resolve_model(DEFAULT_EXTRACTOR)
     dataset = load_dataset(SHARED / "datasets" / "flowers")
-    normalised = embed_dataset(Interpreter(ImprintingEngine.from_extractor(base).serialize_extractor_model()), dataset, progress=False)
     raw = embed_dataset(Interpreter(base), dataset, progress=False)
+    normalised = raw
 
     def imprint(shots, finetune=False):
         def run(train, test, seed):
             rows = train if shots is None else take_shots(train, normalised.y, shots, seed)
-            engine = ImprintingEngine.from_extractor(base).fit(normalised.X[rows], normalised.y[rows])
+            head = ImprintingHead().fit(normalised.X[rows], normalised.y[rows])
             if finetune:
-                engine.finetune()
-            return np.mean(engine.predict(normalised.X[test]) == normalised.y[test])
+                head.finetune()
+            return np.mean(head.predict(normalised.X[test]) == normalised.y[test])
         return run
 
     def on_raw(make):

@@ -3,9 +3,10 @@
 1. PyCoral's benchmark: 10 classes x 20 random 224x224 images (seed 12345): time from the first
    input to the end of serialize_model() (200 extractor invokes + 200 train calls + 1 serialize),
    against 200 raw LiteRT invokes of the same extractor in the same run (goal: ratio <= 1.10).
+   Runs through lastlayer.pycoral (ImprintingEngine, make_interpreter, adapters), as a ported script would.
 2. k-shot accuracy (k = 1, 5, 10, all) on held-out images, mean +- std over seeds: imprinting,
-   imprinting + finetune, nearest class mean (cosine) and scikit-learn LogisticRegression, all on
-   the same embeddings (the imprinting extractor's L2-normalised outputs).
+   imprinting + finetune (lastlayer.ImprintingHead), nearest class mean (cosine) and scikit-learn
+   LogisticRegression, all on the same extractor embeddings.
 3. The scale-factor sweep behind DEFAULT_SCALE: held-out cross-entropy of plain imprinting.
 """
 
@@ -20,7 +21,10 @@ from _common import SHARED
 from lastlayer import Interpreter, resolve_model
 from lastlayer.data import load_dataset, stratified_split, take_shots
 from lastlayer.embeddings import embed_dataset
-from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingEngine
+from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
+from lastlayer.pycoral.adapters import classify, common
+from lastlayer.pycoral.learn.imprinting.engine import ImprintingEngine
+from lastlayer.pycoral.utils.edgetpu import make_interpreter
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
@@ -30,17 +34,20 @@ BASE = resolve_model(DEFAULT_EXTRACTOR)
 def pycoral_benchmark() -> None:
     rng = np.random.default_rng(12345)
     images = rng.integers(0, 256, size=(10, 20, 224, 224, 3), dtype=np.uint8)
-    engine = ImprintingEngine.from_extractor(BASE)
-    extractor = Interpreter(engine.serialize_extractor_model())
-    raw = Interpreter(engine.serialize_extractor_model()).litert
+    extractor = make_interpreter(ImprintingEngine(str(BASE)).serialize_extractor_model())
+    extractor.allocate_tensors()
+    raw = make_interpreter(ImprintingEngine(str(BASE)).serialize_extractor_model())
+    raw.allocate_tensors()
     index = raw.get_input_details()[0]["index"]
     best_engine = best_raw = float("inf")
     for _ in range(5):  # interleaved; the best run of each side
-        engine = ImprintingEngine.from_extractor(BASE)
+        engine = ImprintingEngine(str(BASE))
         start = time.perf_counter()
         for class_id in range(10):
             for image in images[class_id]:
-                engine.train(extractor.run(image), class_id)
+                common.set_input(extractor, image)
+                extractor.invoke()
+                engine.train(classify.get_scores(extractor), class_id)
         engine.serialize_model()
         best_engine = min(best_engine, time.perf_counter() - start)
         start = time.perf_counter()
@@ -55,13 +62,13 @@ def pycoral_benchmark() -> None:
 def accuracy_tables() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    extractor = Interpreter(ImprintingEngine.from_extractor(BASE).serialize_extractor_model())
+    extractor = Interpreter(BASE)
     data = {name: embed_dataset(extractor, load_dataset(SHARED / "datasets" / name), progress=False)
             for name in ("flowers", "clothing/train", "clothing/test")}
     flowers = data["flowers"]
     methods = {
-        "imprint": lambda X, y: ImprintingEngine.from_extractor(BASE).fit(X, y),
-        "imprint+finetune": lambda X, y: _finetuned(ImprintingEngine.from_extractor(BASE).fit(X, y)),
+        "imprint": lambda X, y: ImprintingHead().fit(X, y),
+        "imprint+finetune": lambda X, y: _finetuned(ImprintingHead().fit(X, y)),
         "nearest class mean": lambda X, y: _NearestMean().fit(X, y),
         "sklearn LogReg": lambda X, y: LogisticRegression(max_iter=3000).fit(X, y),
     }
@@ -84,21 +91,21 @@ def accuracy_tables() -> None:
 
 
 def scale_sweep() -> None:
-    extractor = Interpreter(ImprintingEngine.from_extractor(BASE).serialize_extractor_model())
+    extractor = Interpreter(BASE)
     flowers = embed_dataset(extractor, load_dataset(SHARED / "datasets" / "flowers"), progress=False)
     train, test = stratified_split(flowers.y, 0.25, 0)
     print(f"\nscale sweep (flowers, 25 % held out): cross-entropy of plain imprinting; default s = {DEFAULT_SCALE:g}")
     results = {}
     for s in (8, 16, 24, 32, 40, 48, 64, 96):
-        engine = ImprintingEngine.from_extractor(BASE, scale=s).fit(flowers.X[train], flowers.y[train])
-        probs = engine.run_inference(flowers.X[test])
+        head = ImprintingHead(scale=s).fit(flowers.X[train], flowers.y[train])
+        probs = head.saved_scores(flowers.X[test])
         results[s] = float(-np.log(probs[np.arange(len(test)), flowers.y[test]] + 1e-9).mean())
     print("  " + "  ".join(f"s={s}: {ce:.3f}" for s, ce in results.items()) + f"   -> argmin s = {min(results, key=results.get)}")
 
 
-def _finetuned(engine: ImprintingEngine) -> ImprintingEngine:
-    engine.finetune()
-    return engine
+def _finetuned(head: ImprintingHead) -> ImprintingHead:
+    head.finetune()
+    return head
 
 
 class _NearestMean:

@@ -1,7 +1,8 @@
 """SoftmaxRegression speed on PyCoral's benchmark cases, and accuracy against scikit-learn.
 
 1. PyCoral's cases: (classes, feature_dim) in {4, 16} x {256, 1024}, 1024 train + 256 val random
-   float32 samples, 500 iterations, lr 0.01, batch 100 (goal: each < 0.2 s).
+   float32 samples, 500 iterations, lr 0.01, batch 100 (goal: each < 0.2 s), timed through
+   lastlayer.pycoral's train_with_sgd as a ported script calls it.
 2. Real embeddings (MobileNet v1 extractor) of the shared datasets: lastlayer's `train` settings
    and PyCoral's plain SGD against scikit-learn LogisticRegression on the same split (goal: within
    1 point of sklearn or better). Times are wall-clock fit times in this process.
@@ -17,7 +18,8 @@ from _common import SHARED
 from lastlayer import Interpreter, resolve_model
 from lastlayer.data import load_dataset, stratified_split
 from lastlayer.embeddings import embed_dataset
-from lastlayer.learn import SoftmaxRegression
+from lastlayer.learn.softmax import SoftmaxRegression
+from lastlayer.pycoral.learn.backprop import softmax_regression as pycoral_softmax
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 
@@ -29,7 +31,7 @@ def pycoral_cases() -> None:
         features = rng.random((1280, dim), dtype=np.float32)
         data = {"data_train": features[:1024], "labels_train": labels[:1024],
                 "data_val": features[1024:], "labels_val": labels[1024:]}
-        model = SoftmaxRegression(dim, classes, seed=0)
+        model = pycoral_softmax.SoftmaxRegression(dim, classes, seed=0)
         start = time.perf_counter()
         model.train_with_sgd(data, num_iter=500, learning_rate=0.01, batch_size=100, print_every=-1)
         elapsed = time.perf_counter() - start

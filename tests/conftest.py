@@ -69,3 +69,13 @@ CPU_MODELS = [
     "tf2_mobilenet_v2_1.0_224_ptq.tflite",
 ]
 EDGETPU_MODELS = [EXTRACTOR_EDGETPU, "mobilenet_quant_v1_224_feature_layers_edgetpu.tflite"]
+
+
+_SHARED_FIXTURES = {"models_dir", "images_dir", "datasets_dir", "model_file"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses ../shared with ``shared``, so ``-m "not shared"`` runs the data-free ones."""
+    for item in items:
+        if _SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)

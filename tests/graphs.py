@@ -53,8 +53,8 @@ def float_extractor(size: int = 16, features: int = 12, seed: int = 0) -> schema
 
 def make_cosine_classifier(model: schema.ModelT) -> schema.ModelT:
     """Turn a classifier's class layer into a cosine classifier (equal row norms, zero bias), in place."""
-    from lastlayer.model.quant import quantization_params, quantize
     from lastlayer.model.surgery import find_embedding
+    from lastlayer.quantization import quantization_params, quantize
 
     point = find_embedding(model)
     graph = model.subgraphs[0]

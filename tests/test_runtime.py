@@ -6,7 +6,8 @@ import pytest
 from lastlayer import classify
 from lastlayer.errors import EdgeTpuError, ImageError, InferenceError
 from lastlayer.images import load_resized
-from lastlayer.runtime import Interpreter, extract_embeddings, make_interpreter
+from lastlayer.pycoral.utils.edgetpu import make_interpreter
+from lastlayer.runtime import Interpreter, extract_embeddings
 
 from conftest import CLASSIFIER_V2, EXTRACTOR, EXTRACTOR_EDGETPU
 from graphs import dequantize_model, float_identity_model

@@ -78,7 +78,7 @@ def test_offline_names_the_file_and_both_ways_to_provide_it(tmp_path, monkeypatc
     with pytest.raises(ModelNotFoundError) as info:
         zoo.resolve_model(EXTRACTOR)
     message = str(info.value)
-    assert EXTRACTOR in message and "--model" in message and "LASTLAYER_MODELS" in message
+    assert EXTRACTOR in message and "give its path" in message and "LASTLAYER_MODELS" in message and "--" not in message
     assert "download failed" in message
     with pytest.raises(ModelNotFoundError, match="downloads are disabled"):
         zoo.resolve_model(EXTRACTOR, download=False)

@@ -1,57 +1,85 @@
 """lastlayer: teach an existing TensorFlow Lite image classifier new classes on the device.
 
-The public API re-exported here; see the README for a tour.
+The public API is re-exported here and imported on first use (PEP 562), so ``import lastlayer``
+and ``lastlayer --help`` do not load LiteRT, NumPy-heavy modules or Pillow. PyCoral's module
+paths live in :mod:`lastlayer.pycoral`. See the README for a tour.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from lastlayer.classify import Class, get_classes, get_classes_from_scores, get_scores  # noqa: E402
-from lastlayer.errors import (  # noqa: E402
+import importlib
+from typing import Any
+
+from lastlayer.errors import (
     DatasetError,
     EdgeTpuError,
     ImageError,
     InferenceError,
+    LabelFileError,
     LastLayerError,
     ModelError,
     ModelNotFoundError,
+    NotFittedError,
     OutputError,
     TrainingError,
 )
-from lastlayer.images import load_image, load_resized  # noqa: E402
-from lastlayer.learn.imprinting import ImprintingEngine  # noqa: E402
-from lastlayer.learn.softmax import SoftmaxRegression  # noqa: E402
-from lastlayer.model import inspect_model, load_model, model_to_bytes, save_model  # noqa: E402
-from lastlayer.model.labels import read_label_file, write_label_file  # noqa: E402
-from lastlayer.runtime import Interpreter, extract_embeddings, make_interpreter  # noqa: E402
-from lastlayer.zoo import resolve_model  # noqa: E402
+
+__version__ = "0.2.0"
+
+# name -> module that defines it
+_LAZY = {
+    "Class": "lastlayer.classify",
+    "get_classes": "lastlayer.classify",
+    "get_classes_from_scores": "lastlayer.classify",
+    "get_scores": "lastlayer.classify",
+    "load_image": "lastlayer.images",
+    "load_resized": "lastlayer.images",
+    "DenseLayer": "lastlayer.layer",
+    "ImprintingHead": "lastlayer.learn.imprinting",
+    "SoftmaxRegression": "lastlayer.learn.softmax",
+    "ModelFile": "lastlayer.model.file",
+    "ModelKind": "lastlayer.model.file",
+    "extractor_model": "lastlayer.model.export",
+    "read_imprinting_layer": "lastlayer.model.export",
+    "write_head": "lastlayer.model.export",
+    "inspect_model": "lastlayer.model.view",
+    "load_model": "lastlayer.model.io",
+    "model_to_bytes": "lastlayer.model.io",
+    "save_model": "lastlayer.model.io",
+    "read_label_file": "lastlayer.model.labels",
+    "write_label_file": "lastlayer.model.labels",
+    "Interpreter": "lastlayer.runtime.interpreter",
+    "extract_embeddings": "lastlayer.runtime.batch",
+    "open_model": "lastlayer.zoo",
+    "resolve_model": "lastlayer.zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lastlayer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
-    "Class",
     "DatasetError",
     "EdgeTpuError",
     "ImageError",
-    "ImprintingEngine",
     "InferenceError",
-    "Interpreter",
+    "LabelFileError",
     "LastLayerError",
     "ModelError",
     "ModelNotFoundError",
+    "NotFittedError",
     "OutputError",
-    "SoftmaxRegression",
     "TrainingError",
     "__version__",
-    "extract_embeddings",
-    "get_classes",
-    "get_classes_from_scores",
-    "get_scores",
-    "inspect_model",
-    "load_image",
-    "load_model",
-    "load_resized",
-    "make_interpreter",
-    "model_to_bytes",
-    "read_label_file",
-    "resolve_model",
-    "save_model",
-    "write_label_file",
+    *sorted(_LAZY),
 ]

@@ -70,10 +70,10 @@ def scan_folder(root: DataSource) -> Dataset:
     """Read ``root/<class>/<image>``; hidden files are ignored, non-images skipped with a warning."""
     folder = Path(root)
     if not folder.is_dir():
-        raise DatasetError(f"dataset folder {folder} does not exist; pass a folder with one sub-folder of images per class")
+        raise DatasetError(f"dataset folder {folder} does not exist; pass a folder with one sub-folder of images per class", subject="data")
     class_dirs = sorted((d for d in folder.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name)
     if not class_dirs:
-        raise DatasetError(f"dataset folder {folder} has no class sub-folders; put each class's images in {folder}/<class name>/")
+        raise DatasetError(f"dataset folder {folder} has no class sub-folders; put each class's images in {folder}/<class name>/", subject="data")
     notes: list[str] = []
     paths: list[Path] = []
     labels: list[int] = []
@@ -83,7 +83,7 @@ def scan_folder(root: DataSource) -> Dataset:
         images = [f for f in files if is_image_file(f)]
         skipped += len(files) - len(images)
         if not images:
-            raise DatasetError(f"class folder {class_dir} has no images; add images to it or remove the folder")
+            raise DatasetError(f"class folder {class_dir} has no images; add images to it or remove the folder", subject="data")
         paths.extend(images)
         labels.extend([label] * len(images))
     if skipped:
@@ -104,15 +104,15 @@ def read_csv(path: DataSource) -> Dataset:
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
         rows = rows[1:]
     if not rows:
-        raise DatasetError(f"dataset list {csv_path} has no rows; write one 'path,label' line per image")
+        raise DatasetError(f"dataset list {csv_path} has no rows; write one 'path,label' line per image", subject="data")
     entries = []
     for number, row in enumerate(rows, start=1):
         if len(row) < 2:
-            raise DatasetError(f"{csv_path} row {number} needs 'path,label', got {','.join(row)!r}")
+            raise DatasetError(f"{csv_path} row {number} needs 'path,label', got {','.join(row)!r}", subject="data")
         image = Path(row[0].strip())
         image = image if image.is_absolute() else csv_path.parent / image
         if not image.is_file():
-            raise DatasetError(f"{csv_path} row {number}: image {image} does not exist; fix the path or remove the row")
+            raise DatasetError(f"{csv_path} row {number}: image {image} does not exist; fix the path or remove the row", subject="data")
         entries.append((image, row[1].strip()))
     classes = sorted({label for _, label in entries})
     ids = {name: i for i, name in enumerate(classes)}
@@ -139,20 +139,24 @@ def _warn_duplicates(dataset: Dataset) -> None:
             _note(dataset.notes, f"the same image is in several classes: {places}")
 
 
-def stratified_split(labels: np.ndarray, test_ratio: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, test_ratio: float, seed: int = 0,
+                     classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per class, shuffle and send ``round(test_ratio * n)`` images to test; keep >= 1 for training.
 
     Returns (train indices, test indices), each sorted. ``test_ratio`` 0 gives an empty test set.
+    ``classes`` names the classes in messages.
     """
     if not 0 <= test_ratio < 1:
-        raise DatasetError(f"test ratio {test_ratio} must be in [0, 1)")
+        raise DatasetError(f"the held-out ratio {test_ratio} must be in [0, 1)", subject="ratio")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         n_test = int(round(test_ratio * len(members)))
         if test_ratio > 0 and len(members) < 2:
-            raise DatasetError(f"class {label} has only {len(members)} image(s): it needs at least 2 to be split into train and test")
+            name = classes[int(label)] if classes is not None else str(label)
+            raise DatasetError(f"class {name!r} has only {len(members)} image: it needs at least 2 to hold one out; "
+                               "add images or hold none out (ratio 0)", subject="ratio")
         n_test = min(max(n_test, 1 if test_ratio > 0 else 0), len(members) - 1)
         test.extend(members[:n_test])
         train.extend(members[n_test:])
@@ -162,7 +166,7 @@ def stratified_split(labels: np.ndarray, test_ratio: float, seed: int = 0) -> tu
 def take_shots(indices: np.ndarray, labels: np.ndarray, shots: int, seed: int = 0) -> np.ndarray:
     """At most ``shots`` of ``indices`` per class, chosen at random with ``seed``."""
     if shots < 1:
-        raise DatasetError(f"--shots must be at least 1, got {shots}")
+        raise DatasetError(f"the number of shots must be at least 1, got {shots}", subject="shots")
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels[indices]):

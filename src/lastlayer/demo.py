@@ -21,11 +21,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from lastlayer.data import load_dataset
 from lastlayer.embeddings import embed_dataset
 from lastlayer.files import atomic_write_bytes, ensure_output_dir
-from lastlayer.learn.imprinting import ImprintingEngine
+from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
+from lastlayer.model.export import extractor_model, output_type_of, read_imprinting_layer, write_head
+from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import write_label_file
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, resolve_model
+from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 
 DEFAULT_OUTPUT = "lastlayer-demo"
 FIRST_CLASSES = ["bracket", "gear", "gear_chipped", "washer", "washer_scratched"]
@@ -132,6 +134,12 @@ def _accuracy(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.argmax(scores, axis=1) == truth)) if len(truth) else float("nan")
 
 
+def _write_model(folder: Path, model_bytes: bytes, labels: list[str]) -> None:
+    folder.mkdir(exist_ok=True)
+    atomic_write_bytes(folder / "model.tflite", model_bytes)
+    write_label_file(folder / "labels.txt", labels)
+
+
 def run_demo(
     output: PathLike = DEFAULT_OUTPUT,
     extractor: PathLike = DEFAULT_EXTRACTOR,
@@ -155,59 +163,55 @@ def run_demo(
     later = train_all.classes.index(LATER_CLASS)
     rows: list[dict[str, Any]] = []
 
+    base = open_model(extractor_path)
+
     # 1. Imprint the first five classes from 5 shots each.
     timer = time.perf_counter()
-    engine = ImprintingEngine.from_extractor(extractor_path)
-    l2_extractor = Interpreter(engine.serialize_extractor_model())
+    l2_extractor = Interpreter(extractor_model(base))
     train_emb = embed_dataset(l2_extractor, train_all, progress=False)
     test_emb = embed_dataset(l2_extractor, test_all, progress=False)
+    head = ImprintingHead()
     for new_id, local in enumerate(first):
-        engine.train(train_emb.X[train_emb.y == local], new_id)
-        engine.set_label(new_id, train_all.classes[local])
-    (out / "imprinted").mkdir(exist_ok=True)
-    atomic_write_bytes(out / "imprinted" / "model.tflite", engine.serialize_model())
-    write_label_file(out / "imprinted" / "labels.txt", engine.labels)
+        head.add(train_emb.X[train_emb.y == local], new_id, train_all.classes[local])
+    _write_model(out / "imprinted", write_head(base, head.export()), head.labels)
     old_test = np.isin(test_emb.y, first)
     to_first = {int(local): i for i, local in enumerate(first)}
     truth_first = np.array([to_first[int(v)] for v in test_emb.y[old_test]])
-    accuracy_first = _accuracy(engine.run_inference(test_emb.X[old_test]), truth_first)
+    accuracy_first = _accuracy(head.saved_scores(test_emb.X[old_test]), truth_first)
     rows.append({"step": "imprint 5 classes (5 shots each)", "classes": 5, "test_accuracy": accuracy_first,
                  "old_classes_accuracy": accuracy_first, "seconds": time.perf_counter() - timer})
 
     # 2. Later, add a sixth class to the saved model, without the first classes' images.
     timer = time.perf_counter()
-    resumed = ImprintingEngine(out / "imprinted" / "model.tflite", keep_classes=True)
-    resumed.train(train_emb.X[train_emb.y == later], resumed.num_classes)
-    resumed.set_label(resumed.num_classes - 1, LATER_CLASS)
-    (out / "imprinted_plus_one").mkdir(exist_ok=True)
-    atomic_write_bytes(out / "imprinted_plus_one" / "model.tflite", resumed.serialize_model())
-    write_label_file(out / "imprinted_plus_one" / "labels.txt", resumed.labels)
+    saved = ModelFile.read(out / "imprinted" / "model.tflite")
+    resumed = ImprintingHead.from_layer(read_imprinting_layer(saved))
+    resumed.add(train_emb.X[train_emb.y == later], resumed.num_classes, LATER_CLASS)
+    _write_model(out / "imprinted_plus_one", write_head(saved, resumed.export()), resumed.labels)
     order = [train_all.classes[i] for i in first] + [LATER_CLASS]
     to_model = np.array([order.index(name) for name in test_all.classes])
     truth_all = to_model[test_emb.y]
-    scores = resumed.run_inference(test_emb.X)
+    scores = resumed.saved_scores(test_emb.X)
     rows.append({"step": f"+ add '{LATER_CLASS}' later (5 shots)", "classes": 6, "test_accuracy": _accuracy(scores, truth_all),
                  "old_classes_accuracy": _accuracy(scores[old_test], truth_all[old_test]), "seconds": time.perf_counter() - timer})
 
     # 3. The same 30 images through backprop: a softmax head on the raw embeddings.
     timer = time.perf_counter()
-    raw_extractor = Interpreter(extractor_path)
+    raw_extractor = Interpreter(base)
     raw_train = embed_dataset(raw_extractor, train_all, progress=False)
     raw_test = embed_dataset(raw_extractor, test_all, progress=False)
-    head = SoftmaxRegression(num_iter=300, batch_size=30, momentum=0.9, init="class_means", seed=seed)
-    head.fit(raw_train.X, to_model[raw_train.y])
-    (out / "backprop").mkdir(exist_ok=True)
-    atomic_write_bytes(out / "backprop" / "model.tflite", head.serialize_model(extractor_path, labels=order))
-    write_label_file(out / "backprop" / "labels.txt", order)
-    scores = head.run_inference(raw_test.X)
+    softmax_head = SoftmaxRegression(num_iter=300, batch_size=30, momentum=0.9, init="class_means", seed=seed)
+    softmax_head.fit(raw_train.X, to_model[raw_train.y])
+    output_type = output_type_of(base)
+    _write_model(out / "backprop", write_head(base, softmax_head.export(order), output_type=output_type), order)
+    scores = softmax_head.saved_scores(raw_test.X, output_type)
     rows.append({"step": "backprop head, same 30 images", "classes": 6, "test_accuracy": _accuracy(scores, to_model[raw_test.y]),
                  "old_classes_accuracy": _accuracy(scores[old_test], to_model[raw_test.y][old_test]), "seconds": time.perf_counter() - timer})
 
     # 4. Check the saved imprinted model file itself with the interpreter, as a user would.
-    from lastlayer.jobs import EvaluateOptions, evaluate
+    from lastlayer.jobs.evaluate import EvaluateOptions, evaluate
 
     evaluation = evaluate(out / "imprinted_plus_one" / "model.tflite", out / "data" / "test",
-                          EvaluateOptions(report_dir=out / "imprinted_plus_one" / "evaluation", progress=False))
+                          EvaluateOptions(report_dir=out / "imprinted_plus_one" / "evaluation", progress=False)).report
     rows.append({"step": "saved 6-class model, run by LiteRT", "classes": 6, "test_accuracy": evaluation["top1_accuracy"],
                  "old_classes_accuracy": None, "seconds": None})
 

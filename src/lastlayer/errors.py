@@ -1,16 +1,27 @@
 """Exceptions raised by lastlayer.
 
-Every error carries a one-line message that names the file involved and says how to fix it; the CLI
-prints that line and exits with status 1, without a traceback. The classes also derive from the
-built-in exception PyCoral raised in the same situation, so ported ``except ValueError`` code still
-works.
+Every error carries a one-line message that names the file involved and says how to fix it, in
+words that fit a Python caller as well as the command line: messages never name a command-line
+flag. An error may say which input it is about (``subject``: ``"model"``, ``"labels"``,
+``"data"``, ``"tensor"``, ``"output"``, ...); the CLI turns that into the flag of the running
+command. The classes also derive from the built-in exception PyCoral raised in the same
+situation, so ported ``except ValueError`` code still works.
 """
 
 from __future__ import annotations
 
 
 class LastLayerError(Exception):
-    """Base class of every error lastlayer raises on purpose."""
+    """Base class of every error lastlayer raises on purpose.
+
+    Args:
+        message: one line naming the file and the fix.
+        subject: which input the error is about (see the module docstring), or ``None``.
+    """
+
+    def __init__(self, message: str = "", *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class ModelError(LastLayerError, ValueError):
@@ -19,6 +30,10 @@ class ModelError(LastLayerError, ValueError):
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
     """A model name could not be resolved to a local file, and could not be downloaded."""
+
+
+class LabelFileError(LastLayerError, ValueError):
+    """A label file is missing or cannot be read."""
 
 
 class ImageError(LastLayerError, ValueError):
@@ -46,3 +61,7 @@ class TrainingError(LastLayerError, ValueError, RuntimeError):
 
     Also a RuntimeError, which PyCoral raised for the same imprinting mistakes.
     """
+
+
+class NotFittedError(TrainingError, AttributeError):
+    """A learner was asked to predict or export before ``fit`` (scikit-learn's name and bases)."""

@@ -21,11 +21,11 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"cannot write {target}: folder {folder} does not exist; create it or choose another output path")
+        raise OutputError(f"cannot write {target}: folder {folder} does not exist; create it or choose another output path", subject="output")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose a writable output path") from None
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose a writable output path", subject="output") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -34,7 +34,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         os.replace(tmp_name, target)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose a writable output path") from None
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose a writable output path", subject="output") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -52,7 +52,7 @@ def ensure_output_dir(path: PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}; choose a writable path") from None
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}; choose a writable path", subject="output") from None
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder {folder} is not writable; choose a writable path")
+        raise OutputError(f"output folder {folder} is not writable; choose a writable path", subject="output")
     return folder

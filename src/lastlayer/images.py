@@ -82,3 +82,22 @@ def resize_image(image: Image.Image, size: Size) -> np.ndarray:
 def load_resized(path: ImagePath, size: Size) -> np.ndarray:
     """Load ``path`` and resize it for a model with input ``size`` = (width, height)."""
     return resize_image(load_image(path, min_size=max(size)), size)
+
+
+def resize_array(pixels: np.ndarray, size: Size) -> np.ndarray:
+    """Resize an HxWx3 uint8 RGB array (e.g. a camera frame) to ``size`` = (width, height).
+
+    Gives exactly ``resize_image(Image.fromarray(pixels), size)``: the same bilinear (antialiased)
+    Pillow filter as for image files, so a model taught from files sees frames the same way. An
+    input that already has the requested size is returned as is (made C-contiguous when needed).
+    """
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        shape = list(getattr(pixels, "shape", ()))
+        dtype = getattr(pixels, "dtype", type(pixels).__name__)
+        raise ImageError(f"resize_array needs an HxWx3 uint8 RGB array, got shape {shape} of {dtype}; convert the frame first")
+    height, width = pixels.shape[:2]
+    pixels = np.ascontiguousarray(pixels)
+    if (width, height) == tuple(size):
+        return pixels
+    image = Image.fromarray(pixels)  # uint8 HxWx3 -> mode "RGB"
+    return np.asarray(image.resize(tuple(size), Image.Resampling.BILINEAR), dtype=np.uint8)

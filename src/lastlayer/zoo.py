@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from lastlayer.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from lastlayer.model.file import ModelFile
 
 MODELS_ENV = "LASTLAYER_MODELS"
 CACHE_ENV = "LASTLAYER_CACHE"
@@ -97,22 +100,23 @@ def resolve_model(name_or_path: Union[str, os.PathLike[str]], *, download: bool 
     if given.is_file():
         return given
     name = given.name
-    looks_like_path = given.parent != Path(".") or name not in KNOWN_FILES
+    bare_name = given.parent == Path(".")
     for folder in [*model_dirs(), cache_dir()]:
         candidate = folder / name
         if candidate.is_file():
             return candidate
     if name not in KNOWN_FILES:
-        where = f" or in ${MODELS_ENV}" if looks_like_path else ""
-        raise ModelNotFoundError(f"model file {name_or_path} does not exist{where}; check the path (known names: {', '.join(sorted(KNOWN_FILES))})")
+        where = f" (nor in ${MODELS_ENV} or the cache)" if bare_name else ""
+        raise ModelNotFoundError(f"model file {name_or_path} does not exist{where}; check the path "
+                                 f"(known names: {', '.join(sorted(KNOWN_FILES))})", subject="model")
     if not download:
-        raise ModelNotFoundError(_missing_message(name, "downloads are disabled"))
+        raise ModelNotFoundError(_missing_message(name, "downloads are disabled"), subject="model")
     return _download(name)
 
 
 def _missing_message(name: str, reason: str) -> str:
     return (
-        f"model {name} is not available ({reason}); either pass --model /path/to/{name}, "
+        f"model {name} is not available ({reason}); give its path, "
         f"or put the file in a folder named by ${MODELS_ENV} (or in {cache_dir()}); it is published at {download_url(name)}"
     )
 
@@ -131,10 +135,24 @@ def _download(name: str) -> Path:
         if "hash" in str(exc).lower():
             raise ModelNotFoundError(
                 f"download of {name} from {download_url(name)} failed its SHA-256 check (file rejected, nothing cached); "
-                f"retry later or provide the file with --model or ${MODELS_ENV}"
+                f"retry later, or give the file's path or put it in ${MODELS_ENV}", subject="model"
             ) from None
-        raise ModelNotFoundError(_missing_message(name, f"download failed: {exc}")) from None
+        raise ModelNotFoundError(_missing_message(name, f"download failed: {exc}"), subject="model") from None
     except Exception as exc:  # network errors come from requests/urllib3 in many shapes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelNotFoundError(_missing_message(name, f"download failed: {reason[:200]}")) from None
+        raise ModelNotFoundError(_missing_message(name, f"download failed: {reason[:200]}"), subject="model") from None
     return Path(path)
+
+
+def open_model(name_or_path: Union[str, os.PathLike[str], bytes], *, download: bool = True) -> ModelFile:
+    """Find a model (see :func:`resolve_model`) and open it once as a :class:`~lastlayer.model.file.ModelFile`.
+
+    Bytes are opened as they are; an already opened ``ModelFile`` is returned unchanged.
+    """
+    from lastlayer.model.file import ModelFile
+
+    if isinstance(name_or_path, ModelFile):
+        return name_or_path
+    if isinstance(name_or_path, (bytes, bytearray)):
+        return ModelFile.from_bytes(bytes(name_or_path))
+    return ModelFile.read(resolve_model(name_or_path, download=download))

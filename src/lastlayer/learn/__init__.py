@@ -1,5 +1,4 @@
-"""Learners for the last layer: NumPy math plus a call into :mod:`lastlayer.model` to write the head."""
+"""Learners for the last layer: NumPy math only, no file formats.
 
-from lastlayer.learn.softmax import SoftmaxRegression
-
-__all__ = ["SoftmaxRegression"]
+Each exports a :class:`~lastlayer.layer.DenseLayer`; :mod:`lastlayer.model.export` writes it into a model.
+"""

@@ -1,323 +1,290 @@
-"""Weight imprinting (Qi, Brown, Lowe: "Low-Shot Learning with Imprinted Weights").
+"""Weight imprinting (Qi, Brown, Lowe: "Low-Shot Learning with Imprinted Weights"), as NumPy math.
 
-Each class's row of the last layer is the normalised sum of its L2-normalised embeddings; the
-logit is ``s * cos(embedding, row)``. Classes are added at any time from a few images, without
-backprop, and a saved model can be reopened and extended. :meth:`ImprintingEngine.finetune`
-optionally refines the rows with a few gradient steps while keeping Coral's model structure.
+Each class's row is the normalised sum of its L2-normalised embeddings and the logit is
+``s * cos(embedding, row)``. Classes are added at any time from a few examples, without backprop.
+:class:`ImprintingHead` knows no file format: :meth:`ImprintingHead.export` hands plain arrays
+(unit rows, scale, norms, shots, labels) to the model writer, and :meth:`ImprintingHead.from_layer`
+continues from what a saved model holds.
 """
 
 from __future__ import annotations
 
-import copy
-import os
 import warnings
-from dataclasses import dataclass
-from typing import Sequence, Union
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.errors import ModelError, TrainingError
-from lastlayer.learn.softmax import softmax
-from lastlayer.learn.validation import check_features, check_labels
-from lastlayer.model import imprinting as structure
-from lastlayer.model.heads import check_extractor
-from lastlayer.model.io import load_model, model_to_bytes, read_model_bytes
-from lastlayer.model.labels import embedded_labels, set_embedded_labels
-from lastlayer.model.names import as_text
-from lastlayer.model.quant import dequantize, fake_quantize, quantize
-from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, find_embedding
+from lastlayer.errors import TrainingError
+from lastlayer.layer import DenseLayer
+from lastlayer.learn.losses import cross_entropy, softmax
+from lastlayer.learn.validation import check_class_id, check_features, check_fitted, check_labels
+from lastlayer.quantization import dequantize, fake_quantize, quantize
 
-PathLike = Union[str, "os.PathLike[str]"]
 # Chosen by measurement (benchmarks/imprint.py prints the sweep): with the MobileNet v1 extractor, the
 # s minimising held-out cross-entropy of plain imprinting was 48 on flowers (25 % split) and 64 on
 # clothing (its test split; CE there at 48 was within 6 % of the minimum).
 DEFAULT_SCALE = 48.0
+# How the rows and cosines are stored in an imprinting model (uint8 encoding of [-1, 1]).
+COSINE_QUANTIZATION = (1.0 / 128.0, 128)
 _NORM_EPSILON = 1e-5
 
 
-@dataclass
-class ImprintingClass:
-    """One row of the last layer: the running sum of its embeddings, and whether it may change."""
-
-    weights: np.ndarray
-    trainable: bool
-    shots: int = 0
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm (rows with a norm below 1e-5 are left as they are), float64."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return np.divide(vectors, norms, out=np.array(vectors, dtype=np.float64), where=norms > _NORM_EPSILON)
 
 
-class ImprintingEngine:
-    """PyCoral-compatible imprinting engine over a model with Coral's imprinting structure.
+@dataclass
+class _Class:
+    """One row: the running sum of its embeddings, whether it may change, its examples this session."""
+
+    weights: np.ndarray
+    trainable: bool
+    label: str
+    shots: int = 0
+    examples: list[np.ndarray] = field(default_factory=list)
+
+
+class ImprintingHead:
+    """An imprinting classifier over embeddings (scikit-learn conventions).
 
     Args:
-        model_path: a model ending in ``L2_NORMALIZATION -> (QUANTIZE) -> CONV_2D -> MUL -> RESHAPE
-            -> SOFTMAX`` (Coral's ``*_l2norm_quant`` models, or any model lastlayer wrote).
-        keep_classes: keep the model's existing classes; those with imprinting metadata stay
-            trainable, the others are fixed base classes.
-        max_shots: optional cap on embeddings per class; extra ones are ignored with a warning.
+        scale: the ``s`` of ``s * cos`` (default 48, measured).
+        max_shots: optional cap on examples per class; extra ones are ignored with a warning.
+        normalize_examples: L2-normalise each embedding before adding it to its class's sum
+            (PyCoral adds them as given, expecting unit vectors from the model's L2Norm).
 
-    Use :meth:`from_extractor` to start from any extractor or classifier instead.
+    ``fit`` starts over, ``partial_fit`` adds examples (class ids: existing trainable classes or
+    the next new id), ``predict_proba`` is float ``softmax(s * cos)`` and ``saved_scores`` what
+    the saved uint8 model computes.
     """
 
-    def __init__(self, model_path: PathLike | bytes, keep_classes: bool = False, *, max_shots: int | None = None) -> None:
-        source = "<model bytes>" if isinstance(model_path, (bytes, bytearray)) else str(model_path)
-        try:
-            model = load_model(model_path)
-        except ModelError as exc:
-            raise ModelError(f"Failed to open file: {source} ({exc})") from None
-        self._setup(model, source, keep_classes, max_shots)
-
-    def _setup(self, model: schema.ModelT, source: str, keep_classes: bool, max_shots: int | None) -> None:
-        self._model = model
-        self._info = structure.validate(model, source)
+    def __init__(self, *, scale: float = DEFAULT_SCALE, max_shots: int | None = None, normalize_examples: bool = True) -> None:
+        self.scale = scale
         self.max_shots = max_shots
-        self._classes: list[ImprintingClass] = []
-        self._labels: list[str | None] = []
-        self._samples: dict[int, list[np.ndarray]] = {}
-        self._extractor_bytes: bytes | None = None
-        if keep_classes:
-            self._load_classes()
+        self.normalize_examples = normalize_examples
+        self.classes_: list[_Class] | None = None
+        self.embedding_dim_: int | None = None
 
-    def _load_classes(self) -> None:
-        rows = structure.class_rows(self._model, self._info)
-        state = structure.read_state(self._model) or {}
-        norms = {int(k): float(v) for k, v in state.get("norms", {}).items()} or structure.parse_description(
-            as_text(self._model.description))
-        shots = {int(k): int(v) for k, v in state.get("shots", {}).items()}
-        labels = embedded_labels(self._model) or {}
-        for index, row in enumerate(rows):
-            trainable = index in norms
-            weights = row.astype(np.float64) * (norms[index] if trainable else 1.0)
-            self._classes.append(ImprintingClass(weights, trainable, shots.get(index, 0)))
-            self._labels.append(labels.get(index))
-
-    @classmethod
-    def from_extractor(
-        cls,
-        extractor_or_classifier: PathLike | bytes | schema.ModelT,
-        scale: float = DEFAULT_SCALE,
-        *,
-        keep_classes: bool = False,
-        max_shots: int | None = None,
-    ) -> ImprintingEngine:
-        """Build Coral's imprinting structure on any extractor, or on a classifier cut at its embedding.
-
-        With ``keep_classes`` and a classifier, the classifier's own classes are kept as fixed rows
-        (its class layer's rows, L2-normalised); the labels stored in the classifier come along.
-        """
-        if isinstance(extractor_or_classifier, schema.ModelT):
-            model, source, data = copy.deepcopy(extractor_or_classifier), "<model>", None
-        elif isinstance(extractor_or_classifier, (bytes, bytearray)):
-            data, source = bytes(extractor_or_classifier), "<model bytes>"
-            model = load_model(data)
-        else:
-            data, source = read_model_bytes(extractor_or_classifier), str(extractor_or_classifier)
-            model = load_model(data)
-        base_rows, base_labels = None, {}
-        try:
-            check_extractor(model, source)
-        except ModelError as not_an_extractor:
-            try:
-                point = find_embedding(model, source)  # a classifier: cut it at its embedding
-            except ModelError:
-                raise not_an_extractor from None
-            if keep_classes:
-                base_rows = _cosine_class_rows(model, point, source)
-                base_labels = embedded_labels(model, data) or {}
-            cut(model, point.tensor, source)
-        if keep_classes and base_rows is None:
-            raise ModelError(f"{source} is an embedding extractor: it has no classes to keep; drop --keep-classes")
-        structure.build(model, scale, source)
-        engine = cls.__new__(cls)
-        engine._setup(model, source, keep_classes=False, max_shots=max_shots)
-        for index, row in enumerate(base_rows if base_rows is not None else []):
-            engine._classes.append(ImprintingClass(row.astype(np.float64), trainable=False))
-            engine._labels.append(base_labels.get(index))
-        return engine
-
-    # ------------------------------------------------------------------ PyCoral surface
-    @property
-    def embedding_dim(self) -> int:
-        return self._info.embedding_dim
+    # ----------------------------------------------------------------- state
+    def _ensure_started(self, dim: int | None = None) -> list[_Class]:
+        if not float(self.scale) > 0 or not np.isfinite(float(self.scale)):
+            raise TrainingError(f"the scale factor must be a positive number, got {self.scale}")
+        if self.max_shots is not None and int(self.max_shots) < 1:
+            raise TrainingError(f"max_shots must be at least 1, got {self.max_shots}")
+        if self.classes_ is None:
+            self.classes_ = []
+            self.embedding_dim_ = dim
+        return self.classes_
 
     @property
     def num_classes(self) -> int:
-        return len(self._classes)
+        return 0 if self.classes_ is None else len(self.classes_)
 
-    @property
-    def scale_factor(self) -> float:
-        """The ``s`` of ``s * cos``."""
-        return self._info.scale_factor
-
-    def serialize_extractor_model(self) -> bytes:
-        """The model up to the L2Norm output (the head really removed): feed its output to :meth:`train`."""
-        if self._extractor_bytes is None:
-            self._extractor_bytes = model_to_bytes(structure.extractor_part(self._model, self._info))
-        return self._extractor_bytes
-
-    def train(self, embedding: np.ndarray, class_id: int) -> None:
-        """Add one embedding ``[D]`` or several ``[n, D]`` to class ``class_id``.
-
-        ``class_id`` must be a trainable class or exactly :attr:`num_classes` (a new class).
-        """
-        array = np.asarray(embedding, dtype=np.float64)
-        if array.ndim == 1:
-            array = array[np.newaxis]
-        if array.ndim != 2 or array.shape[1] != self.embedding_dim or len(array) == 0:
-            raise TrainingError(f"Invalid weights array shape. Expected ({self.embedding_dim},) or (n, {self.embedding_dim}), got {list(np.shape(embedding))}.")
-        if not np.isfinite(array).all():
-            raise TrainingError("embeddings contain NaN or infinite values; check the extractor output")
-        class_id = int(class_id)
-        if class_id < 0:
-            raise TrainingError(f"class id {class_id} is negative; class ids start at 0")
-        if class_id < self.num_classes and not self._classes[class_id].trainable:
-            raise TrainingError("Cannot change the base model classes not trained with imprinting method!")
-        if class_id > self.num_classes:
-            raise TrainingError(f"The class index of a new category is too large! (got {class_id}, the next new class is {self.num_classes})")
-        if class_id == self.num_classes:
-            self._classes.append(ImprintingClass(np.zeros(self.embedding_dim), trainable=True))
-            self._labels.append(None)
-        target = self._classes[class_id]
-        if self.max_shots is not None and target.shots + len(array) > self.max_shots:
-            room = max(0, self.max_shots - target.shots)
-            warnings.warn(f"class {class_id} reached max_shots={self.max_shots}; {len(array) - room} embedding(s) ignored", stacklevel=2)
-            array = array[:room]
-        target.weights = target.weights + array.sum(axis=0)
-        target.shots += len(array)
-        if len(array):
-            self._samples.setdefault(class_id, []).append(_unit(array))
-
-    def serialize_model(self) -> bytes:
-        """The model with one row per class, as ``.tflite`` bytes (PyCoral's edits and metadata)."""
-        if not self._classes:
-            raise TrainingError("Model is not trained.")
-        units = self.class_rows()
-        norms = {i: float(np.linalg.norm(c.weights)) for i, c in enumerate(self._classes) if c.trainable}
-        structure.write_classes(self._model, self._info, units, norms)
-        structure.write_state(self._model, {
-            "norms": {str(i): n for i, n in norms.items()},
-            "shots": {str(i): c.shots for i, c in enumerate(self._classes) if c.trainable},
-            "scale": self.scale_factor,
-        })
-        set_embedded_labels(self._model, self.labels)
-        return model_to_bytes(self._model)
-
-    # ------------------------------------------------------------------ beyond PyCoral
     @property
     def labels(self) -> list[str]:
-        """Class names (the id as text where none was given)."""
-        return [label if label is not None else str(i) for i, label in enumerate(self._labels)]
-
-    def set_label(self, class_id: int, name: str) -> None:
-        """Name class ``class_id``; the name is stored in the saved model."""
-        self._labels[class_id] = name
+        """Class names, in id order."""
+        return [c.label for c in self.classes_ or []]
 
     def is_trainable(self, class_id: int) -> bool:
-        return self._classes[class_id].trainable
+        return self._class(class_id).trainable
 
     def shots(self, class_id: int) -> int:
         """How many embeddings class ``class_id`` was imprinted from (0 for base classes)."""
-        return self._classes[class_id].shots
+        return self._class(class_id).shots
 
-    def class_rows(self) -> np.ndarray:
-        """The unit rows ``[C, D]`` (what the saved model stores, before quantization)."""
-        return _unit(np.stack([c.weights for c in self._classes])).astype(np.float32)
+    def _class(self, class_id: int) -> _Class:
+        check_fitted(self, "classes_")
+        return self.classes_[check_class_id(class_id, self.num_classes)]
 
-    def fit(self, X: np.ndarray, y: np.ndarray, labels: Sequence[str] | None = None) -> ImprintingEngine:
-        """Imprint each row of ``X`` into class ``y`` (ids existing or next, in ascending order)."""
-        X = check_features(X, self.embedding_dim)
+    # ----------------------------------------------------------------- teaching
+    def fit(self, X: np.ndarray, y: np.ndarray, labels: Sequence[str] | None = None) -> ImprintingHead:
+        """Start over and imprint each row of ``X`` into class ``y`` (ids 0..C-1)."""
+        self.classes_ = None
+        return self.partial_fit(X, y, labels)
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray, labels: Sequence[str] | None = None) -> ImprintingHead:
+        """Add examples: each class id is an existing trainable class or a new one (ids in ascending order)."""
+        X = check_features(X, self.embedding_dim_)
         y = check_labels(y, len(X))
         for class_id in np.unique(y):
-            self.train(X[y == class_id], int(class_id))
-            if labels is not None:
-                self.set_label(int(class_id), labels[int(class_id)])
+            label = labels[int(class_id)] if labels is not None and int(class_id) < len(labels) else None
+            self.add(X[y == class_id], int(class_id), label)
         return self
+
+    def add(self, embeddings: np.ndarray, class_id: int, label: str | None = None) -> int:
+        """Add one ``[D]`` or several ``[n, D]`` embeddings to ``class_id`` (or create it as the next id).
+
+        Returns how many were added (fewer than given when ``max_shots`` is reached).
+        """
+        if np.ndim(embeddings) not in (1, 2) or (self.embedding_dim_ is not None and np.shape(embeddings)[-1] != self.embedding_dim_):
+            expected = self.embedding_dim_ if self.embedding_dim_ is not None else "D"
+            raise TrainingError(f"Invalid weights array shape. Expected ({expected},) or (n, {expected}), "
+                                f"got {list(np.shape(embeddings))}.")
+        array = check_features(embeddings, self.embedding_dim_).astype(np.float64)
+        classes = self._ensure_started(array.shape[1])
+        class_id = check_class_id(class_id, len(classes), allow_new=True)
+        if class_id < len(classes) and not classes[class_id].trainable:
+            raise TrainingError("Cannot change the base model classes not trained with imprinting method!")
+        if class_id == len(classes):
+            classes.append(_Class(np.zeros(self.embedding_dim_), True, label if label is not None else str(class_id)))
+        target = classes[class_id]
+        if label is not None:
+            target.label = label
+        if self.max_shots is not None and target.shots + len(array) > int(self.max_shots):
+            room = max(0, int(self.max_shots) - target.shots)
+            warnings.warn(f"class {target.label!r} reached max_shots={self.max_shots}; {len(array) - room} embedding(s) ignored",
+                          stacklevel=2)
+            array = array[:room]
+        if len(array):
+            units = unit_rows(array)
+            target.weights = target.weights + (units if self.normalize_examples else array).sum(axis=0)
+            target.shots += len(array)
+            target.examples.append(units)
+        return len(array)
+
+    def add_base_classes(self, rows: np.ndarray, labels: Sequence[str]) -> None:
+        """Add fixed (non-trainable) classes, e.g. a cosine classifier's own rows."""
+        rows = check_features(rows, self.embedding_dim_, "base class rows").astype(np.float64)
+        classes = self._ensure_started(rows.shape[1])
+        for row, label in zip(rows, labels):
+            classes.append(_Class(row, False, label))
+
+    def rename(self, class_id: int, label: str) -> None:
+        """Give class ``class_id`` a new name."""
+        self._class(class_id).label = str(label)
 
     def remove_class(self, class_id: int) -> None:
         """Delete class ``class_id``; the ids above it move down by one."""
-        if not 0 <= class_id < self.num_classes:
-            raise TrainingError(f"class id {class_id} does not exist (the model has {self.num_classes} classes)")
-        del self._classes[class_id]
-        del self._labels[class_id]
-        self._samples = {(k - 1 if k > class_id else k): v for k, v in self._samples.items() if k != class_id}
+        self._class(class_id)
+        del self.classes_[int(class_id)]
+
+    # ----------------------------------------------------------------- inference
+    def rows(self) -> np.ndarray:
+        """The unit rows ``[C, D]`` (what the saved model stores, before quantization)."""
+        check_fitted(self, "classes_")
+        if not self.classes_:
+            raise TrainingError("the head has no classes yet; add examples first")
+        return unit_rows(np.stack([c.weights for c in self.classes_])).astype(np.float32)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Logits as the saved model computes them: ``s * cos``, with the cosine on the 1/128 grid."""
-        X = check_features(X, self.embedding_dim)
-        info = self._info
-        rows = dequantize(quantize(self.class_rows(), info.kernel_scale, info.kernel_zero_point), info.kernel_scale, info.kernel_zero_point)
-        cosine = fake_quantize(X @ rows.T, structure.COSINE_SCALE, structure.COSINE_ZERO)
-        return self.scale_factor * cosine
+        """Logits ``s * cos(x, row)`` in float, shape [n, C]."""
+        rows = self.rows()
+        X = unit_rows(check_features(X, self.embedding_dim_))
+        return float(self.scale) * (X @ rows.T)
 
-    def run_inference(self, X: np.ndarray) -> np.ndarray:
-        """Class scores ``[n, C]`` for L2-normalised embeddings (the extractor model's outputs)."""
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Float probabilities ``softmax(s * cos)``, shape [n, C]."""
         return softmax(self.decision_function(X))
 
-    predict_proba = run_inference
-
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most likely class id of each row."""
         return np.argmax(self.decision_function(X), axis=1)
 
+    def saved_scores(self, X: np.ndarray, kernel_quantization: tuple[float, int] = COSINE_QUANTIZATION) -> np.ndarray:
+        """Scores as the saved uint8 model computes them: rows on the kernel grid, cosines on the 1/128 grid."""
+        scale, zero = kernel_quantization
+        rows = dequantize(quantize(self.rows(), scale, zero), scale, zero)
+        X = unit_rows(check_features(X, self.embedding_dim_))
+        cosine = fake_quantize(X @ rows.T, *COSINE_QUANTIZATION)
+        return softmax(float(self.scale) * cosine)
+
+    # ----------------------------------------------------------------- refinement
     def finetune(self, steps: int = 300, learning_rate: float = 0.1, *, prior: float = 0.01, train_scale: bool = False) -> list[float]:
         """Refine the trainable rows by full-batch gradient steps of softmax cross-entropy on ``s * cos``.
 
-        Uses the embeddings given to :meth:`train` in this session. Rows stay unit vectors (so the
+        Uses the examples added since this head was created or loaded. Rows stay unit vectors (so the
         model keeps Coral's structure and stays resumable); ``prior`` pulls each row back towards
         its imprinted direction, which keeps 1-shot classes from drifting. Returns the loss per step.
         """
-        if not self._samples:
-            raise TrainingError("finetune needs the embeddings of this session; call train() first")
-        X = np.concatenate([np.concatenate(v) for v in self._samples.values()])
-        y = np.concatenate([np.full(sum(len(a) for a in v), k) for k, v in self._samples.items()])
-        trainable = np.array([c.trainable for c in self._classes])
-        rows = self.class_rows().astype(np.float64)
+        rows = self.rows().astype(np.float64)
+        pairs = [(k, e) for k, c in enumerate(self.classes_) for e in c.examples]
+        if not pairs:
+            raise TrainingError("finetune needs the examples of this session; add examples first")
+        X = np.concatenate([e for _, e in pairs])
+        y = np.concatenate([np.full(len(e), k) for k, e in pairs])
+        trainable = np.array([c.trainable for c in self.classes_])
         anchor = rows.copy()
-        norms = np.array([np.linalg.norm(c.weights) for c in self._classes])
-        s = self.scale_factor
+        s = float(self.scale)
         losses = []
-        n = len(X)
         for _ in range(int(steps)):
-            logits = s * X @ rows.T
-            probs = softmax(logits)
-            losses.append(float(-np.log(probs[np.arange(n), y] + 1e-12).mean()))
-            d_logits = probs
-            d_logits[np.arange(n), y] -= 1.0
-            d_logits /= n
+            cosine = X @ rows.T
+            loss, d_logits = cross_entropy(s * cosine, y)
+            losses.append(loss)
             grad = s * d_logits.T @ X + prior * (rows - anchor)
             if train_scale:
-                s = max(1.0, s - learning_rate * float((d_logits * (X @ rows.T)).sum()))
-            rows[trainable] = _unit(rows[trainable] - learning_rate * grad[trainable])
-        for index, klass in enumerate(self._classes):
+                s = max(1.0, s - learning_rate * float((d_logits * cosine).sum()))
+            rows[trainable] = unit_rows(rows[trainable] - learning_rate * grad[trainable])
+        for index, klass in enumerate(self.classes_):
             if klass.trainable:
-                klass.weights = rows[index] * max(norms[index], 1.0)
-        if train_scale:
-            self._info.scale_factor = float(s)
-            structure.set_scale_factor(self._model, self._info, s)
+                klass.weights = rows[index] * max(float(np.linalg.norm(klass.weights)), 1.0)
+        self.scale = s
         return losses
 
+    # ----------------------------------------------------------------- export / restore
+    def export(self) -> DenseLayer:
+        """The head as plain arrays: unit rows, zero bias, ``s``, and the state needed to resume."""
+        rows = self.rows()
+        state = {
+            "norms": {str(i): float(np.linalg.norm(c.weights)) for i, c in enumerate(self.classes_) if c.trainable},
+            "shots": {str(i): c.shots for i, c in enumerate(self.classes_) if c.trainable},
+            "scale": float(self.scale),
+        }
+        return DenseLayer(weights=rows, bias=np.zeros(len(rows), np.float32), scale=float(self.scale), normalize_input=True,
+                          logit_range=(-float(self.scale), float(self.scale)), labels=self.labels, state=state)
 
-# A class layer can become fixed imprinted rows only if it already ranks classes by cosine:
-# equal row norms and no bias (then logit = |w| |x| cos). These bounds allow rounding noise only.
-_MAX_NORM_RATIO = 1.1
-_MAX_RELATIVE_BIAS = 0.05
+    @classmethod
+    def from_layer(cls, layer: DenseLayer, *, keep_base_classes: bool = True, max_shots: int | None = None) -> ImprintingHead:
+        """Continue from a saved head: rows with a stored norm are trainable, the others fixed base classes."""
+        norms = {int(k): float(v) for k, v in layer.state.get("norms", {}).items()}
+        shots = {int(k): int(v) for k, v in layer.state.get("shots", {}).items()}
+        head = cls(scale=float(layer.state.get("scale", layer.scale)), max_shots=max_shots)
+        head._ensure_started(layer.dim)
+        for index, row in enumerate(np.asarray(layer.weights, dtype=np.float64)):
+            trainable = index in norms
+            if not trainable and not keep_base_classes:
+                continue
+            label = layer.labels[index] if index < len(layer.labels) else str(index)
+            weights = row * (norms[index] if trainable else 1.0)
+            head.classes_.append(_Class(weights, trainable, label, shots.get(index, 0)))
+        return head
 
 
-def _cosine_class_rows(model: schema.ModelT, point: CutPoint, source: str) -> np.ndarray:
-    """A classifier's class-layer rows, L2-normalised ``[C, D]``, if the layer is a cosine classifier.
+def head_from_sums(sums: np.ndarray, labels: Sequence[str], *, scale: float = DEFAULT_SCALE, shots: Sequence[int] | None = None,
+                   trainable: Sequence[bool] | None = None, examples: Sequence[np.ndarray] | None = None) -> ImprintingHead:
+    """An :class:`ImprintingHead` whose class ``i`` has the running sum ``sums[i]`` (and, for fine-tuning,
+    its unit ``examples[i]`` ``[n_i, D]``): how a caller that stores examples itself rebuilds the head."""
+    sums = np.asarray(sums, dtype=np.float64)
+    head = ImprintingHead(scale=scale)
+    head._ensure_started(sums.shape[1])
+    for index, (row, label) in enumerate(zip(sums, labels)):
+        klass = _Class(row.copy(), True if trainable is None else bool(trainable[index]), str(label),
+                       0 if shots is None else int(shots[index]))
+        if examples is not None and len(examples[index]):
+            klass.examples.append(np.asarray(examples[index], dtype=np.float64))
+        head.classes_.append(klass)
+    return head
 
-    Otherwise a :class:`ModelError` says why its classes cannot be kept.
+
+def leave_one_out(units: np.ndarray, y: np.ndarray, num_classes: int, scale: float = DEFAULT_SCALE) -> np.ndarray:
+    """For each unit embedding, the class imprinting predicts when that example is left out of its class's sum.
+
+    Returns ``[n]`` predicted ids; -1 where the left-out example was its class's only one and no
+    other class exists to predict.
     """
-    weights, bias = class_layer_parameters(model, point)
-    norms = np.linalg.norm(weights, axis=1)
-    median = float(np.median(norms))
-    if norms.min() <= _NORM_EPSILON or norms.max() / norms.min() > _MAX_NORM_RATIO or np.abs(bias).max() > _MAX_RELATIVE_BIAS * median:
-        raise ModelError(
-            f"{source}: its classes cannot be kept as imprinted classes because its class layer is not a cosine classifier "
-            f"(row norms {norms.min():.2f}..{norms.max():.2f}, biases up to {np.abs(bias).max():.2f}), so imprinted classes "
-            "would outrank them; imprint without --keep-classes, or start from a Coral L2-norm imprinting model"
-        )
-    return weights / norms[:, None]
+    units = unit_rows(np.asarray(units, dtype=np.float64))
+    y = np.asarray(y, dtype=np.int64)
+    sums = np.zeros((num_classes, units.shape[1]))
+    np.add.at(sums, y, units)
+    logits = np.empty((len(units), num_classes))
+    for i, (u, c) in enumerate(zip(units, y)):
+        rows = sums.copy()
+        rows[c] -= u
+        norms = np.linalg.norm(rows, axis=1)
+        cosine = np.where(norms > _NORM_EPSILON, rows @ u / np.maximum(norms, _NORM_EPSILON), -np.inf)
+        logits[i] = scale * cosine
+    predicted = np.argmax(logits, axis=1)
+    predicted[~np.isfinite(logits.max(axis=1))] = -1
+    return predicted

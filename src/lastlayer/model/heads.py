@@ -15,10 +15,8 @@ from ai_edge_litert import schema_py_generated as schema
 from lastlayer.errors import ModelError
 from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY, add_operator, add_tensor, quantization
 from lastlayer.model.names import as_text, operator_name
-from lastlayer.model.quant import quantize, range_quantization
+from lastlayer.quantization import SOFTMAX_QUANTIZATION, quantize, range_quantization
 
-SOFTMAX_SCALE = 1.0 / 256.0
-_SOFTMAX_ZERO_POINT = {np.dtype(np.uint8): 0, np.dtype(np.int8): -128}
 # Opcode versions the int8 kernels need (uint8 and float are version 1).
 _INT8_VERSIONS = {
     schema.BuiltinOperator.FULLY_CONNECTED: 4,
@@ -44,47 +42,51 @@ class Embedding:
         return self.shape[-1]
 
 
-def single_graph_output(model: schema.ModelT, source: str = "the model") -> Embedding:
-    """The one output of the one subgraph, or :class:`ModelError` (PyCoral's two rules, as messages)."""
+def _output_embedding(model: schema.ModelT) -> Embedding | str:
+    """The extractor output a head would attach to, or why there is none (a message without the file name)."""
     if len(model.subgraphs or []) != 1:
-        raise ModelError(f"{source} must have one and only one subgraph (it has {len(model.subgraphs or [])}); use a plain extractor")
+        return f"must have one and only one subgraph (it has {len(model.subgraphs or [])}); use a plain extractor"
     graph = model.subgraphs[0]
-    if graph.outputs is None or len(graph.outputs) != 1:
-        count = 0 if graph.outputs is None else len(graph.outputs)
-        raise ModelError(f"{source} must have one and only one output (it has {count}); cut it to its embedding first")
+    if len(graph.outputs or []) != 1:
+        return f"must have one and only one output (it has {len(graph.outputs or [])}); cut it to its embedding first"
     index = int(graph.outputs[0])
     tensor = graph.tensors[index]
     q = tensor.quantization
     quantized = q is not None and q.scale is not None and len(q.scale) > 0
-    return Embedding(
+    emb = Embedding(
         tensor=index,
         name=as_text(tensor.name),
         shape=[int(d) for d in tensor.shape],
         dtype=TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.float32)),
         scale=float(q.scale[0]) if quantized else None,
-        zero_point=int(q.zeroPoint[0]) if quantized else None,
+        zero_point=int(q.zeroPoint[0]) if quantized and q.zeroPoint is not None and len(q.zeroPoint) else None,
     )
-
-
-def check_extractor(model: schema.ModelT, source: str = "the model") -> Embedding:
-    """Validate that ``model`` is an embedding extractor a head can be appended to."""
-    emb = single_graph_output(model, source)
-    graph = model.subgraphs[0]
-    producer = next((op for op in graph.operators or [] if emb.tensor in list(op.outputs)), None)
+    producer = next((op for op in graph.operators or [] if emb.tensor in op.outputs), None)
     if producer is not None:
         name = operator_name(model.operatorCodes[producer.opcodeIndex])
         if name in _CLASSIFIER_TAILS:
-            raise ModelError(
-                f"{source} ends in {name}: it is a classifier, not an embedding extractor; "
-                "cut off its last layer first (lastlayer cut) or pass the extractor"
-            )
+            return f"ends in {name}: it is a classifier, not an embedding extractor; cut off its last layer first"
     if len(emb.shape) not in (2, 4) or int(np.prod(emb.shape)) != emb.dim:
-        raise ModelError(f"{source} output {emb.name} has shape {emb.shape}; an extractor output must be [1, D] or [1, 1, 1, D]")
+        return f"output {emb.name} has shape {emb.shape}; an extractor output must be [1, D] or [1, 1, 1, D]"
     if emb.dtype not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32)):
-        raise ModelError(f"{source} output type {emb.dtype} is not supported; use a uint8, int8 or float32 extractor")
-    if emb.dtype != np.dtype(np.float32) and emb.scale is None:
-        raise ModelError(f"{source} output {emb.name} is {emb.dtype} without quantization parameters; re-export the model")
+        return f"output type {emb.dtype} is not supported; use a uint8, int8 or float32 extractor"
+    if emb.dtype != np.dtype(np.float32) and (emb.scale is None or emb.zero_point is None):
+        return f"output {emb.name} is {emb.dtype} without quantization parameters; re-export the model"
     return emb
+
+
+def extractor_output(model: schema.ModelT) -> Embedding | None:
+    """The embedding output when ``model`` is an extractor a head can be appended to, else ``None``."""
+    found = _output_embedding(model)
+    return found if isinstance(found, Embedding) else None
+
+
+def check_extractor(model: schema.ModelT, source: str = "the model") -> Embedding:
+    """:func:`extractor_output`, or a :class:`ModelError` saying why ``model`` is not an extractor."""
+    found = _output_embedding(model)
+    if isinstance(found, str):
+        raise ModelError(f"{source} {found}", subject="model")
+    return found
 
 
 def _version(code: int, dtype: np.dtype) -> int:
@@ -143,7 +145,7 @@ def append_dense_softmax_head(
                        data=quantize(bias, b_scale, 0, np.int32))
         logits = add_tensor(model, f"{prefix}/FC/Output", [1, num_classes], dtype, quant=quantization(o_scale, o_zero))
         probs = add_tensor(model, f"{prefix}/Softmax/Output", [1, num_classes], dtype,
-                           quant=quantization(SOFTMAX_SCALE, _SOFTMAX_ZERO_POINT[dtype]))
+                           quant=quantization(*SOFTMAX_QUANTIZATION[dtype]))
     add_operator(model, B.FULLY_CONNECTED, [x, w, b], [logits], options_type=schema.BuiltinOptions.FullyConnectedOptions,
                  options=schema.FullyConnectedOptionsT(), version=_version(B.FULLY_CONNECTED, dtype))
     softmax_options = schema.SoftmaxOptionsT()

@@ -21,14 +21,13 @@ from lastlayer.model.edit import add_operator, add_tensor, quantization
 from lastlayer.model.heads import Embedding, check_extractor
 from lastlayer.model.metadata import read_metadata, write_metadata
 from lastlayer.model.names import operator_name
-from lastlayer.model.quant import dequantize, quantize
 from lastlayer.model.surgery import cut
 from lastlayer.model.tensors import constant_values
+from lastlayer.quantization import SOFTMAX_QUANTIZATION, dequantize, quantize
 
 B = schema.BuiltinOperator
 STATE_METADATA_NAME = "lastlayer_imprinting"
 COSINE_SCALE, COSINE_ZERO = 1.0 / 128.0, 128  # uint8 encoding of [-1, 1]
-SOFTMAX_SCALE = 1.0 / 256.0
 
 
 @dataclass
@@ -47,8 +46,10 @@ class ImprintingGraph:
     scale_factor: float
 
 
-def _fail(message: str, source: str) -> ModelError:
-    return ModelError(f"{source}: {message}")
+def find_structure(model: schema.ModelT) -> ImprintingGraph | None:
+    """Where the imprinting parts are, or ``None`` when ``model`` does not have Coral's imprinting structure."""
+    found = _inspect(model)
+    return found if isinstance(found, ImprintingGraph) else None
 
 
 def validate(model: schema.ModelT, source: str = "the model") -> ImprintingGraph:
@@ -57,55 +58,71 @@ def validate(model: schema.ModelT, source: str = "the model") -> ImprintingGraph
     Stricter than PyCoral where it crashed or misbehaved: several L2Norm ops are an error, and the
     Conv must consume the L2Norm (or its QUANTIZE) output.
     """
+    found = _inspect(model)
+    if isinstance(found, str):
+        raise ModelError(f"{source}: {found}", subject="model")
+    return found
+
+
+def _inspect(model: schema.ModelT) -> ImprintingGraph | str:
+    if not model.subgraphs:
+        return "Unsupported model architecture. Input model must have an L2Norm layer."
     graph = model.subgraphs[0]
     names = [operator_name(model.operatorCodes[op.opcodeIndex]) for op in graph.operators or []]
     l2_ops = [i for i, name in enumerate(names) if name == "L2_NORMALIZATION"]
     if not l2_ops:
-        raise _fail("Unsupported model architecture. Input model must have an L2Norm layer.", source)
+        return "Unsupported model architecture. Input model must have an L2Norm layer."
     if len(l2_ops) > 1:
-        raise _fail(f"Unsupported model architecture. Input model must have exactly one L2Norm layer (it has {len(l2_ops)}).", source)
+        return f"Unsupported model architecture. Input model must have exactly one L2Norm layer (it has {len(l2_ops)})."
     l2 = l2_ops[0]
     if len(names) < 4 or names[-4:] != ["CONV_2D", "MUL", "RESHAPE", "SOFTMAX"]:
-        raise _fail("The last 4 operators must be Conv2d, Mul, Reshape, Softmax", source)
+        return "The last 4 operators must be Conv2d, Mul, Reshape, Softmax"
     conv = len(names) - 4
     gap = conv - l2
+    follow = "Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator."
     if not (gap == 1 or (gap == 2 and names[l2 + 1] == "QUANTIZE")):
-        raise _fail("Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator.", source)
+        return follow
     ops = graph.operators
+    if len(ops[conv].inputs) < 3 or not ops[l2].outputs or not ops[-1].outputs or len(ops[conv + 1].inputs) < 2:
+        return follow
     l2_out = int(ops[l2].outputs[0])
-    conv_in = int(ops[conv].inputs[0])
-    if conv_in != (l2_out if gap == 1 else int(ops[l2 + 1].outputs[0])):
-        raise _fail("Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator.", source)
+    if int(ops[conv].inputs[0]) != (l2_out if gap == 1 else int(ops[l2 + 1].outputs[0])):
+        return follow
     shape = [int(d) for d in graph.tensors[l2_out].shape]
     if len(shape) != 4 or shape[:3] != [1, 1, 1]:
-        raise _fail("Embedding extractor's output tensor should be [1, 1, 1, x]", source)
+        return "Embedding extractor's output tensor should be [1, 1, 1, x]"
     kernel = graph.tensors[ops[conv].inputs[1]]
     bias = graph.tensors[ops[conv].inputs[2]]
-    if bias.quantization is None or bias.quantization.zeroPoint is None or not 0 <= int(bias.quantization.zeroPoint[0]) <= 255:
-        raise _fail("bias_zero_point is out of [0, 255] range!", source)
+    if bias.quantization is None or bias.quantization.zeroPoint is None or not len(bias.quantization.zeroPoint) \
+            or not 0 <= int(bias.quantization.zeroPoint[0]) <= 255:
+        return "bias_zero_point is out of [0, 255] range!"
     softmax_out = int(ops[-1].outputs[0])
     out_shape = [int(d) for d in graph.tensors[softmax_out].shape]
     if len(out_shape) != 2 or out_shape[0] != 1:
-        raise _fail("Logit output tensor should be [1, x]", source)
+        return "Logit output tensor should be [1, x]"
     if [int(t) for t in graph.outputs] != [softmax_out]:
-        raise _fail("Graph must have output from Softmax", source)
-    if kernel.type != schema.TensorType.UINT8 or kernel.quantization is None or not len(kernel.quantization.scale):
-        raise _fail("the Conv2d kernel must be a quantized uint8 tensor", source)
+        return "Graph must have output from Softmax"
+    if kernel.type != schema.TensorType.UINT8 or kernel.quantization is None or kernel.quantization.scale is None \
+            or not len(kernel.quantization.scale):
+        return "the Conv2d kernel must be a quantized uint8 tensor"
+    scale_factor = _scale_factor(model, ops[conv + 1])
+    if scale_factor is None:
+        return "the imprinting MUL has no constant scale factor"
     return ImprintingGraph(
         l2norm_op=l2, conv_op=conv, mul_op=conv + 1, reshape_op=conv + 2, softmax_op=conv + 3,
         embedding_tensor=l2_out, embedding_dim=shape[3],
         kernel_scale=float(kernel.quantization.scale[0]), kernel_zero_point=int(kernel.quantization.zeroPoint[0]),
-        scale_factor=_scale_factor(model, ops[conv + 1]),
+        scale_factor=scale_factor,
     )
 
 
-def _scale_factor(model: schema.ModelT, mul: schema.OperatorT) -> float:
+def _scale_factor(model: schema.ModelT, mul: schema.OperatorT) -> float | None:
     """PyCoral reads s as the first element of the MUL's constant input, dequantized."""
     graph = model.subgraphs[0]
     tensor = graph.tensors[mul.inputs[1]]
     values = constant_values(model, tensor)
-    if values is None:
-        raise ModelError("the imprinting MUL has no constant scale factor")
+    if values is None or not values.size:
+        return None
     values = values.reshape(-1)
     q = tensor.quantization
     if q is not None and q.scale is not None and len(q.scale):
@@ -252,7 +269,7 @@ def build(extractor: schema.ModelT, scale: float, source: str = "the extractor")
     options = schema.ReshapeOptionsT()
     options.newShape = [1, 1]
     add_operator(extractor, B.RESHAPE, [mul_out, new_shape], [reshape_out], options_type=schema.BuiltinOptions.ReshapeOptions, options=options)
-    probs = add_tensor(extractor, "Imprinting/Softmax/Output", [1, 1], np.uint8, quant=quantization(SOFTMAX_SCALE, 0))
+    probs = add_tensor(extractor, "Imprinting/Softmax/Output", [1, 1], np.uint8, quant=quantization(*SOFTMAX_QUANTIZATION[np.dtype(np.uint8)]))
     softmax = schema.SoftmaxOptionsT()
     softmax.beta = 1.0
     add_operator(extractor, B.SOFTMAX, [reshape_out], [probs], options_type=schema.BuiltinOptions.SoftmaxOptions, options=softmax)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence, Union
 
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.errors import ModelError
+from lastlayer.errors import LabelFileError
 from lastlayer.files import atomic_write_text
 from lastlayer.model.metadata import read_metadata, write_metadata
 
@@ -43,12 +43,15 @@ def parse_labels(text: str) -> dict[int, str]:
 def read_label_file(path: Union[str, os.PathLike[str]]) -> dict[int, str]:
     """Read a label file into ``{class_id: name}`` (PyCoral-compatible name and semantics)."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not part of the first label
             return parse_labels(handle.read())
     except FileNotFoundError:
-        raise ModelError(f"label file {path} does not exist; check the --labels path") from None
+        raise LabelFileError(f"label file {path} does not exist; check its path", subject="labels") from None
+    except IsADirectoryError:
+        raise LabelFileError(f"label path {path} is a folder; give the label file inside it", subject="labels") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read label file {path}: {exc}; it must be UTF-8 text, one label per line") from None
+        raise LabelFileError(f"cannot read label file {path}: {exc}; it must be UTF-8 text, one label per line",
+                             subject="labels") from None
 
 
 def format_labels(labels: Sequence[str] | Mapping[int, str]) -> str:
@@ -75,18 +78,27 @@ def embedded_labels(model: schema.ModelT, model_bytes: bytes | None = None) -> d
     """
     stored = read_metadata(model, LABELS_METADATA_NAME)
     if stored is not None:
-        return parse_labels(stored.decode("utf-8", "replace"))
+        return parse_labels(stored.decode("utf-8-sig", "replace"))
     if model_bytes is not None:
         return _labels_from_appended_zip(model_bytes)
     return None
 
 
+class EmbeddedLabelsError(Exception):
+    """A model carries labels that cannot be read (the reason, without the model's name)."""
+
+
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+
+
 def _labels_from_appended_zip(model_bytes: bytes) -> dict[int, str] | None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(model_bytes))
-    except (zipfile.BadZipFile, OSError):
+        names = [n for n in archive.namelist() if n.lower().endswith(".txt") and "label" in n.lower()]
+        if not names:
+            return None
+        return parse_labels(archive.read(names[0]).decode("utf-8-sig", "replace"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError) as exc:
+        if _ZIP_LOCAL_HEADER in model_bytes[-(1 << 20):] or isinstance(exc, (EOFError, RuntimeError, NotImplementedError)):
+            raise EmbeddedLabelsError(f"its appended label archive is damaged ({type(exc).__name__})") from None
         return None
-    names = [n for n in archive.namelist() if n.lower().endswith(".txt") and "label" in n.lower()]
-    if not names:
-        return None
-    return parse_labels(archive.read(names[0]).decode("utf-8", "replace"))

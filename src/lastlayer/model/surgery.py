@@ -61,11 +61,11 @@ def _is_class_layer(model: schema.ModelT, graph: schema.SubGraphT, op: schema.Op
     return False
 
 
-def find_embedding(model: schema.ModelT, source: str = "the model") -> CutPoint:
-    """Walk back from the output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer."""
-    graph = single_subgraph(model, source)
-    if len(graph.outputs) != 1:
-        raise ModelError(f"{source} has {len(graph.outputs)} outputs; pass --tensor to say which embedding to keep")
+def locate_embedding(model: schema.ModelT) -> CutPoint | None:
+    """Walk back from the single output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer; ``None`` if there is none."""
+    if len(model.subgraphs or []) != 1 or len(model.subgraphs[0].outputs or []) != 1:
+        return None
+    graph = model.subgraphs[0]
     producers = _producers(graph)
     tensor = int(graph.outputs[0])
     while tensor in producers:
@@ -76,13 +76,23 @@ def find_embedding(model: schema.ModelT, source: str = "the model") -> CutPoint:
             embedding = int(op.inputs[0])
             shape = [int(d) for d in graph.tensors[embedding].shape]
             return CutPoint(embedding, as_text(graph.tensors[embedding].name), shape[-1], op_index, name)
-        if name not in _PASS_THROUGH:
-            break
+        if name not in _PASS_THROUGH or len(op.inputs) == 0:
+            return None
         tensor = int(op.inputs[0])
-    raise ModelError(
-        f"{source} does not end in a classification layer (FULLY_CONNECTED or 1x1 CONV_2D before the softmax); "
-        "pass --tensor NAME to choose the embedding tensor"
-    )
+    return None
+
+
+def find_embedding(model: schema.ModelT, source: str = "the model") -> CutPoint:
+    """:func:`locate_embedding`, or a :class:`ModelError` saying why there is no class layer to cut at."""
+    graph = single_subgraph(model, source)
+    if len(graph.outputs) != 1:
+        raise ModelError(f"{source} has {len(graph.outputs)} outputs; name the embedding tensor to keep", subject="tensor")
+    point = locate_embedding(model)
+    if point is None:
+        raise ModelError(
+            f"{source} does not end in a classification layer (FULLY_CONNECTED or 1x1 CONV_2D before the softmax); "
+            "name the embedding tensor to cut at (see 'lastlayer inspect')", subject="tensor")
+    return point
 
 
 def cut(model: schema.ModelT, tensor: int, source: str = "the model") -> schema.ModelT:

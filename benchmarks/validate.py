@@ -1,0 +1,60 @@
+"""What the structural validator costs next to building the interpreter, on the MobileNet v1 extractor.
+
+Best of 5 for each step: the pure-Python parse (``ModelT.InitFromPackedBuf``), ``validate_model``,
+LiteRT's verifier (an interpreter built without delegates, as ``model.io`` does after validating),
+and the interpreter a command builds (XNNPACK, ``allocate_tensors``). Prints the times and the
+ratio validate / interpreter build (goal: well under 10%).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+from _common import SHARED
+from ai_edge_litert import interpreter as litert
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.model.validate import validate_model
+
+MODEL = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+
+
+def best_of(repeats: int, work: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(repeats: int = 5) -> None:
+    path = SHARED / "models" / MODEL
+    if not path.is_file():
+        sys.exit(f"benchmark needs {path}; set LASTLAYER_SHARED")
+    data = path.read_bytes()
+    tree = schema.ModelT.InitFromPackedBuf(data, 0)
+
+    def build() -> None:
+        interp = litert.Interpreter(model_content=data, num_threads=1)
+        interp.allocate_tensors()
+
+    parse = best_of(repeats, lambda: schema.ModelT.InitFromPackedBuf(data, 0))
+    validate = best_of(repeats, lambda: validate_model(tree, MODEL, file_size=len(data)))
+    verify = best_of(repeats, lambda: litert.Interpreter(
+        model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter = best_of(repeats, build)
+    print(f"{MODEL} ({len(data):,} bytes), best of {repeats}")
+    print(f"  parse (InitFromPackedBuf)              {parse * 1e3:8.2f} ms")
+    print(f"  validate_model                         {validate * 1e3:8.2f} ms")
+    print(f"  LiteRT verifier (no delegates)         {verify * 1e3:8.2f} ms")
+    print(f"  interpreter build (XNNPACK, allocate)  {interpreter * 1e3:8.2f} ms")
+    print(f"  validate / interpreter build           {validate / interpreter:8.1%}")
+    print(f"  (parse + validate) / interpreter build {(parse + validate) / interpreter:8.1%}")
+    print(f"  validate / LiteRT verifier             {validate / verify:8.1%}")
+
+
+if __name__ == "__main__":
+    main()

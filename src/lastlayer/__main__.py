@@ -1,0 +1,5 @@
+"""``python -m lastlayer``: the same as the ``lastlayer`` command."""
+
+from lastlayer.cli import entry_point
+
+entry_point()

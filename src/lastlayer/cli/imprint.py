@@ -1,0 +1,59 @@
+"""``lastlayer imprint``: add classes from a few images each (weight imprinting), or extend a saved model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lastlayer.cli import common
+
+HELP = "add classes from a few images each (weight imprinting)"
+EXAMPLE = "lastlayer imprint parts/ -o out/ --shots 5\n             lastlayer imprint --resume out/model.tflite new_parts/ -o out2/"
+FLAGS = {"model": "--model", "resume": "--resume", "data": "DATA_DIR", "output": "--output", "ratio": "--test-ratio",
+         "shots": "--shots", "keep_classes": "--keep-classes"}
+
+
+def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "imprint", help=HELP,
+        description="Imprint DATA_DIR/<class>/<images> into a model (Coral's imprinting structure, built on any "
+        "extractor or classifier), evaluate on a held-out split, and write OUT_DIR/model.tflite, labels.txt, report.json. "
+        "With --resume, add classes or shots to a model imprinted before, without its original images.",
+        epilog="examples:\n  lastlayer imprint parts/ -o out/ --shots 5 --finetune\n"
+        "  lastlayer imprint --resume out/model.tflite more_parts/ -o out2/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_dataset_options(parser)
+    parser.add_argument("--model", "-m", default=common.DEFAULT_EXTRACTOR,
+                        help=f"extractor, classifier or imprinting model (default: {common.DEFAULT_EXTRACTOR})")
+    parser.add_argument("--resume", metavar="MODEL", help="a model written by 'lastlayer imprint' (or PyCoral) to extend")
+    parser.add_argument("--output", "-o", metavar="OUT_DIR",
+                        help="output folder (created if missing); with --resume and no -o, the resumed model's folder is updated in place")
+    parser.add_argument("--keep-classes", action="store_true", help="keep the base model's own classes")
+    parser.add_argument("--test-ratio", type=common.held_out_ratio, default=0.25,
+                        help="share of each class held out for the report (default: 0.25)")
+    parser.add_argument("--shots", type=common.positive_int, default=None, help="use at most N training images per class")
+    parser.add_argument("--finetune", action="store_true", help="refine the imprinted rows with gradient steps (keeps the structure)")
+    parser.add_argument("--finetune-steps", type=common.positive_int, default=300, help="fine-tuning steps (default: 300)")
+    parser.add_argument("--scale", type=common.positive_float, default=None,
+                        help="scale factor s of s*cos for a new model (default: 48, measured)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split and the shots (default: 0)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from lastlayer.jobs.imprint import ImprintOptions, imprint
+
+    if args.output is None and args.resume is None:
+        raise common.UsageError("imprint needs -o OUT_DIR (or --resume MODEL, which defaults to the model's folder)")
+    options = ImprintOptions(
+        test_ratio=args.test_ratio, shots=args.shots, finetune=args.finetune, finetune_steps=args.finetune_steps,
+        keep_classes=args.keep_classes, scale=args.scale, seed=args.seed, use_cache=not args.no_cache,
+        strict=args.strict, progress=common.show_progress(args),
+    )
+    output = args.output or str(Path(args.resume).parent)
+    result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=common.job_log(args))
+    if args.json:
+        common.print_json({**result.summary(), "classes": result.report["num_classes"], "test_accuracy": result.report["test_accuracy"]})
+        return 0
+    print(result.to_text())
+    return 0

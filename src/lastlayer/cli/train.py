@@ -1,0 +1,56 @@
+"""``lastlayer train``: a softmax head on class folders (last-layer backprop)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lastlayer.cli import common
+
+HELP = "train a softmax head on class folders (last-layer backprop)"
+EXAMPLE = "lastlayer train photos/ -o out/ --epochs 30"
+FLAGS = {"model": "--extractor", "data": "DATA_DIR", "output": "--output", "ratio": "--val-ratio"}
+
+
+def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "train", help=HELP,
+        description="Embed DATA_DIR/<class>/<images> with an extractor (a classifier is cut at its embedding), train a "
+        "softmax layer with mini-batch SGD, and write OUT_DIR/model.tflite (extractor + head), labels.txt, report.json "
+        "and confusion.png.",
+        epilog=f"example: {EXAMPLE}")
+    common.add_dataset_options(parser)
+    parser.add_argument("--extractor", "-e", default=common.DEFAULT_EXTRACTOR,
+                        help=f"embedding extractor or classifier (default: {common.DEFAULT_EXTRACTOR})")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--num-iter", type=common.non_negative_int, default=None, help="SGD iterations (default: 500)")
+    length.add_argument("--epochs", type=common.positive_float, default=None, help="passes over the training set (instead of --num-iter)")
+    parser.add_argument("--lr", type=common.positive_float, default=0.01, help="learning rate (default: 0.01)")
+    parser.add_argument("--batch-size", type=common.positive_int, default=100, help="mini-batch size (default: 100)")
+    parser.add_argument("--momentum", type=common.momentum_value, default=0.9, help="SGD momentum; 0 is PyCoral's plain SGD (default: 0.9)")
+    parser.add_argument("--reg", type=common.non_negative_float, default=0.0, help="L2 regularisation (default: 0)")
+    parser.add_argument("--val-ratio", type=common.held_out_ratio, default=0.2,
+                        help="share of each class held out for validation (default: 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and batches (default: 0)")
+    parser.add_argument("--balanced", action="store_true", help="weight classes inversely to their size")
+    parser.add_argument("--early-stopping", action="store_true", help="stop when validation loss stops improving")
+    parser.add_argument("--print-every", type=common.non_negative_int, default=100, help="log loss/accuracy every N iterations (0: never)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from lastlayer.jobs.train import TrainOptions, train
+
+    options = TrainOptions(
+        num_iter=args.num_iter, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+        momentum=args.momentum, reg=args.reg, val_ratio=args.val_ratio, seed=args.seed,
+        class_weight="balanced" if args.balanced else None, early_stopping=args.early_stopping,
+        print_every=args.print_every, use_cache=not args.no_cache, strict=args.strict, progress=common.show_progress(args),
+    )
+    result = train(args.data_dir, args.output, args.extractor, options, log=common.job_log(args))
+    if args.json:
+        common.print_json({**result.summary(), "train_accuracy": result.report["train_accuracy"],
+                           "val_accuracy": result.report["val_accuracy"], "iterations": result.report["iterations"]})
+        return 0
+    print(result.to_text())
+    return 0

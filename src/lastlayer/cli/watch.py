@@ -1,0 +1,81 @@
+"""``lastlayer watch``: live classification of a camera, video, stream or image folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lastlayer.cli import common
+
+HELP = "classify a camera, video, stream or image folder live; print each change of the top class"
+EXAMPLE = "lastlayer watch --model out/model.tflite --source 0 --json"
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record"}
+
+
+def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "watch", help=HELP, epilog=f"examples:\n  {EXAMPLE}\n  lastlayer watch --state parts-state --source rtsp://camera/stream",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a classifier (or a teaching session's state) on every frame of SOURCE: a camera index or device "
+        "(0, /dev/video0), a video file, an rtsp:// or http:// stream, or an image folder or glob. Prints the top class "
+        "whenever it changes (scores smoothed over --window frames); with --json, one JSON object per change (NDJSON).")
+    parser.add_argument("--source", "-s", required=True, help="camera index or device, video file, stream URL, or image folder/glob")
+    parser.add_argument("--model", "-m", help="a classifier .tflite (e.g. exported by 'lastlayer teach' or 'imprint')")
+    parser.add_argument("--state", help="a teaching session's state folder (instead of --model)")
+    parser.add_argument("--top-k", "-k", type=common.positive_int, default=3, help="classes per event (default: 3)")
+    parser.add_argument("--window", type=common.positive_int, default=5, help="frames the scores are averaged over (default: 5)")
+    parser.add_argument("--min-score", type=common.finite_float, default=0.0,
+                        help="below this smoothed score the top class is reported as none (default: 0)")
+    parser.add_argument("--every", type=common.positive_int, default=1, help="classify every N-th frame (default: 1)")
+    parser.add_argument("--max-fps", type=common.positive_float, default=None, help="classify at most this many frames per second")
+    parser.add_argument("--max-frames", type=common.positive_int, default=None, help="stop after this many classified frames")
+    parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
+    parser.add_argument("--realtime", action="store_true", help="play a video file or folder at its frame rate (default: as fast as possible)")
+    parser.add_argument("--record", metavar="DIR", help="save frames whose top class is --record-class into DIR/<class>/")
+    parser.add_argument("--record-class", metavar="NAME", help="the class whose frames --record saves")
+    common.add_output_options(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.model is None) == (args.state is None):
+        raise common.UsageError("give either --model or --state")
+    if (args.record is None) != (args.record_class is None):
+        raise common.UsageError("--record and --record-class go together")
+    from lastlayer.teach.live import ModelPredictor, predictions, top_changes
+    from lastlayer.teach.recorder import FrameRecorder
+    from lastlayer.teach.session import TeachingSession
+    from lastlayer.teach.sources import open_source
+
+    predictor = ModelPredictor(args.model) if args.model else TeachingSession(args.state)
+    recorder = FrameRecorder(args.record, args.record_class) if args.record else None
+    live = sys.stderr.isatty() and not (args.json or args.quiet)
+    states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,
+                         top_k=args.top_k, every=args.every, max_fps=args.max_fps, max_frames=args.max_frames)
+    last = None
+
+    def observed():
+        nonlocal last
+        for state in states:
+            last = state
+            if recorder is not None:
+                recorder.offer(state)
+            if live:
+                top = state.top
+                sys.stderr.write(f"\r{state.fps:5.1f} frames/s  frame {state.frame.index}  "
+                                 f"{top[0] if top else '-'} {top[1] if top else 0:.2f}   ")
+            yield state
+
+    for change in top_changes(observed(), args.min_score):
+        if args.json:
+            common.print_json_line(change.to_dict())
+        elif not args.quiet or change.previous is not None:
+            top = change.state.top
+            label = f"{top[0]} ({top[1]:.2f})" if top is not None and top[1] >= args.min_score else "(none)"
+            print(("\r" if live else "") + f"frame {change.state.frame.index}: {label}", flush=True)
+    if args.json:
+        common.print_json_line({"event": "end", "frames": last.processed if last else 0, "fps": round(last.fps, 2) if last else 0.0,
+                                "recorded": recorder.saved if recorder else 0})
+    elif live:
+        sys.stderr.write("\n")
+    return 0

@@ -1,0 +1,57 @@
+"""``lastlayer classify``: the top classes of each image, every readable image reported, unreadable ones listed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from lastlayer.classify import get_classes_from_scores, label_of
+from lastlayer.errors import ImageError
+from lastlayer.jobs.base import PathLike
+from lastlayer.model.labels import read_label_file
+from lastlayer.runtime import Interpreter
+from lastlayer.zoo import open_model, resolve_model
+
+
+@dataclass
+class ImageScores:
+    """Ranked classes per image, and the images that could not be read (with the reason)."""
+
+    model: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    threshold: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "results": self.results, "unreadable": self.unreadable}
+
+    def to_text(self) -> str:
+        lines = []
+        for result in self.results:
+            lines.append(result["image"])
+            if not result["classes"]:
+                lines.append(f"  (no class scored >= {self.threshold})")
+            for c in result["classes"]:
+                name = f"  {c['label']}" if c["label"] != str(c["id"]) else ""
+                lines.append(f"  {c['score']:.5f}  {c['id']:>4}{name}")
+        return "\n".join(lines)
+
+
+def classify_files(model: PathLike, images: Sequence[PathLike], *, labels: PathLike | None = None, top_k: int = 5,
+                   threshold: float = 0.0, num_threads: int | None = None) -> ImageScores:
+    """Classify each image; an unreadable image is listed in ``unreadable`` and the others still classified."""
+    model_file = open_model(model)
+    interpreter = Interpreter(model_file, num_threads=num_threads)
+    table = read_label_file(resolve_model(labels)) if labels else model_file.labels
+    result = ImageScores(model_file.name, threshold=threshold)
+    for image in images:
+        try:
+            scores = interpreter.run_file(image)
+        except ImageError as exc:
+            result.unreadable.append({"image": str(image), "error": str(exc)})
+            continue
+        # A score of exactly 0 carries no information; never list those.
+        ranked = [c for c in get_classes_from_scores(scores, top_k, threshold) if c.score > 0]
+        result.results.append({"image": str(image), "classes": [
+            {"id": c.id, "label": label_of(table, c.id), "score": round(c.score, 6)} for c in ranked]})
+    return result

@@ -1,0 +1,146 @@
+"""``lastlayer evaluate``: accuracy, per-class metrics, confusion matrix and latency of a classifier."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lastlayer.data import Dataset, DatasetWarning, load_dataset
+from lastlayer.errors import DatasetError, ImageError
+from lastlayer.files import atomic_write_text, ensure_output_dir
+from lastlayer.jobs.base import PathLike
+from lastlayer.model.file import ModelFile
+from lastlayer.model.labels import read_label_file
+from lastlayer.report import classification_report, misclassified, save_confusion_png, text_table
+from lastlayer.runtime import Interpreter, extract_embeddings
+from lastlayer.zoo import open_model, resolve_model
+
+
+@dataclass
+class EvaluateOptions:
+    """Settings of ``lastlayer evaluate``."""
+
+    labels: PathLike | None = None
+    report_dir: PathLike | None = None
+    compare: PathLike | None = None
+    strict: bool = False
+    progress: bool = True
+
+
+@dataclass
+class _Scored:
+    name: str
+    labels: list[str]
+    class_ids: list[int]
+    scores: np.ndarray
+    latencies: list[float]
+
+
+def model_class_ids(classes: list[str], labels: list[str] | None, size: int, model: str) -> list[int]:
+    """The model's class id of each dataset class, matched by label name (or by order without labels)."""
+    if labels is None:
+        if len(classes) > size:
+            raise DatasetError(f"the data has {len(classes)} classes but {model} has {size} outputs and no labels; "
+                               "give a label file", subject="labels")
+        return list(range(len(classes)))
+    by_name: dict[str, int] = {}
+    for index, name in enumerate(labels):
+        by_name.setdefault(name, index)
+    missing = [c for c in classes if c not in by_name]
+    if missing:
+        raise DatasetError(f"class folder(s) {', '.join(missing)} are not classes of {model}; name the folders after its labels "
+                           "(see labels.txt) or give a label file", subject="labels")
+    return [by_name[c] for c in classes]
+
+
+def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, options: EvaluateOptions, on_error: Any) -> _Scored:
+    interpreter = Interpreter(model)
+    if labels_path:
+        table = read_label_file(resolve_model(labels_path))
+        labels = [table.get(i, str(i)) for i in range(interpreter.output_size)]
+    else:
+        labels = model.label_list(interpreter.output_size)
+    ids = model_class_ids(dataset.classes, labels, interpreter.output_size, model.name)
+    latencies: list[float] = []
+    scores = extract_embeddings(interpreter, dataset.paths, progress=options.progress, on_error=on_error, latencies=latencies,
+                                description=f"evaluating {model.path.name}")
+    return _Scored(model.name, labels or [str(i) for i in range(interpreter.output_size)], ids, scores, latencies)
+
+
+@dataclass
+class EvaluateResult:
+    """An evaluation: the report (what ``report.json`` holds) and where it was written."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+    data: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report
+
+    def to_text(self) -> str:
+        report = self.report
+        lines = [f"{report['model']} on {report['evaluated']} images of {self.data}", text_table(report),
+                 f"mean latency {report['mean_latency_ms']} ms per image; {len(report['misclassified'])} misclassified"]
+        if "compare" in report:
+            other = report["compare"]
+            lines.append(f"compare {other['model']}: top-1 {other['top1_accuracy']:.3f}, top-5 {other['top5_accuracy']:.3f}, "
+                         f"latency {other['mean_latency_ms']} ms; agreement {report['agreement']:.3f} "
+                         f"({len(report['disagreements'])} disagreements)")
+        if report.get("report_json"):
+            lines.append(f"wrote {report['report_json']}" + (f" and {report['confusion_png']}" if report.get("confusion_png") else ""))
+        return "\n".join(lines)
+
+
+def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = None) -> EvaluateResult:
+    """Evaluate a classifier on a class-per-folder dataset; optionally against a second model."""
+    options = options or EvaluateOptions()
+    models = [open_model(model)] + ([open_model(options.compare)] if options.compare else [])
+    dataset = load_dataset(data)
+    unreadable: list[str] = []
+
+    def report_bad(path: Any, error: ImageError) -> None:
+        if options.strict:
+            raise error
+        if str(path) not in unreadable:
+            unreadable.append(str(path))
+            warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
+
+    runs = [_score(models[0], dataset, options.labels, options, report_bad)]
+    if len(models) == 2:
+        runs.append(_score(models[1], dataset, None, options, report_bad))
+    keep = np.ones(len(dataset), dtype=bool)
+    for run in runs:
+        keep &= ~np.isnan(run.scores).any(axis=1)
+    paths = [p for p, k in zip(dataset.paths, keep) if k]
+    y = dataset.labels[keep]
+    sections = []
+    for run in runs:
+        scores = run.scores[keep]
+        section = classification_report(y, scores, dataset.classes, run.class_ids)
+        section["model"] = run.name
+        section["mean_latency_ms"] = round(1000 * float(np.mean(run.latencies)), 3) if run.latencies else None
+        section["misclassified"] = misclassified(paths, y, scores, dataset.classes, run.class_ids, run.labels)
+        sections.append(section)
+    report: dict[str, Any] = {"data": str(data), "images": len(dataset), "evaluated": int(keep.sum()),
+                              "unreadable": unreadable, "notes": dataset.notes, **sections[0]}
+    if len(runs) == 2:
+        first = [runs[0].labels[int(i)] for i in np.argmax(runs[0].scores[keep], axis=1)]
+        second = [runs[1].labels[int(i)] for i in np.argmax(runs[1].scores[keep], axis=1)]
+        differ = [{"file": str(p), "model": a, "compare": b} for p, a, b in zip(paths, first, second) if a != b]
+        report["compare"] = sections[1]
+        report["agreement"] = 1 - len(differ) / max(1, len(paths))
+        report["disagreements"] = differ
+        if runs[0].scores.shape == runs[1].scores.shape:
+            report["max_score_difference"] = float(np.abs(runs[0].scores[keep] - runs[1].scores[keep]).max())
+    if options.report_dir:
+        folder = ensure_output_dir(options.report_dir)
+        png = save_confusion_png(sections[0], folder / "confusion.png", f"{Path(runs[0].name).name} on {Path(data).name}")
+        report["confusion_png"] = str(png) if png else None
+        report["report_json"] = str(folder / "report.json")
+        atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
+    return EvaluateResult(report, str(data))

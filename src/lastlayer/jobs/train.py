@@ -1,0 +1,110 @@
+"""``lastlayer train``: embed a class-per-folder dataset, train a softmax head, write extractor + head."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lastlayer.data import stratified_split
+from lastlayer.errors import TrainingError
+from lastlayer.jobs.base import (
+    DataOptions,
+    Log,
+    ModelJobResult,
+    PathLike,
+    Timer,
+    announced_dataset,
+    embed,
+    stderr_log,
+    write_model_outputs,
+)
+from lastlayer.learn.softmax import SoftmaxRegression
+from lastlayer.model.export import extractor_model, output_type_of, write_head
+from lastlayer.model.file import ModelKind
+from lastlayer.report import classification_report, misclassified
+from lastlayer.runtime import Interpreter
+from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
+
+
+@dataclass
+class TrainOptions(DataOptions):
+    """Settings of ``lastlayer train`` (the backprop head)."""
+
+    num_iter: int | None = None
+    epochs: float | None = None
+    learning_rate: float = 0.01
+    batch_size: int = 100
+    momentum: float = 0.9
+    reg: float = 0.0
+    val_ratio: float = 0.2
+    seed: int = 0
+    class_weight: str | None = None
+    early_stopping: bool = False
+    print_every: int = 100
+
+    def iterations(self, n_train: int) -> int:
+        """Iterations to run: ``epochs`` passes over ``n_train`` images, else ``num_iter`` (default 500)."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * n_train / min(self.batch_size, max(1, n_train))))
+        return 500 if self.num_iter is None else self.num_iter
+
+
+def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRACTOR, options: TrainOptions | None = None,
+          log: Log | None = None) -> ModelJobResult:
+    """Train a softmax head on ``data`` after ``extractor`` (an extractor, or a classifier that is cut) into ``output``."""
+    options = options or TrainOptions()
+    say = log or stderr_log
+    timer = Timer()
+    base = open_model(extractor)
+    extractor_file = extractor_model(base)
+    if base.kind is ModelKind.CLASSIFIER:
+        say(f"{base.name} is a classifier: training on its embedding (the input of its class layer)")
+    output_type = output_type_of(base)
+    interpreter = Interpreter(extractor_file)
+    dataset = announced_dataset(data, say)
+    embedded = embed(interpreter, dataset, options, timer, say)
+    train_rows, val_rows = stratified_split(embedded.y, options.val_ratio, options.seed, classes=dataset.classes)
+    layer = SoftmaxRegression(
+        learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
+        momentum=options.momentum, reg=options.reg, class_weight=options.class_weight, early_stopping=options.early_stopping,
+        num_classes=len(dataset.classes), seed=options.seed,
+    )
+    X, y = embedded.X, embedded.y
+    if len(set(y[train_rows].tolist())) < 2:
+        raise TrainingError(f"{data} needs at least 2 classes with images to train a softmax head", subject="data")
+    with timer.step("train_s"):
+        layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], print_every=options.print_every, log=say)
+    with timer.step("serialize_s"):
+        model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type)
+    val_accuracy = layer.score(X[val_rows], y[val_rows]) if len(val_rows) else None
+    report: dict[str, Any] = {
+        "method": "backprop",
+        "extractor": base.name,
+        "data": str(data),
+        "classes": dataset.classes,
+        "images": len(dataset),
+        "unreadable": embedded.unreadable,
+        "notes": dataset.notes,
+        "embeddings_from_cache": embedded.cached,
+        "train_images": int(len(train_rows)),
+        "val_images": int(len(val_rows)),
+        "iterations": layer.n_iter_,
+        "stopped_early": layer.stopped_early_,
+        "output_type": output_type,
+        "settings": {k: v for k, v in vars(options).items() if k != "progress"},
+        "train_accuracy": layer.score(X[train_rows], y[train_rows]),
+        "val_accuracy": val_accuracy,
+    }
+    if len(val_rows):
+        scores = layer.saved_scores(X[val_rows], output_type)
+        report["val"] = classification_report(y[val_rows], scores, dataset.classes)
+        report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val_rows], y[val_rows], scores,
+                                                       dataset.classes, labels=dataset.classes)
+    report["times"] = timer.rounded()
+    headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images"
+    if val_accuracy is not None:
+        headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} images"
+    written = write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),
+                                  f"{base.path.name} + softmax head: validation split")
+    return ModelJobResult(written, report, headline)

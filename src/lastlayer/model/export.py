@@ -1,0 +1,144 @@
+"""Write a trained head into a model, and read one back: the only place heads meet model files.
+
+A head arrives as a :class:`~lastlayer.layer.DenseLayer` (plain arrays). With ``normalize_input``
+it becomes Coral's imprinting structure (``L2_NORMALIZATION -> CONV_2D -> MUL -> RESHAPE ->
+SOFTMAX``, readable by PyCoral); otherwise ``FULLY_CONNECTED -> SOFTMAX`` after the embedding.
+Labels and the learner's state are stored in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.errors import ModelError
+from lastlayer.layer import DenseLayer
+from lastlayer.model import imprinting as structure
+from lastlayer.model.file import ModelFile, ModelKind
+from lastlayer.model.heads import append_dense_softmax_head, check_extractor
+from lastlayer.model.io import model_to_bytes
+from lastlayer.model.labels import set_embedded_labels
+from lastlayer.model.names import as_text
+from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, locate_embedding
+
+OUTPUT_TYPES = ("uint8", "int8", "float32")
+
+
+def extractor_tree(model: ModelFile) -> tuple[schema.ModelT, CutPoint | None]:
+    """A copy of ``model``'s embedding extractor, and where a classifier was cut (``None`` otherwise).
+
+    An extractor is used as it is, a classifier is cut at the input of its class layer, an
+    imprinting model loses its head (cut at the L2Norm output).
+    """
+    if model.kind is ModelKind.EXTRACTOR:
+        return model.copy_tree(), None
+    if model.kind is ModelKind.CLASSIFIER:
+        point = locate_embedding(model.tree)
+        return cut(model.copy_tree(), point.tensor, model.name), point
+    if model.kind is ModelKind.IMPRINTING:
+        return structure.extractor_part(model.tree, structure.find_structure(model.tree)), None
+    raise ModelError(f"{model.name} is neither an embedding extractor nor a classifier whose class layer lastlayer can find; "
+                     "cut it at its embedding tensor first (see 'lastlayer inspect')", subject="model")
+
+
+def extractor_model(model: ModelFile) -> ModelFile:
+    """:func:`extractor_tree` packed as a model (``model`` itself when it already is an extractor)."""
+    if model.kind is ModelKind.EXTRACTOR:
+        return model
+    tree, _ = extractor_tree(model)
+    return ModelFile.from_tree(tree, f"{model.name} (embedding extractor)")
+
+
+def output_type_of(model: ModelFile) -> str:
+    """The type a head written after ``model``'s embedding will have (the extractor's output type)."""
+    tree, _ = extractor_tree(model)
+    return str(check_extractor(tree, model.name).dtype)
+
+
+def write_head(base: ModelFile, layer: DenseLayer, *, output_type: str | None = None) -> bytes:
+    """``base``'s extractor with ``layer`` appended, as ``.tflite`` bytes; ``base`` is not changed.
+
+    ``output_type`` (``uint8``, ``int8``, ``float32``) must match the extractor's output type for a
+    dense head today; ``None`` takes the extractor's. Imprinting heads are always uint8 (Coral's layout).
+    """
+    if layer.weights.ndim != 2 or layer.bias.shape != (layer.num_classes,) or layer.num_classes < 1:
+        raise ModelError(f"a head needs weights [C, D] and bias [C], got {list(layer.weights.shape)} and {list(layer.bias.shape)}")
+    if output_type is not None and output_type not in OUTPUT_TYPES:
+        raise ModelError(f"output type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+    tree = _imprinting_tree(base, layer) if layer.normalize_input else _dense_tree(base, layer, output_type)
+    if layer.labels:
+        set_embedded_labels(tree, list(layer.labels))
+    return model_to_bytes(tree)
+
+
+def _dense_tree(base: ModelFile, layer: DenseLayer, output_type: str | None) -> schema.ModelT:
+    tree, _ = extractor_tree(base)
+    dtype = str(check_extractor(tree, base.name).dtype)
+    if output_type is not None and output_type != dtype:
+        raise ModelError(f"{base.name} outputs {dtype} embeddings; a {output_type} head after it is not supported, "
+                         f"use output type {dtype}")
+    weights = np.asarray(layer.weights, dtype=np.float32) * np.float32(layer.scale)
+    append_dense_softmax_head(tree, weights, np.asarray(layer.bias, np.float32), layer.logit_range, source=base.name)
+    return tree
+
+
+def _imprinting_tree(base: ModelFile, layer: DenseLayer) -> schema.ModelT:
+    if base.kind is ModelKind.IMPRINTING:
+        tree = base.copy_tree()
+    else:
+        tree, _ = extractor_tree(base)
+        structure.build(tree, layer.scale, base.name)
+    info = structure.validate(tree, base.name)
+    if info.embedding_dim != layer.dim:
+        raise ModelError(f"{base.name} gives {info.embedding_dim}-d embeddings but the head has {layer.dim}-d rows; "
+                         "use the extractor the head was trained with")
+    if abs(info.scale_factor - layer.scale) > 1e-6 * max(1.0, layer.scale):
+        structure.set_scale_factor(tree, info, layer.scale)
+    norms = {int(k): float(v) for k, v in layer.state.get("norms", {}).items()}
+    structure.write_classes(tree, info, np.asarray(layer.weights, dtype=np.float32), norms)
+    structure.write_state(tree, {**layer.state, "scale": float(layer.scale)})
+    return tree
+
+
+def read_imprinting_layer(model: ModelFile) -> DenseLayer:
+    """The classes stored in an imprinting model: rows, norms and shots (lastlayer's state or PyCoral's
+    description), labels and ``s``."""
+    info = structure.find_structure(model.tree)
+    if info is None:
+        structure.validate(model.tree, model.name)  # raises with PyCoral's message
+    rows = structure.class_rows(model.tree, info)
+    state = structure.read_state(model.tree) or {}
+    if not state.get("norms"):
+        state["norms"] = {str(k): v for k, v in structure.parse_description(as_text(model.tree.description)).items()}
+    labels = model.label_list(len(rows)) or [str(i) for i in range(len(rows))]
+    return DenseLayer(weights=rows.astype(np.float32), bias=np.zeros(len(rows), np.float32), scale=info.scale_factor,
+                      normalize_input=True, logit_range=(-info.scale_factor, info.scale_factor), labels=labels, state=state)
+
+
+# A class layer can become fixed imprinted rows only if it already ranks classes by cosine:
+# equal row norms and no bias (then logit = |w| |x| cos). These bounds allow rounding noise only.
+_MAX_NORM_RATIO = 1.1
+_MAX_RELATIVE_BIAS = 0.05
+
+
+def cosine_class_rows(model: ModelFile) -> tuple[np.ndarray, list[str]]:
+    """A classifier's class-layer rows, L2-normalised ``[C, D]``, and its labels, if the layer is a cosine classifier.
+
+    Otherwise a :class:`ModelError` says why its classes cannot be kept.
+    """
+    if model.kind is ModelKind.EXTRACTOR:
+        raise ModelError(f"{model.name} is an embedding extractor: it has no classes to keep", subject="keep_classes")
+    point = locate_embedding(model.tree)
+    if model.kind is not ModelKind.CLASSIFIER or point is None:
+        raise ModelError(f"{model.name} has no class layer whose classes could be kept", subject="keep_classes")
+    weights, bias = class_layer_parameters(model.tree, point)
+    norms = np.linalg.norm(weights, axis=1)
+    median = float(np.median(norms))
+    if norms.min() <= 1e-5 or norms.max() / norms.min() > _MAX_NORM_RATIO or np.abs(bias).max() > _MAX_RELATIVE_BIAS * median:
+        raise ModelError(
+            f"{model.name}: its classes cannot be kept as imprinted classes because its class layer is not a cosine classifier "
+            f"(row norms {norms.min():.2f}..{norms.max():.2f}, biases up to {np.abs(bias).max():.2f}), so imprinted classes "
+            "would outrank them; imprint without keeping its classes, or start from a Coral L2-norm imprinting model",
+            subject="keep_classes")
+    labels = model.label_list(len(weights)) or [str(i) for i in range(len(weights))]
+    return weights / norms[:, None], labels

@@ -1,0 +1,156 @@
+"""A model opened once: its name, bytes, normalised object tree, kind and labels, passed along everywhere.
+
+Every command and API entry point opens a model through :func:`read_model_file` (or
+:func:`lastlayer.zoo.open_model`, which first finds it) and hands the :class:`ModelFile` to the
+interpreter, the checks, the head writers and the label reader, so a file is read, verified and
+parsed exactly once. What kind of model it is is decided here, by looking at the graph, never by
+catching exceptions.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.errors import ModelError
+from lastlayer.model.io import model_to_bytes, read_model_bytes, verify_model_bytes
+from lastlayer.model.names import EDGETPU_CUSTOM_CODE, custom_code
+
+
+class ModelKind(str, enum.Enum):
+    """What a model is, as far as lastlayer is concerned."""
+
+    CLASSIFIER = "classifier"  # its output comes from a class layer (FC / 1x1 conv), maybe via softmax: can be cut
+    EXTRACTOR = "extractor"  # one [1, D] or [1, 1, 1, D] output, not from a class layer or softmax
+    IMPRINTING = "imprinting"  # Coral's imprinting structure (L2Norm, Conv, Mul, Reshape, Softmax)
+    OTHER = "other"  # anything else (detection, segmentation, several outputs ...)
+
+
+class LabelsWarning(UserWarning):
+    """A model's embedded labels could not be read; class ids are shown instead."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelFile:
+    """One verified, parsed model.
+
+    Attributes:
+        name: how to call it in messages (its path, or the name given for bytes).
+        data: the file's bytes, exactly as read.
+        tree: the flatbuffers object tree (``ModelT``) with index lists as plain ``list[int]``.
+            Treat it as read-only; edit :meth:`copy_tree` instead.
+    """
+
+    name: str
+    data: bytes
+    tree: schema.ModelT
+
+    @classmethod
+    def read(cls, path: Union[str, os.PathLike[str]]) -> ModelFile:
+        """Read and verify ``path``."""
+        data = read_model_bytes(path)
+        return cls(str(path), data, _parse(data, str(path)))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<model bytes>") -> ModelFile:
+        """Verify and parse model bytes, naming them ``name`` in messages."""
+        data = bytes(data)
+        verify_model_bytes(data, name)
+        return cls(name, data, _parse(data, name))
+
+    @classmethod
+    def from_tree(cls, tree: schema.ModelT, name: str = "<edited model>") -> ModelFile:
+        """Pack an edited tree once, verify the bytes, and keep both."""
+        data = model_to_bytes(tree)
+        verify_model_bytes(data, name)
+        return cls(name, data, normalise(tree))
+
+    def copy_tree(self) -> schema.ModelT:
+        """A deep copy of the tree, free to edit."""
+        return copy.deepcopy(self.tree)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
+
+    @cached_property
+    def edgetpu(self) -> bool:
+        """True when the model holds the compiled ``edgetpu-custom-op``."""
+        return any(custom_code(code) == EDGETPU_CUSTOM_CODE for code in self.tree.operatorCodes or [])
+
+    @cached_property
+    def kind(self) -> ModelKind:
+        from lastlayer.model.heads import extractor_output
+        from lastlayer.model.imprinting import find_structure
+        from lastlayer.model.surgery import locate_embedding
+
+        if find_structure(self.tree) is not None:
+            return ModelKind.IMPRINTING
+        # A class layer behind the output (through softmax, reshape, quantize...) makes a classifier,
+        # even when the last op is a QUANTIZE as in TF2 full-integer models.
+        if locate_embedding(self.tree) is not None:
+            return ModelKind.CLASSIFIER
+        if extractor_output(self.tree) is not None:
+            return ModelKind.EXTRACTOR
+        return ModelKind.OTHER
+
+    @cached_property
+    def labels(self) -> dict[int, str] | None:
+        """Labels stored in the model (metadata entry or appended zip), or ``None``.
+
+        Labels that are present but unreadable give a :class:`LabelsWarning` naming the model.
+        """
+        from lastlayer.model.labels import EmbeddedLabelsError, embedded_labels
+
+        try:
+            return embedded_labels(self.tree, self.data)
+        except EmbeddedLabelsError as exc:
+            warnings.warn(f"{self.name}: {exc}; showing class ids instead", LabelsWarning, stacklevel=2)
+            return None
+
+    def label_list(self, count: int) -> list[str] | None:
+        """The labels as a list of ``count`` names (ids as text where missing), or ``None`` without labels."""
+        table = self.labels
+        if not table:
+            return None
+        return [table.get(i, str(i)) for i in range(count)]
+
+
+def _parse(data: bytes, name: str) -> schema.ModelT:
+    """The object tree of verified bytes."""
+    try:
+        return normalise(schema.ModelT.InitFromPackedBuf(data, 0))
+    except Exception as exc:  # the pure-Python reader raises assorted errors on odd input
+        raise ModelError(f"{name} could not be parsed as a TFLite model ({type(exc).__name__}); re-export the model") from None
+
+
+def _ints(values: object) -> list[int] | None:
+    if values is None:
+        return None
+    return [int(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+
+
+def normalise(tree: schema.ModelT) -> schema.ModelT:
+    """Turn the NumPy index arrays the flatbuffers reader leaves into plain ``list[int]``, in place."""
+    for graph in tree.subgraphs or []:
+        graph.inputs, graph.outputs = _ints(graph.inputs) or [], _ints(graph.outputs) or []
+        graph.tensors = list(graph.tensors or [])
+        graph.operators = list(graph.operators or [])
+        for tensor in graph.tensors:
+            tensor.shape = _ints(tensor.shape) or []
+            tensor.shapeSignature = _ints(tensor.shapeSignature)
+        for op in graph.operators:
+            op.inputs, op.outputs = _ints(op.inputs) or [], _ints(op.outputs) or []
+            op.intermediates = _ints(op.intermediates)
+    tree.operatorCodes = list(tree.operatorCodes or [])
+    tree.buffers = list(tree.buffers or [])
+    return tree

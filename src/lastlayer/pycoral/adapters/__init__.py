@@ -1,0 +1,1 @@
+"""PyCoral's ``pycoral.adapters``: small functions over a LiteRT interpreter."""

@@ -1,0 +1,1 @@
+"""PyCoral's ``pycoral.learn``: on-device imprinting and last-layer backpropagation."""

@@ -1,0 +1,1 @@
+"""PyCoral's ``pycoral.learn.imprinting``."""

@@ -1,0 +1,1 @@
+"""PyCoral's ``pycoral.utils``: interpreters, the Edge TPU delegate and label files."""

@@ -1,0 +1,85 @@
+"""``lastlayer watch`` and ``lastlayer teach`` on generated videos and image folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lastlayer.cli import main
+from lastlayer.teach.render import write_image_folder, write_video
+from lastlayer.teach.session import TeachingSession
+
+from conftest import EXTRACTOR
+
+pytestmark = pytest.mark.shared
+
+
+@pytest.fixture
+def taught_state(model_file, tmp_path):
+    from lastlayer.teach.render import render_frame
+
+    state = tmp_path / "state"
+    with TeachingSession(state, model_file(EXTRACTOR)) as session:
+        for kind in ("gear", "washer"):
+            session.add_examples(kind, [render_frame(kind, i, seed=5) for i in range(4)])
+    return state
+
+
+def test_watch_json_prints_one_event_per_change_of_top_class(taught_state, tmp_path, capsys):
+    pytest.importorskip("cv2")
+    video = write_video(tmp_path / "line.mp4", [("gear", 20), ("washer", 20), ("gear", 20)], fps=15)
+    assert main(["watch", "--state", str(taught_state), "--source", str(video), "--json", "--window", "3"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    changes = [e for e in events if e["event"] == "top_changed"]
+    assert [e["top"]["label"] for e in changes] == ["gear", "washer", "gear"]
+    assert changes[0]["frame"] == 0 and 20 <= changes[1]["frame"] <= 23 and 40 <= changes[2]["frame"] <= 43
+    assert all({"time", "frame", "fps", "top_k"} <= e.keys() for e in changes)
+    assert events[-1] == {**events[-1], "event": "end", "frames": 60}
+
+
+def test_watch_every_skips_frames_and_record_saves_one_class(taught_state, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    write_image_folder(frames, [("gear", 6), ("washer", 6)])
+    record = tmp_path / "record"
+    assert main(["watch", "--state", str(taught_state), "--source", str(frames), "--every", "2", "--window", "1",
+                 "--record", str(record), "--record-class", "washer", "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["frames"] == 6 and events[-1]["recorded"] == 3
+    assert sorted(p.name for p in (record / "washer").iterdir()) == ["frame_000006.jpg", "frame_000008.jpg", "frame_000010.jpg"]
+
+
+def test_watch_a_classifier_file_and_usage_errors(model_file, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    write_image_folder(frames, [("gear", 2)])
+    assert main(["watch", "--model", str(model_file("mobilenet_v1_0.25_128_quant.tflite")), "--source", str(frames), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["frames"] == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["watch", "--source", str(frames)])
+    assert usage.value.code == 2 and "either --model or --state" in capsys.readouterr().err
+
+
+def test_video_without_opencv_names_the_extra(taught_state, tmp_path, monkeypatch, capsys):
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)  # exists: only OpenCV could say whether it is a video
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    assert main(["watch", "--state", str(taught_state), "--source", str(tmp_path / "clip.mp4")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "lastlayer[camera]" in err and err.count("\n") == 0
+
+
+def test_teach_in_the_terminal_reads_commands_from_stdin(model_file, tmp_path):
+    frames = tmp_path / "gears"
+    write_image_folder(frames, [("gear", 5)])
+    state = tmp_path / "state"
+    commands = "n gear\n1\n1\n1\nu\nn nut\nx\ns\nq\n"
+    done = subprocess.run([sys.executable, "-m", "lastlayer", "teach", "--source", str(frames), "--loop", "--state", str(state),
+                           "--model", str(model_file(EXTRACTOR)), "--json"], input=commands, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    messages = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [m["examples"] for m in messages if m.get("event") == "added"] == [1, 2, 3]
+    assert any("unknown command 'x'" in m["message"] for m in messages)
+    assert (state / "export" / "model.tflite").is_file() and (state / "export" / "labels.txt").read_text() == "0 gear\n"
+    with TeachingSession(state) as reopened:
+        assert [(c.name, c.examples) for c in reopened.classes()] == [("gear", 2), ("nut", 0)]

@@ -1,0 +1,93 @@
+"""The imprint job: shots, fine-tuning, scale, keep-classes, resume and the held-out split each have their effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lastlayer.errors import ModelError
+from lastlayer.jobs.imprint import ImprintOptions, imprint
+from lastlayer.jobs.train import TrainOptions, train
+from lastlayer.model.export import read_imprinting_layer
+from lastlayer.model.file import ModelFile, ModelKind
+from lastlayer.model.imprinting import find_structure
+from lastlayer.model.io import save_model
+
+from conftest import CLASSIFIER_V2
+from graphs import make_cosine_classifier
+
+pytestmark = pytest.mark.shared
+QUIET = {"progress": False}
+
+
+def _rows(path) -> np.ndarray:
+    return read_imprinting_layer(ModelFile.read(path)).weights
+
+
+def test_shots_limit_the_images_per_class(flowers_small, tmp_path):
+    two = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(shots=2, **QUIET)).report
+    every = imprint(flowers_small, tmp_path / "b", options=ImprintOptions(**QUIET)).report
+    assert set(two["shots"].values()) == {2} and two["train_images"] == 6
+    assert set(every["shots"].values()) == {9} and every["train_images"] == 27 and every["test_images"] == 9
+
+
+def test_finetune_changes_the_rows_and_lowers_the_loss(flowers_small, tmp_path):
+    plain = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(**QUIET))
+    tuned = imprint(flowers_small, tmp_path / "b", options=ImprintOptions(finetune=True, **QUIET))
+    before, after = tuned.report["finetune_loss"]
+    assert after < before and plain.report["finetune_loss"] is None
+    difference = np.abs(_rows(plain.model_path) - _rows(tuned.model_path)).max()
+    assert difference > 0.02
+
+
+def test_scale_is_written_into_the_model(flowers_small, tmp_path):
+    result = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(scale=20.0, **QUIET))
+    assert find_structure(ModelFile.read(result.model_path).tree).scale_factor == pytest.approx(20.0)
+    default = imprint(flowers_small, tmp_path / "b", options=ImprintOptions(**QUIET))
+    assert find_structure(ModelFile.read(default.model_path).tree).scale_factor == pytest.approx(48.0)
+
+
+def test_test_ratio_zero_imprints_every_photo_and_reports_no_accuracy(flowers_small, tmp_path):
+    report = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(test_ratio=0, **QUIET)).report
+    assert report["test_images"] == 0 and report["test_accuracy"] is None and report["train_images"] == 36
+
+
+def test_keep_classes_keeps_a_cosine_classifiers_rows(flowers_small, tmp_path, model_file):
+    classifier = ModelFile.read(model_file("mobilenet_v1_0.25_128_quant.tflite")).copy_tree()
+    cosine = save_model(make_cosine_classifier(classifier), tmp_path / "cosine.tflite")
+    kept = imprint(flowers_small, tmp_path / "a", model=cosine, options=ImprintOptions(keep_classes=True, **QUIET))
+    fresh = imprint(flowers_small, tmp_path / "b", model=cosine, options=ImprintOptions(**QUIET))
+    assert kept.report["num_classes"] == 1001 + 3 and fresh.report["num_classes"] == 3
+    assert list(kept.report["new_or_extended_classes"].values()) == [1001, 1002, 1003]
+
+
+def test_keep_classes_of_a_plain_classifier_is_refused_before_any_output(flowers_small, tmp_path):
+    with pytest.raises(ModelError, match="not a cosine classifier") as info:
+        imprint(flowers_small, tmp_path / "a", model=CLASSIFIER_V2, options=ImprintOptions(keep_classes=True, **QUIET))
+    assert info.value.subject == "keep_classes" and not (tmp_path / "a").exists()
+
+
+def test_resume_adds_a_class_without_the_old_photos(flowers_small, tmp_path):
+    names = sorted(p.name for p in flowers_small.iterdir())
+    first = tmp_path / "first"
+    for name in names[:2]:
+        (first / name).mkdir(parents=True)
+        for image in (flowers_small / name).iterdir():
+            (first / name / image.name).symlink_to(image.resolve())
+    later = tmp_path / "later"
+    (later / names[2]).mkdir(parents=True)
+    for image in (flowers_small / names[2]).iterdir():
+        (later / names[2] / image.name).symlink_to(image.resolve())
+    base = imprint(first, tmp_path / "a", options=ImprintOptions(**QUIET))
+    resumed = imprint(later, tmp_path / "b", options=ImprintOptions(**QUIET), resume=base.model_path)
+    layer = read_imprinting_layer(ModelFile.read(resumed.model_path))
+    assert layer.labels == names and layer.state["shots"] == {"0": 9, "1": 9, "2": 9}
+    assert np.abs(layer.weights[:2] - _rows(base.model_path)).max() < 0.02  # the old classes are unchanged
+
+
+def test_resuming_a_backprop_model_says_why_not(flowers_small, tmp_path):
+    trained = train(flowers_small, tmp_path / "t", options=TrainOptions(num_iter=5, progress=False, print_every=0))
+    assert ModelFile.read(trained.model_path).kind is ModelKind.CLASSIFIER
+    with pytest.raises(ModelError, match="not an imprinted model") as info:
+        imprint(flowers_small, tmp_path / "b", resume=trained.model_path, options=ImprintOptions(**QUIET))
+    assert info.value.subject == "resume"

@@ -1,0 +1,80 @@
+"""The train job: each option changes what it computes (and the report says so)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lastlayer.errors import ImageError
+from lastlayer.jobs.train import TrainOptions, train
+from lastlayer.model.file import ModelFile, ModelKind
+from lastlayer.model.surgery import class_layer_parameters, locate_embedding
+from lastlayer.runtime import Interpreter
+
+pytestmark = pytest.mark.shared
+QUIET = {"progress": False, "print_every": 0}
+
+
+def _weights(path) -> np.ndarray:
+    model = ModelFile.read(path)
+    return class_layer_parameters(model.tree, locate_embedding(model.tree))[0]
+
+
+def test_train_writes_a_model_that_classifies_like_the_report(flowers_small, tmp_path):
+    result = train(flowers_small, tmp_path / "out", options=TrainOptions(**QUIET))
+    model = ModelFile.read(result.model_path)
+    assert model.kind is ModelKind.CLASSIFIER and model.label_list(3) == sorted(p.name for p in flowers_small.iterdir())
+    report = json.loads(result.report_path.read_text())
+    assert report["iterations"] == 500 and report["train_images"] + report["val_images"] == 36
+    assert result.labels_path.read_text().splitlines()[0].startswith("0 ")
+    assert Interpreter(model).output_size == 3 and report["val_accuracy"] >= 0.5
+
+
+def test_early_stopping_stops_early_and_without_it_runs_every_iteration(flowers_small, tmp_path):
+    stopped = train(flowers_small, tmp_path / "a", options=TrainOptions(num_iter=3000, early_stopping=True, **QUIET)).report
+    full = train(flowers_small, tmp_path / "b", options=TrainOptions(num_iter=3000, **QUIET)).report
+    assert stopped["stopped_early"] and stopped["iterations"] < 3000
+    assert not full["stopped_early"] and full["iterations"] == 3000
+
+
+def test_balanced_class_weights_change_the_layer(flowers_imbalanced, tmp_path):
+    plain = train(flowers_imbalanced, tmp_path / "a", options=TrainOptions(num_iter=200, **QUIET))
+    balanced = train(flowers_imbalanced, tmp_path / "b", options=TrainOptions(num_iter=200, class_weight="balanced", **QUIET))
+    w_plain, w_balanced = _weights(plain.model_path), _weights(balanced.model_path)
+    assert w_plain.shape == w_balanced.shape and np.abs(w_plain - w_balanced).max() > 1e-3
+    assert balanced.report["settings"]["class_weight"] == "balanced"
+
+
+def test_epochs_set_the_iterations_and_the_ratio_the_split(flowers_small, tmp_path):
+    report = train(flowers_small, tmp_path / "a", options=TrainOptions(epochs=4, batch_size=10, val_ratio=0.25, **QUIET)).report
+    assert report["val_images"] == 9 and report["train_images"] == 27
+    assert report["iterations"] == int(np.ceil(4 * 27 / 10))
+
+
+def test_second_run_reads_every_embedding_from_the_cache_and_no_cache_reads_none(flowers_small, tmp_path):
+    first = train(flowers_small, tmp_path / "a", options=TrainOptions(num_iter=10, **QUIET)).report
+    second = train(flowers_small, tmp_path / "b", options=TrainOptions(num_iter=10, **QUIET)).report
+    uncached = train(flowers_small, tmp_path / "c", options=TrainOptions(num_iter=10, use_cache=False, **QUIET)).report
+    assert first["embeddings_from_cache"] == 0 and second["embeddings_from_cache"] == 36 and uncached["embeddings_from_cache"] == 0
+
+
+def test_unreadable_images_are_skipped_or_stop_the_run_with_strict(flowers_small, tmp_path):
+    victim = next((flowers_small / sorted(p.name for p in flowers_small.iterdir())[0]).iterdir())
+    victim.unlink()
+    victim.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.warns(UserWarning, match="skipped unreadable image"):
+        report = train(flowers_small, tmp_path / "a", options=TrainOptions(num_iter=10, **QUIET)).report
+    assert report["unreadable"] == [str(victim)] and report["train_images"] + report["val_images"] == 35
+    with pytest.raises(ImageError, match=victim.name):
+        train(flowers_small, tmp_path / "b", options=TrainOptions(num_iter=10, strict=True, **QUIET))
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_classifier_is_cut_and_trained_on(flowers_small, tmp_path, model_file):
+    lines: list[str] = []
+    result = train(flowers_small, tmp_path / "a", extractor=model_file("mobilenet_v1_0.25_128_quant.tflite"),
+                   options=TrainOptions(num_iter=50, **QUIET), log=lines.append)
+    assert any("is a classifier" in line for line in lines)
+    assert Interpreter(ModelFile.read(result.model_path)).output_size == 3

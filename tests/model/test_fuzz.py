@@ -1,0 +1,43 @@
+"""Crashing models stay fixed, and a short seeded fuzz run finds no traceback and no crash.
+
+Both run the models in forked children (``fuzz/run.py``), so a regression shows as a failed test
+with the signal's name instead of killing the test session.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+from fuzz.regressions import REGRESSIONS, build  # noqa: E402
+from fuzz.run import STAGES, Case, fuzz, run_cases  # noqa: E402
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the fuzz harness forks")
+
+
+@pytest.mark.parametrize("case", REGRESSIONS, ids=lambda c: c.name)
+def test_regression_is_a_clean_model_error(models_dir, case, tmp_path):
+    if case.model is not None and not (models_dir / case.model).exists():
+        pytest.skip(f"shared model missing: {case.model}")
+    path = tmp_path / f"{case.name}.tflite"
+    path.write_bytes(build(case, models_dir))
+    run = Case(0, case.model or "-", case.name, str(path))
+    run_cases([run], jobs=1, timeout=60)
+    outcomes = {stage: result[0] for stage, result in run.stages.items()}
+    assert run.outcome == "clean", f"{case.name}: {run.outcome} {run.detail}"
+    assert outcomes == dict.fromkeys(STAGES, "clean")
+    message = run.stages["load"][1]
+    assert str(path) in message and re.search(case.expect, message), message
+    assert "\n" not in message
+
+
+def test_short_fuzz_run_has_no_traceback_and_no_crash(models_dir):
+    summary = fuzz(models_dir, count=80, seed=20240607, jobs=2, timeout=60)
+    findings = "\n".join(f"[{c.outcome}] case {c.number} ({c.model}): {c.description}: {c.detail}" for c in summary.findings)
+    assert not summary.findings, f"{summary.table()}\n{findings}"
+    assert summary.count("clean") > 0 and summary.count("ok") > 0, summary.table()
