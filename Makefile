@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 SHARED ?= $(abspath ../shared)
 
 # Use the shared test models when they sit beside the project; otherwise models are downloaded.
@@ -10,26 +9,38 @@ ifneq ($(wildcard $(SHARED)/models),)
 export LASTLAYER_MODELS ?= $(SHARED)/models
 endif
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo needs only the package itself; the tests also need the extras and the test tools.
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/lastlayer demo --output lastlayer-demo
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests benchmarks examples fuzz
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/embed.py
 	$(BIN)/python benchmarks/softmax.py
 	$(BIN)/python benchmarks/imprint.py
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/live.py
+	$(BIN)/python benchmarks/serve.py
+
+fuzz: $(VENV)/.test-installed
+	$(BIN)/python fuzz/run.py --count 2000 --seed 0
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

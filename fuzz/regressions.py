@@ -124,6 +124,11 @@ def _zero_point_per_axis_mismatch(model: schema.ModelT) -> None:
             return
 
 
+def _reshape_shape_from_bias(model: schema.ModelT) -> None:
+    reshape = _ops(model, "RESHAPE")[0]  # the 1001 int32 biases become the new shape
+    reshape.inputs = [int(reshape.inputs[0]), int(model.subgraphs[0].operators[0].inputs[2])]
+
+
 REGRESSIONS: list[Regression] = [
     Regression("version-only-24-bytes", None, _version_only, "has no subgraph", "brief: inspect/classify/cut/check segfaulted"),
     Regression("depthwise-without-bias", V1_SMALL, _depthwise_without_bias, r"DEPTHWISE_CONV_2D\): 2 inputs, expected 3", "brief"),
@@ -138,6 +143,8 @@ REGRESSIONS: list[Regression] = [
     Regression("no-graph-outputs", HEAD, _no_graph_outputs, "main graph has no outputs", "fuzz seed 1 case 242: IndexError"),
     Regression("softmax-reads-its-output", HEAD, _softmax_reads_its_output, "before operator .* computes it",
                "review: endless walk in find_embedding"),
+    Regression("reshape-shape-from-bias", HEAD, _reshape_shape_from_bias, r"RESHAPE\): invalid new shape",
+               "fuzz seed 2 case 524: SIGSEGV in the interpreter"),
     Regression("conv-stride-zero", V1_SMALL, _conv_stride_zero, "strideW = 0", "review: division by zero in the kernel"),
     Regression("weights-buffer-short", V1_SMALL, _weights_buffer_short, "constant buffer .* holds", "review: read past the buffer"),
     Regression("huge-input", HEAD, _huge_input, "elements", "review: allocation overflow"),

@@ -91,7 +91,9 @@ def test_split_keeps_a_training_image_per_class_and_is_seeded():
     with pytest.raises(DatasetError, match="only 1 image"):
         stratified_split(np.array([0, 0, 0, 1]), 0.5)
     shots = take_shots(train, labels, 2, seed=0)
-    assert all((labels[shots] == c).sum() <= 2 for c in range(3))
+    assert [int((labels[shots] == c).sum()) for c in range(3)] == [2, 1, 1]  # classes 1 and 2 keep 1 training image each
+    assert set(shots) <= set(train) and len(set(shots)) == len(shots)
+    assert not np.array_equal(take_shots(train, labels, 2, seed=1), shots) or len(train) <= 4
 
 
 def test_csv_lists(tmp_path, images_dir):

@@ -51,3 +51,73 @@ def test_corrupt_missing_and_non_images_name_the_file(tmp_path, images_dir):
         with pytest.raises(ImageError, match=pattern) as info:
             load_image(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+def _huge_png(path, width: int, height: int) -> None:
+    """A valid 1-bit PNG of any size, streamed (never held in memory): all-black rows compress to almost nothing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (width + 7) // 8)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_too_large_images_are_refused_by_a_configurable_limit(tmp_path, monkeypatch):
+    import lastlayer.images as images
+
+    Image.new("1", (12000, 12000)).save(tmp_path / "big.png")
+    _huge_png(tmp_path / "bomb.png", 20000, 20000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 50_000_000)
+    with pytest.raises(ImageError, match=r"big.png: image too large \(12000 x 12000 = 144 MP, limit 50 MP\)"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", None)
+    with pytest.raises(ImageError, match=r"bomb.png: image too large \(20000 x 20000 = 400 MP, limit 100 MP\)"):
+        load_image(tmp_path / "bomb.png")  # Pillow's own DecompressionBombError never escapes
+    monkeypatch.setenv("LASTLAYER_MAX_PIXELS", "1000")
+    with pytest.raises(ImageError, match=r"limit 0.001 MP"):
+        load_resized(tmp_path / "big.png", (32, 32))
+    monkeypatch.setenv("LASTLAYER_MAX_PIXELS", "200000000")
+    assert load_resized(tmp_path / "big.png", (8, 8)).shape == (8, 8, 3)
+
+
+_PEAK = """
+import resource, sys
+from lastlayer.errors import ImageError
+from lastlayer.images import load_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for path in sys.argv[1:]:
+    try:
+        load_image(path)
+    except ImageError as error:
+        print(error)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_refused_image_is_never_decoded(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _huge_png(tmp_path / "bomb.png", 20000, 20000)
+    _huge_png(tmp_path / "big.png", 12000, 12000)
+    env = {**os.environ, "LASTLAYER_MAX_PIXELS": "50000000"}
+    run = subprocess.run([sys.executable, "-c", _PEAK, str(tmp_path / "bomb.png"), str(tmp_path / "big.png")],
+                         capture_output=True, text=True, env=env, check=True)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3 and all("image too large" in line for line in lines[:2]), run.stdout + run.stderr
+    assert int(lines[2]) < 100, f"loading grew the peak RSS by {lines[2]} MB"
+
+
+def test_odd_files_are_image_errors_not_crashes(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10")
+    (tmp_path / "folder.jpg").mkdir()
+    for name in ("empty.png", "cut.png", "folder.jpg"):
+        with pytest.raises(ImageError, match=name):
+            load_image(tmp_path / name)

@@ -6,7 +6,6 @@ import pytest
 from lastlayer import classify
 from lastlayer.errors import EdgeTpuError, ImageError, InferenceError
 from lastlayer.images import load_resized
-from lastlayer.pycoral.utils.edgetpu import make_interpreter
 from lastlayer.runtime import Interpreter, extract_embeddings
 
 from conftest import CLASSIFIER_V2, EXTRACTOR, EXTRACTOR_EDGETPU
@@ -76,16 +75,6 @@ def test_batch_extraction_names_a_corrupt_image(model_file, images_dir, tmp_path
     interp = Interpreter(model_file(EXTRACTOR))
     with pytest.raises(ImageError, match="broken.jpg"):
         extract_embeddings(interp, [images_dir / "cat.bmp", bad, images_dir / "owl.jpg"], progress=False)
-
-
-def test_pycoral_style_make_interpreter_and_adapters(model_file, images_dir):
-    interp = make_interpreter(str(model_file(CLASSIFIER_V2)))
-    interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    interp.set_tensor(detail["index"], load_resized(images_dir / "cat.bmp", (224, 224))[np.newaxis])
-    interp.invoke()
-    top = classify.get_classes(interp, top_k=1)[0]
-    assert top.id == 286 and classify.num_classes(interp) == 1001
 
 
 def test_get_classes_from_scores_ordering_and_threshold():

@@ -29,9 +29,7 @@ __version__ = "0.2.0"
 # name -> module that defines it
 _LAZY = {
     "Class": "lastlayer.classify",
-    "get_classes": "lastlayer.classify",
     "get_classes_from_scores": "lastlayer.classify",
-    "get_scores": "lastlayer.classify",
     "load_image": "lastlayer.images",
     "load_resized": "lastlayer.images",
     "DenseLayer": "lastlayer.layer",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import unicodedata
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Dataset:
     labels: np.ndarray
     notes: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list, repr=False)
+    source: str = ""  # the folder or CSV it was read from, for messages
 
     def file_digests(self) -> list[str]:
         """SHA-256 of each file's content (computed once); keys of the embedding cache."""
@@ -54,7 +56,7 @@ class Dataset:
         """The images at ``indices`` (same classes)."""
         indices = np.asarray(indices, dtype=int)
         digests = [self.digests[i] for i in indices] if len(self.digests) == len(self.paths) else []
-        return Dataset(self.classes, [self.paths[i] for i in indices], self.labels[indices], list(self.notes), digests)
+        return Dataset(self.classes, [self.paths[i] for i in indices], self.labels[indices], list(self.notes), digests, self.source)
 
 
 def _note(notes: list[str], message: str) -> None:
@@ -66,12 +68,56 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _bad_character(name: str) -> str | None:
+    """The first line break or control character in ``name`` (as ``repr`` shows it), or ``None``."""
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return repr(char)[1:-1]
+    return None
+
+
+def _check_class_name(name: str, where: str) -> None:
+    """Refuse a class name that cannot be one line of a label file."""
+    bad = _bad_character(name)
+    if bad is not None:
+        raise DatasetError(f"{where} {name!r} has a line break or control character ({bad}) in its name, which a label file "
+                           "cannot hold; rename it", subject="data")
+    if not name.strip():
+        raise DatasetError(f"{where} {name!r} is blank; give the class a name", subject="data")
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Files under ``class_dir`` at any depth, skipping hidden files and folders (``.cache/x.jpg`` too), sorted.
+
+    Symlinked files are followed; symlinked sub-folders are not (no loops).
+    """
+    found = []
+    for parent, folders, files in os.walk(class_dir, onerror=None):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            path = Path(parent) / name
+            if not name.startswith(".") and path.is_file():
+                found.append(path)
+    return sorted(found, key=str)
+
+
+def _check_is_folder(folder: Path) -> None:
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise DatasetError(f"dataset path {folder} is a file, not a folder; pass a folder with one sub-folder of images per class, "
+                           "or a .csv list of path,label rows", subject="data")
+    raise DatasetError(f"dataset folder {folder} does not exist; pass a folder with one sub-folder of images per class", subject="data")
+
+
 def scan_folder(root: DataSource) -> Dataset:
-    """Read ``root/<class>/<image>``; hidden files are ignored, non-images skipped with a warning."""
+    """Read ``root/<class>/<image>``; hidden files and folders are ignored, non-images skipped with a warning."""
     folder = Path(root)
-    if not folder.is_dir():
-        raise DatasetError(f"dataset folder {folder} does not exist; pass a folder with one sub-folder of images per class", subject="data")
-    class_dirs = sorted((d for d in folder.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name)
+    _check_is_folder(folder)
+    try:
+        class_dirs = sorted((d for d in folder.iterdir() if _visible(d) and d.is_dir()), key=lambda d: d.name)
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset folder {folder}: {exc.strerror or exc}; check its permissions", subject="data") from None
     if not class_dirs:
         raise DatasetError(f"dataset folder {folder} has no class sub-folders; put each class's images in {folder}/<class name>/", subject="data")
     notes: list[str] = []
@@ -79,7 +125,8 @@ def scan_folder(root: DataSource) -> Dataset:
     labels: list[int] = []
     skipped = 0
     for label, class_dir in enumerate(class_dirs):
-        files = sorted((f for f in class_dir.rglob("*") if f.is_file() and _visible(f)), key=lambda f: str(f))
+        _check_class_name(class_dir.name, f"class folder {folder}/")
+        files = _image_files(class_dir)
         images = [f for f in files if is_image_file(f)]
         skipped += len(files) - len(images)
         if not images:
@@ -88,19 +135,35 @@ def scan_folder(root: DataSource) -> Dataset:
         labels.extend([label] * len(images))
     if skipped:
         _note(notes, f"skipped {skipped} file(s) in {folder} that are not images (by extension)")
-    dataset = Dataset([d.name for d in class_dirs], paths, np.array(labels, dtype=np.int64), notes)
+    dataset = Dataset([d.name for d in class_dirs], paths, np.array(labels, dtype=np.int64), notes, source=str(folder))
     _warn_duplicates(dataset)
     return dataset
+
+
+def _csv_rows(csv_path: Path) -> list[list[str]]:
+    """The non-blank rows of a UTF-8 CSV (a byte-order mark is allowed), or a one-line DatasetError."""
+    if csv_path.is_dir():
+        raise DatasetError(f"dataset list {csv_path} is a folder, not a CSV file; pass the CSV's path, "
+                           "or a folder with one sub-folder of images per class", subject="data")
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            return [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except FileNotFoundError:
+        raise DatasetError(f"dataset list {csv_path} does not exist; check the path", subject="data") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"dataset list {csv_path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                           "save it as UTF-8", subject="data") from None
+    except csv.Error as exc:
+        raise DatasetError(f"dataset list {csv_path} is not a readable CSV ({exc}); write one 'path,label' line per image",
+                           subject="data") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset list {csv_path}: {exc.strerror or exc}; check its permissions", subject="data") from None
 
 
 def read_csv(path: DataSource) -> Dataset:
     """Read a CSV of ``path,label`` rows (a header row is allowed; relative paths are from the CSV's folder)."""
     csv_path = Path(path)
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
-    except OSError as exc:
-        raise DatasetError(f"cannot read dataset list {csv_path}: {exc.strerror or exc}") from None
+    rows = _csv_rows(csv_path)
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
         rows = rows[1:]
     if not rows:
@@ -109,14 +172,17 @@ def read_csv(path: DataSource) -> Dataset:
     for number, row in enumerate(rows, start=1):
         if len(row) < 2:
             raise DatasetError(f"{csv_path} row {number} needs 'path,label', got {','.join(row)!r}", subject="data")
+        label = row[1].strip()
+        _check_class_name(label, f"{csv_path} row {number}: label")
         image = Path(row[0].strip())
         image = image if image.is_absolute() else csv_path.parent / image
         if not image.is_file():
-            raise DatasetError(f"{csv_path} row {number}: image {image} does not exist; fix the path or remove the row", subject="data")
-        entries.append((image, row[1].strip()))
+            problem = "is a folder" if image.is_dir() else "does not exist"
+            raise DatasetError(f"{csv_path} row {number}: image {image} {problem}; fix the path or remove the row", subject="data")
+        entries.append((image, label))
     classes = sorted({label for _, label in entries})
     ids = {name: i for i, name in enumerate(classes)}
-    dataset = Dataset(classes, [p for p, _ in entries], np.array([ids[n] for _, n in entries], dtype=np.int64))
+    dataset = Dataset(classes, [p for p, _ in entries], np.array([ids[n] for _, n in entries], dtype=np.int64), source=str(csv_path))
     _warn_duplicates(dataset)
     return dataset
 
@@ -124,14 +190,26 @@ def read_csv(path: DataSource) -> Dataset:
 def load_dataset(source: DataSource) -> Dataset:
     """A dataset from a class-per-folder directory or a ``.csv`` list."""
     path = Path(source)
-    if path.is_file() and path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv" and (path.is_file() or (path.is_dir() and not _has_class_folders(path))):
         return read_csv(path)
     return scan_folder(path)
 
 
+def _has_class_folders(folder: Path) -> bool:
+    try:
+        return any(_visible(d) and d.is_dir() for d in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _warn_duplicates(dataset: Dataset) -> None:
     by_hash: dict[str, list[int]] = defaultdict(list)
-    for index, digest in enumerate(dataset.file_digests()):
+    try:
+        digests = dataset.file_digests()
+    except OSError as exc:
+        name = getattr(exc, "filename", None) or dataset.source
+        raise DatasetError(f"cannot read {name}: {exc.strerror or exc}; check the file's permissions or remove it", subject="data") from None
+    for index, digest in enumerate(digests):
         by_hash[digest].append(index)
     for indices in by_hash.values():
         if len({int(dataset.labels[i]) for i in indices}) > 1:
@@ -140,11 +218,11 @@ def _warn_duplicates(dataset: Dataset) -> None:
 
 
 def stratified_split(labels: np.ndarray, test_ratio: float, seed: int = 0,
-                     classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     classes: list[str] | None = None, source: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Per class, shuffle and send ``round(test_ratio * n)`` images to test; keep >= 1 for training.
 
     Returns (train indices, test indices), each sorted. ``test_ratio`` 0 gives an empty test set.
-    ``classes`` names the classes in messages.
+    ``classes`` names the classes and ``source`` the dataset in messages.
     """
     if not 0 <= test_ratio < 1:
         raise DatasetError(f"the held-out ratio {test_ratio} must be in [0, 1)", subject="ratio")
@@ -154,13 +232,26 @@ def stratified_split(labels: np.ndarray, test_ratio: float, seed: int = 0,
         members = rng.permutation(np.flatnonzero(labels == label))
         n_test = int(round(test_ratio * len(members)))
         if test_ratio > 0 and len(members) < 2:
-            name = classes[int(label)] if classes is not None else str(label)
-            raise DatasetError(f"class {name!r} has only {len(members)} image: it needs at least 2 to hold one out; "
-                               "add images or hold none out (ratio 0)", subject="ratio")
+            _too_few(classes[int(label)] if classes is not None else str(label), len(members), source)
         n_test = min(max(n_test, 1 if test_ratio > 0 else 0), len(members) - 1)
         test.extend(members[:n_test])
         train.extend(members[n_test:])
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(test, dtype=int))
+
+
+def _too_few(name: str, count: int, source: str) -> None:
+    where = f" of {source}" if source else ""
+    raise DatasetError(f"class {name!r}{where} has only {count} image: it needs at least 2 to hold one out; "
+                       "add images or hold none out (ratio 0)", subject="ratio")
+
+
+def check_holdout(dataset: Dataset, test_ratio: float) -> None:
+    """Raise the message of :func:`stratified_split`, naming class and dataset, when a class cannot give up an image."""
+    if not test_ratio:
+        return
+    for name, count in dataset.counts().items():
+        if count < 2:
+            _too_few(name, count, dataset.source)
 
 
 def take_shots(indices: np.ndarray, labels: np.ndarray, shots: int, seed: int = 0) -> np.ndarray:

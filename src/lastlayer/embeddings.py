@@ -1,64 +1,236 @@
 """Embeddings of a dataset, with a cache keyed by file content and model, so a second run is instant.
 
-The cache is one ``.npz`` per model (``<cache>/embeddings/<model sha256>.npz``) mapping each image's
-SHA-256 to its embedding; it is rewritten atomically after new images were embedded.
+The cache is one SQLite database in WAL mode (``<cache>/embeddings/embeddings.sqlite3``), a table
+keyed by (model SHA-256, preprocessing version, image SHA-256) holding float32 vectors. Concurrent
+runs (same or different datasets) each add their rows; an extraction commits every
+:data:`COMMIT_EVERY` images or :data:`COMMIT_SECONDS`, so an interrupted run keeps what it computed.
+A damaged database is reported once, deleted and rebuilt; a cache that cannot be written is a
+warning, never a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import os
+import sqlite3
+import time
 import warnings
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from lastlayer.data import Dataset, DatasetWarning
 from lastlayer.errors import DatasetError, ImageError
-from lastlayer.files import atomic_write_bytes
 from lastlayer.runtime import Interpreter, extract_embeddings
 from lastlayer.zoo import cache_dir
 
+try:  # POSIX: serialise the "is this database damaged?" check between processes
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 # Bump when image decoding or resizing changes, so stale embeddings are not reused.
 PREPROCESSING_VERSION = "1"
+DATABASE_NAME = "embeddings.sqlite3"
+COMMIT_EVERY = 64  # images per transaction during an extraction
+COMMIT_SECONDS = 1.0  # ... or at least this often
+_BUSY_TIMEOUT_S = 30.0
+_SCHEMA = """CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL, preprocessing TEXT NOT NULL, image TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model, preprocessing, image)) WITHOUT ROWID"""
+
+
+class CacheWarning(DatasetWarning):
+    """The embedding cache could not be used or had to be rebuilt; the run goes on without it."""
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return not isinstance(exc, sqlite3.OperationalError) or "malformed" in text or "not a database" in text
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CacheWarning, stacklevel=4)
 
 
 class EmbeddingCache:
-    """Embeddings of one model, by image content hash."""
+    """Embeddings of one model, by image content hash, in the shared SQLite cache.
+
+    Every failure of the database turns the cache off for this run with one warning naming the file.
+    """
 
     def __init__(self, model_bytes: bytes, folder: Path | None = None) -> None:
-        key = hashlib.sha256(model_bytes + PREPROCESSING_VERSION.encode()).hexdigest()
-        self.path = (folder or cache_dir() / "embeddings") / f"{key}.npz"
-        self._vectors: dict[str, np.ndarray] = {}
-        self._dirty = False
-        if self.path.is_file():
+        self.model = hashlib.sha256(model_bytes).hexdigest()
+        self.folder = Path(folder) if folder is not None else cache_dir() / "embeddings"
+        self.path = self.folder / DATABASE_NAME
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, str, str, bytes]] = []
+        self._last_commit = time.monotonic()
+        self._warned = False
+        self._db = self._open()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchall()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self) -> sqlite3.Connection | None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return self._disable(f"cannot create {self.folder} ({exc.strerror or exc})")
+        try:
+            with self._repair_lock():
+                try:
+                    return self._connect()
+                except sqlite3.DatabaseError as exc:
+                    if not _is_corruption(exc):
+                        raise
+                    _warn(f"embedding cache {self.path} is damaged ({exc}); it was deleted and is rebuilt")
+                    self._warned = True
+                    self._delete_files()
+                    return self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            return self._disable(f"cannot use {self.path} ({exc})")
+
+    @contextmanager
+    def _repair_lock(self) -> Iterator[None]:
+        """Hold ``<db>.lock`` so two processes never delete and rebuild the database at the same time."""
+        fd = None
+        with suppress(OSError):  # a read-only folder: opening the database fails later, or works without a lock
+            fd = os.open(self.folder / (DATABASE_NAME + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _delete_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+
+    def _disable(self, reason: str) -> None:
+        """Turn the cache off for this run, with one warning."""
+        self._close_quietly()
+        self._pending.clear()
+        if not self._warned:
+            self._warned = True
+            _warn(f"embedding cache not used: {reason}; embeddings are computed without it")
+        return None
+
+    def _failed(self, action: str, exc: sqlite3.Error) -> None:
+        """A query failed: a damaged database is deleted (rebuilt by the next run), anything else turns the cache off."""
+        if not _is_corruption(exc):
+            self._disable(f"cannot {action} {self.path} ({exc})")
+            return
+        self._close_quietly()
+        self._pending.clear()
+        try:
+            with self._repair_lock():
+                self._delete_files()
+        except OSError:
+            pass
+        if not self._warned:
+            self._warned = True
+            _warn(f"embedding cache {self.path} is damaged ({exc}); it was deleted and will be rebuilt")
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+        self._db = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._db is not None
+
+    # -- reading and writing -------------------------------------------------------------------
+
+    def get_many(self, digests: Iterable[str], size: int) -> dict[str, np.ndarray]:
+        """The cached vectors of length ``size`` among ``digests``."""
+        found: dict[str, np.ndarray] = {}
+        wanted = list(dict.fromkeys(digests))
+        for start in range(0, len(wanted), 500):
+            if self._db is None:
+                break
+            chunk = wanted[start:start + 500]
+            query = (f"SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? "
+                     f"AND image IN ({','.join('?' * len(chunk))})")
             try:
-                with np.load(self.path) as stored:
-                    self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"]))
-            except (OSError, ValueError, KeyError):
-                self._vectors = {}  # a damaged cache is rebuilt, never fatal
+                rows = self._db.execute(query, [self.model, PREPROCESSING_VERSION, *chunk]).fetchall()
+            except sqlite3.Error as exc:
+                self._failed("read", exc)
+                break
+            for digest, blob in rows:
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape == (size,):
+                    found[digest] = vector.copy()
+        return found
 
     def get(self, digest: str) -> np.ndarray | None:
-        return self._vectors.get(digest)
+        """One cached vector (any length), or ``None``."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT vector FROM embeddings WHERE model=? AND preprocessing=? AND image=?",
+                                   (self.model, PREPROCESSING_VERSION, digest)).fetchone()
+        except sqlite3.Error as exc:
+            self._failed("read", exc)
+            return None
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
     def put(self, digest: str, vector: np.ndarray) -> None:
-        self._vectors[digest] = np.asarray(vector, dtype=np.float32)
-        self._dirty = True
-
-    def save(self) -> None:
-        """Write the cache if it changed; a cache that cannot be written is only a warning."""
-        if not self._dirty:
+        """Queue one vector; it is written at the next :meth:`flush` (due every COMMIT_EVERY images or seconds)."""
+        if self._db is None:
             return
-        buffer = io.BytesIO()
-        keys = list(self._vectors)
-        np.savez(buffer, keys=np.array(keys), vectors=np.stack([self._vectors[k] for k in keys]))
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        self._pending.append((self.model, PREPROCESSING_VERSION, digest, blob))
+        if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._last_commit >= COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued vectors in one transaction."""
+        self._last_commit = time.monotonic()
+        if self._db is None or not self._pending:
+            return
+        rows, self._pending = self._pending, []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.path, buffer.getvalue())
-            self._dirty = False
-        except OSError as exc:
-            warnings.warn(f"embedding cache not saved ({exc}); the next run will embed again", DatasetWarning, stacklevel=2)
+            with self._db:  # BEGIN ... COMMIT (ROLLBACK on error)
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            self._failed("write", exc)
+
+    save = flush  # the name of the former .npz cache's method
+
+    def close(self) -> None:
+        """Flush and close the database."""
+        self.flush()
+        self._close_quietly()
+
+    def __len__(self) -> int:
+        """Vectors stored for this model."""
+        if self._db is None:
+            return 0
+        try:
+            return int(self._db.execute("SELECT COUNT(*) FROM embeddings WHERE model=? AND preprocessing=?",
+                                        (self.model, PREPROCESSING_VERSION)).fetchone()[0])
+        except sqlite3.Error:
+            return 0
 
 
 @dataclass
@@ -72,6 +244,26 @@ class EmbeddedDataset:
     unreadable: list[str]
 
 
+def _chunks(rows: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np.ndarray, progress: bool,
+             on_error: Callable[[Path, ImageError], None], store: Callable[[int, np.ndarray], None]) -> None:
+    """Embed ``paths[rows]`` into ``X[rows]`` in chunks, handing each finished vector to ``store`` as it goes."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(rows), desc="embedding", unit="img", disable=not progress or len(rows) < 2, leave=False) as bar:
+        for chunk in _chunks(rows, COMMIT_EVERY):
+            vectors = extract_embeddings(interpreter, [paths[r] for r in chunk], progress=False, on_error=on_error)
+            for row, vector in zip(chunk, vectors):
+                X[row] = vector
+                if not np.isnan(vector).any():
+                    store(row, vector)
+            bar.update(len(chunk))
+
+
 def embed_dataset(
     interpreter: Interpreter,
     dataset: Dataset,
@@ -83,38 +275,41 @@ def embed_dataset(
     """Embed every image of ``dataset`` (cached ones are not run again).
 
     Unreadable images are left out with a warning naming each file; ``strict=True`` makes the
-    first one an error instead.
+    first one an error instead. New embeddings enter the cache in batches while the extraction
+    runs, so an interrupted run keeps most of its work.
     """
-    cache = EmbeddingCache(interpreter.model_bytes) if use_cache else None
     digests = dataset.file_digests()
     X = np.full((len(dataset), interpreter.output_size), np.nan, dtype=np.float32)
-    todo = []
-    for row, digest in enumerate(digests):
-        hit = cache.get(digest) if cache else None
-        if hit is not None and hit.shape == (X.shape[1],):
-            X[row] = hit
-        else:
-            todo.append(row)
-    unreadable: list[str] = []
+    cache = EmbeddingCache(interpreter.model_bytes) if use_cache else None
+    try:
+        hits = cache.get_many(digests, X.shape[1]) if cache is not None else {}
+        todo = []
+        for row, digest in enumerate(digests):
+            if digest in hits:
+                X[row] = hits[digest]
+            else:
+                todo.append(row)
+        unreadable: list[str] = []
 
-    def report(path: Path, error: ImageError) -> None:
-        if strict:
-            raise error
-        unreadable.append(str(path))
-        warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
+        def report(path: Path, error: ImageError) -> None:
+            if strict:
+                raise error
+            unreadable.append(str(path))
+            warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
 
-    if todo:
-        fresh = extract_embeddings(interpreter, [dataset.paths[r] for r in todo], progress=progress, on_error=report)
-        for row, vector in zip(todo, fresh):
-            X[row] = vector
-            if cache is not None and not np.isnan(vector).any():
+        def store(row: int, vector: np.ndarray) -> None:
+            if cache is not None:
                 cache.put(digests[row], vector)
+
+        if todo:
+            _extract(interpreter, dataset.paths, todo, X, progress, report, store)
+    finally:
         if cache is not None:
-            cache.save()
+            cache.close()  # also on errors and Ctrl-C: what was computed stays cached
     keep = ~np.isnan(X).any(axis=1)
     kept = dataset.subset(np.flatnonzero(keep))
     missing = set(range(len(dataset.classes))) - set(kept.labels.tolist())
     if missing:
         names = ", ".join(dataset.classes[i] for i in sorted(missing))
-        raise DatasetError(f"no readable image left in class(es) {names}; replace the unreadable files")
+        raise DatasetError(f"no readable image left in class(es) {names}; replace the unreadable files", subject="data")
     return EmbeddedDataset(kept, X[keep], kept.labels, len(dataset) - len(todo), unreadable)

@@ -8,6 +8,8 @@ bilinear (antialiased) filtering, the same for training and inference so the two
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Tuple, Union
 
@@ -48,28 +50,90 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "LASTLAYER_MAX_PIXELS"
+MAX_PIXELS: int | None = None
+"""The largest image (width x height) lastlayer decodes; ``None``: ``$LASTLAYER_MAX_PIXELS``, else 100 MP.
+
+The size is read from the file's header before any pixel is decoded, so a huge image costs no memory.
+"""
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: :data:`MAX_PIXELS`, else ``$LASTLAYER_MAX_PIXELS``, else 100 megapixels."""
+    if MAX_PIXELS is not None:
+        return int(MAX_PIXELS)
+    configured = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    try:
+        return int(float(configured)) if configured else DEFAULT_MAX_PIXELS
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def _megapixels(pixels: float) -> str:
+    return f"{pixels / 1e6:.4g} MP"
+
+
+def _too_large(path: ImagePath, limit: int, size: Size | None = None, pixels: int | None = None) -> ImageError:
+    shown = f"{size[0]} x {size[1]} = {_megapixels(size[0] * size[1])}" if size else _megapixels(pixels or 0)
+    return ImageError(f"{path}: image too large ({shown}, limit {_megapixels(limit)}); shrink it, or raise the limit "
+                      f"(lastlayer.images.MAX_PIXELS or ${MAX_PIXELS_ENV})")
+
+
+def _check_size(path: ImagePath, image: Image.Image, limit: int) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"{path} has no pixels ({width} x {height}); remove or replace the file")
+    if width * height > limit:
+        raise _too_large(path, limit, (width, height))
+
+
+def _open_lazily(path: ImagePath, limit: int) -> Image.Image:
+    """``Image.open`` (header only), with Pillow's own decompression-bomb guard kept from firing below ``limit``."""
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # lastlayer enforces its own, configurable limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_large(path, limit, pixels=int(found.group(1)) if found else None) from None
+
+
 def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
     """Open an image file as an upright RGB ``PIL.Image`` (first frame for animations).
 
     With ``min_size``, a large JPEG is decoded at a reduced scale (Pillow's draft mode) that still
-    keeps both sides at least ``min_size`` pixels: much faster for camera photos.
+    keeps both sides at least ``min_size`` pixels: much faster for camera photos. An image larger
+    than :func:`max_pixels` is refused from its header, before decoding. Every failure is an
+    :class:`ImageError` naming the file.
     """
+    limit = max_pixels()
     try:
-        with Image.open(path) as opened:
+        with _open_lazily(path, limit) as opened:
+            _check_size(path, opened, limit)
             opened.seek(0)
             if min_size and opened.format == "JPEG":
                 opened.draft("RGB", (min_size, min_size))
             image = ImageOps.exif_transpose(opened)
             image.load()
             return to_rgb(image)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"image file {path} does not exist; check the path") from None
     except IsADirectoryError:
         raise ImageError(f"image path {path} is a folder; pass image files") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not a readable image (unknown or corrupt format); remove or replace the file") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot decode image {path} ({exc}); the file is corrupt or truncated, remove or replace it") from None
+    except PermissionError:
+        raise ImageError(f"cannot read image {path}: permission denied; check the file's permissions") from None
+    except MemoryError:
+        raise ImageError(f"not enough memory to decode image {path}; shrink it") from None
+    except Exception as exc:  # noqa: BLE001  (any decoder failure on untrusted bytes is a bad image, never a crash)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"cannot decode image {path} ({reason}); the file is corrupt or truncated, remove or replace it") from None
 
 
 def resize_image(image: Image.Image, size: Size) -> np.ndarray:

@@ -6,13 +6,12 @@ a class outside the dataset land in an extra "other" column of the confusion mat
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.files import atomic_write_bytes
+from lastlayer.plot import save_confusion_png  # noqa: F401  (drawing moved to lastlayer.plot)
 
 OTHER = "(other class)"
 
@@ -62,7 +61,7 @@ def classification_report(
     return {
         "samples": int(len(y_true)),
         "top1_accuracy": float(np.mean(predicted == truth)),
-        "top5_accuracy": top_k_accuracy(scores, truth, 5),
+        "top5_accuracy": top_k_accuracy(scores, truth, 5) if scores.shape[1] > 5 else None,  # always 1 with <= 5 classes
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
         "classes": list(classes),
@@ -94,36 +93,6 @@ def text_table(report: dict[str, Any]) -> str:
         recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
         lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {row['support']:>7}")
     if report["top1_accuracy"] is not None:
-        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f} on {report['samples']} images")
+        top5 = "" if report.get("top5_accuracy") is None else f", top-5 {report['top5_accuracy']:.3f}"
+        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{top5} on {report['samples']} images")
     return "\n".join(lines)
-
-
-def save_confusion_png(report: dict[str, Any], path: str | Path, title: str = "confusion matrix") -> Path | None:
-    """Draw the confusion matrix (counts in the cells) as a PNG; ``None`` when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    matrix = np.asarray(report["confusion_matrix"])
-    if matrix.size == 0:
-        return None
-    rows, columns = report["classes"], report["columns"]
-    size = max(4.0, 0.6 * len(columns) + 2.5)
-    figure, axes = plt.subplots(figsize=(size, max(3.5, 0.6 * len(rows) + 2.0)), dpi=100)
-    axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(columns)), labels=columns, rotation=45, ha="right")
-    axes.set_yticks(range(len(rows)), labels=rows)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    threshold = matrix.max() / 2 if matrix.max() else 1
-    for (i, j), count in np.ndenumerate(matrix):
-        axes.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())

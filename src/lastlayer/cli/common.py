@@ -28,50 +28,29 @@ def _number(kind: Callable[[str], Any], text: str) -> Any:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None, *, low_open: bool = False,
+             rule: str) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` within [low, high) (or (low, ... with ``low_open``)."""
+
+    def parse(text: str) -> Any:
+        value = _number(kind, text)
+        if value < low or (low_open and value == low) or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int = _bounded(int, 1, rule="must be at least 1")
+non_negative_int = _bounded(int, 0, rule="must be 0 or more")
+positive_float = _bounded(float, 0, low_open=True, rule="must be greater than 0")
+non_negative_float = _bounded(float, 0, rule="must be 0 or more")
+held_out_ratio = _bounded(float, 0, 1, rule="must be at least 0 and below 1")
+momentum_value = _bounded(float, 0, 1, rule="must be at least 0 and below 1")
 
 
 def finite_float(text: str) -> float:
     return _number(float, text)
-
-
-def held_out_ratio(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
-    return value
-
-
-def momentum_value(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
-    return value
 
 
 def print_json(data: Any) -> None:

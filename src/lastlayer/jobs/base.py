@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
-from lastlayer.data import Dataset, load_dataset
+from lastlayer.data import Dataset, check_holdout, load_dataset
 from lastlayer.embeddings import EmbeddedDataset, embed_dataset
-from lastlayer.files import atomic_write_bytes, atomic_write_text, ensure_output_dir
+from lastlayer.files import OutputSet
 from lastlayer.model.labels import format_labels
 from lastlayer.report import save_confusion_png
 from lastlayer.runtime import Interpreter
@@ -67,13 +67,34 @@ def announced_dataset(source: PathLike, log: Log) -> Dataset:
     return dataset
 
 
+def held_out_ratio(options: DataOptions) -> float:
+    """The share of each class a job holds out (``val_ratio`` of train, ``test_ratio`` of imprint), else 0."""
+    for name in ("val_ratio", "test_ratio"):
+        value = getattr(options, name, None)
+        if value is not None:
+            return float(value)
+    return 0.0
+
+
 def embed(interpreter: Interpreter, dataset: Dataset, options: DataOptions, timer: Timer, log: Log) -> EmbeddedDataset:
-    """Embed ``dataset`` (cache first), timed as ``embed_s``."""
+    """Embed ``dataset`` (cache first), timed as ``embed_s``.
+
+    A class too small for the held-out split is refused before the (slow) embedding, naming the class and dataset.
+    """
+    ratio = held_out_ratio(options)
+    check_holdout(dataset, ratio)
     with timer.step("embed_s"):
         embedded = embed_dataset(interpreter, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
+    check_holdout(embedded.dataset, ratio)  # unreadable images may have left a class too small
     if embedded.cached:
         log(f"{embedded.cached} embeddings from the cache")
     return embedded
+
+
+def data_report(source: PathLike, embedded: EmbeddedDataset) -> dict[str, Any]:
+    """The report fields every job over a dataset shares: where, how many, what was skipped or cached."""
+    return {"data": str(source), "images": len(embedded.dataset) + len(embedded.unreadable), "unreadable": embedded.unreadable,
+            "notes": embedded.dataset.notes, "embeddings_from_cache": embedded.cached}
 
 
 @dataclass
@@ -88,19 +109,26 @@ class WrittenModel:
 
 def write_model_outputs(out_dir: PathLike, model_bytes: bytes, labels: list[str], report: dict[str, Any],
                         evaluation: dict[str, Any] | None, title: str) -> WrittenModel:
-    """Write ``model.tflite``, ``labels.txt``, ``report.json`` (and ``confusion.png``) into ``out_dir``.
+    """Write ``model.tflite``, ``labels.txt``, ``report.json`` (and ``confusion.png``) into ``out_dir``, all at once.
 
-    The folder is created only now, after every input was checked and the model was built.
+    The folder is created only now, after every input was checked and the model was built. The four
+    files are staged and committed together (:class:`lastlayer.files.OutputSet`): after any
+    interruption the folder holds the complete earlier set or the complete new one. A
+    ``confusion.png`` of an earlier run is removed when this run has none.
     """
-    out = ensure_output_dir(out_dir)
-    model_path = atomic_write_bytes(out / "model.tflite", model_bytes)
-    labels_path = atomic_write_text(out / "labels.txt", format_labels(labels))
-    png = None
-    if evaluation and evaluation.get("samples"):
-        png = save_confusion_png(evaluation, out / "confusion.png", title)
-    report["confusion_png"] = str(png) if png else None
-    report_path = atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    return WrittenModel(model_path, labels_path, report_path, png)
+    out = Path(out_dir)
+    with OutputSet(out) as staged:
+        model_path = staged.add_bytes("model.tflite", model_bytes)
+        labels_path = staged.add_text("labels.txt", format_labels(labels))
+        png = None
+        if evaluation and evaluation.get("samples"):
+            png = save_confusion_png(evaluation, staged.staging_path("confusion.png"), title)
+        if png is None:
+            staged.remove("confusion.png")
+        report["confusion_png"] = str(out / "confusion.png") if png else None
+        report_path = staged.add_text("report.json", json.dumps(report, indent=2) + "\n")
+        staged.commit()
+    return WrittenModel(model_path, labels_path, report_path, out / "confusion.png" if png else None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 
 from lastlayer.data import Dataset, DatasetWarning, load_dataset
 from lastlayer.errors import DatasetError, ImageError
-from lastlayer.files import atomic_write_text, ensure_output_dir
+from lastlayer.files import OutputSet
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
@@ -88,7 +88,8 @@ class EvaluateResult:
                  f"mean latency {report['mean_latency_ms']} ms per image; {len(report['misclassified'])} misclassified"]
         if "compare" in report:
             other = report["compare"]
-            lines.append(f"compare {other['model']}: top-1 {other['top1_accuracy']:.3f}, top-5 {other['top5_accuracy']:.3f}, "
+            top5 = "" if other.get("top5_accuracy") is None else f", top-5 {other['top5_accuracy']:.3f}"
+            lines.append(f"compare {other['model']}: top-1 {other['top1_accuracy']:.3f}{top5}, "
                          f"latency {other['mean_latency_ms']} ms; agreement {report['agreement']:.3f} "
                          f"({len(report['disagreements'])} disagreements)")
         if report.get("report_json"):
@@ -138,9 +139,21 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
         if runs[0].scores.shape == runs[1].scores.shape:
             report["max_score_difference"] = float(np.abs(runs[0].scores[keep] - runs[1].scores[keep]).max())
     if options.report_dir:
-        folder = ensure_output_dir(options.report_dir)
-        png = save_confusion_png(sections[0], folder / "confusion.png", f"{Path(runs[0].name).name} on {Path(data).name}")
-        report["confusion_png"] = str(png) if png else None
-        report["report_json"] = str(folder / "report.json")
-        atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
+        write_report(options.report_dir, report, sections, [f"{Path(run.name).name} on {Path(data).name}" for run in runs])
     return EvaluateResult(report, str(data))
+
+
+def write_report(report_dir: PathLike, report: dict[str, Any], sections: list[dict[str, Any]], titles: list[str]) -> None:
+    """Write ``report.json`` and ``confusion.png`` into ``report_dir`` together (both or neither; see ``OutputSet``).
+
+    Sets ``report["confusion_png"]`` and ``report["report_json"]`` to where they were written.
+    """
+    folder = Path(report_dir)
+    with OutputSet(folder) as staged:
+        png = save_confusion_png(sections, staged.staging_path("confusion.png"), titles)
+        if png is None:
+            staged.remove("confusion.png")
+        report["confusion_png"] = str(folder / "confusion.png") if png else None
+        report["report_json"] = str(folder / "report.json")
+        staged.add_text("report.json", json.dumps(report, indent=2) + "\n")
+        staged.commit()

@@ -9,17 +9,8 @@ import numpy as np
 
 from lastlayer.data import stratified_split, take_shots
 from lastlayer.errors import ModelError, TrainingError
-from lastlayer.jobs.base import (
-    DataOptions,
-    Log,
-    ModelJobResult,
-    PathLike,
-    Timer,
-    announced_dataset,
-    embed,
-    stderr_log,
-    write_model_outputs,
-)
+from lastlayer.jobs import base as skeleton
+from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead
 from lastlayer.model.export import cosine_class_rows, extractor_model, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
@@ -30,7 +21,7 @@ from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass
-class ImprintOptions(DataOptions):
+class ImprintOptions(skeleton.DataOptions):
     """Settings of ``lastlayer imprint``."""
 
     test_ratio: float = 0.25
@@ -81,15 +72,15 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
             resume: PathLike | None = None, log: Log | None = None) -> ModelJobResult:
     """Imprint ``data``'s classes into ``model`` (extractor, classifier or imprinting model), or into ``resume``."""
     options = options or ImprintOptions()
-    say = log or stderr_log
-    timer = Timer()
+    say = log or skeleton.stderr_log
+    timer = skeleton.Timer()
     base = open_model(resume if resume is not None else model)
     head = open_head(base, options, resume is not None)
     structure = find_structure(base.tree)
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
-    dataset = announced_dataset(data, say)
+    dataset = skeleton.announced_dataset(data, say)
     ids = _model_class_ids(head, dataset.classes, base.name)
-    embedded = embed(Interpreter(extractor_model(base)), dataset, options, timer, say)
+    embedded = skeleton.embed(Interpreter(extractor_model(base)), dataset, options, timer, say)
     X, y = embedded.X, embedded.y
     train_rows, test_rows = stratified_split(y, options.test_ratio, options.seed, classes=dataset.classes)
     if options.shots:
@@ -106,15 +97,11 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     report: dict[str, Any] = {
         "method": "imprinting" + (" + finetune" if options.finetune else ""),
         "base_model": base.name,
-        "data": str(data),
+        **skeleton.data_report(data, embedded),
         "classes": head.labels if head.num_classes <= 50 else f"{head.num_classes} classes (see labels.txt)",
         "num_classes": head.num_classes,
         "new_or_extended_classes": {dataset.classes[i]: ids[i] for i in range(len(ids))},
         "scale_factor": head.scale,
-        "images": len(dataset),
-        "unreadable": embedded.unreadable,
-        "notes": dataset.notes,
-        "embeddings_from_cache": embedded.cached,
         "train_images": int(len(train_rows)),
         "test_images": int(len(test_rows)),
         "shots": {head.labels[i]: head.shots(i) for i in ids},
@@ -132,6 +119,6 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     headline = f"{head.num_classes} classes"
     if report["test_accuracy"] is not None:
         headline += f", test accuracy {report['test_accuracy']:.3f} on {len(test_rows)} held-out images"
-    written = write_model_outputs(output, model_bytes, head.labels, report, report.get("test"),
+    written = skeleton.write_model_outputs(output, model_bytes, head.labels, report, report.get("test"),
                                   f"{base.path.name} imprinted: test split")
     return ModelJobResult(written, report, headline)

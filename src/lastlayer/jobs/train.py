@@ -8,17 +8,8 @@ from typing import Any
 
 from lastlayer.data import stratified_split
 from lastlayer.errors import TrainingError
-from lastlayer.jobs.base import (
-    DataOptions,
-    Log,
-    ModelJobResult,
-    PathLike,
-    Timer,
-    announced_dataset,
-    embed,
-    stderr_log,
-    write_model_outputs,
-)
+from lastlayer.jobs import base as skeleton
+from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.export import extractor_model, output_type_of, write_head
 from lastlayer.model.file import ModelKind
@@ -28,7 +19,7 @@ from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass
-class TrainOptions(DataOptions):
+class TrainOptions(skeleton.DataOptions):
     """Settings of ``lastlayer train`` (the backprop head)."""
 
     num_iter: int | None = None
@@ -54,16 +45,16 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
           log: Log | None = None) -> ModelJobResult:
     """Train a softmax head on ``data`` after ``extractor`` (an extractor, or a classifier that is cut) into ``output``."""
     options = options or TrainOptions()
-    say = log or stderr_log
-    timer = Timer()
+    say = log or skeleton.stderr_log
+    timer = skeleton.Timer()
     base = open_model(extractor)
     extractor_file = extractor_model(base)
     if base.kind is ModelKind.CLASSIFIER:
         say(f"{base.name} is a classifier: training on its embedding (the input of its class layer)")
     output_type = output_type_of(base)
     interpreter = Interpreter(extractor_file)
-    dataset = announced_dataset(data, say)
-    embedded = embed(interpreter, dataset, options, timer, say)
+    dataset = skeleton.announced_dataset(data, say)
+    embedded = skeleton.embed(interpreter, dataset, options, timer, say)
     train_rows, val_rows = stratified_split(embedded.y, options.val_ratio, options.seed, classes=dataset.classes)
     layer = SoftmaxRegression(
         learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
@@ -81,12 +72,8 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     report: dict[str, Any] = {
         "method": "backprop",
         "extractor": base.name,
-        "data": str(data),
+        **skeleton.data_report(data, embedded),
         "classes": dataset.classes,
-        "images": len(dataset),
-        "unreadable": embedded.unreadable,
-        "notes": dataset.notes,
-        "embeddings_from_cache": embedded.cached,
         "train_images": int(len(train_rows)),
         "val_images": int(len(val_rows)),
         "iterations": layer.n_iter_,
@@ -105,6 +92,6 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images"
     if val_accuracy is not None:
         headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} images"
-    written = write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),
+    written = skeleton.write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),
                                   f"{base.path.name} + softmax head: validation split")
     return ModelJobResult(written, report, headline)

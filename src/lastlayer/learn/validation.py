@@ -12,7 +12,7 @@ def check_features(X: np.ndarray, feature_dim: int | None = None, name: str = "e
     raw = np.asarray(X)
     if raw.dtype.kind in "ui":
         raise TrainingError(f"{name} are {raw.dtype} values, i.e. still quantized; dequantize them first "
-                            "(scale * (q - zero_point), as lastlayer.get_scores or Interpreter.output do)")
+                            "(scale * (q - zero_point), as Interpreter.output or the PyCoral adapter classify.get_scores do)")
     array = raw.astype(np.float32, copy=False)
     if array.ndim == 1:
         array = array[np.newaxis]

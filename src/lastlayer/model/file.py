@@ -18,11 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Union
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.errors import ModelError
-from lastlayer.model.io import model_to_bytes, read_model_bytes, verify_model_bytes
+from lastlayer.model.io import load_model, model_to_bytes, normalise, read_file  # noqa: F401  (normalise: re-exported)
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, custom_code
 
 
@@ -57,22 +55,20 @@ class ModelFile:
     @classmethod
     def read(cls, path: Union[str, os.PathLike[str]]) -> ModelFile:
         """Read and verify ``path``."""
-        data = read_model_bytes(path)
-        return cls(str(path), data, _parse(data, str(path)))
+        data, name = read_file(path)
+        return cls(name, data, load_model(data, source=name))
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<model bytes>") -> ModelFile:
         """Verify and parse model bytes, naming them ``name`` in messages."""
         data = bytes(data)
-        verify_model_bytes(data, name)
-        return cls(name, data, _parse(data, name))
+        return cls(name, data, load_model(data, source=name))
 
     @classmethod
     def from_tree(cls, tree: schema.ModelT, name: str = "<edited model>") -> ModelFile:
         """Pack an edited tree once, verify the bytes, and keep both."""
         data = model_to_bytes(tree)
-        verify_model_bytes(data, name)
-        return cls(name, data, normalise(tree))
+        return cls(name, data, load_model(data, source=name))
 
     def copy_tree(self) -> schema.ModelT:
         """A deep copy of the tree, free to edit."""
@@ -123,34 +119,3 @@ class ModelFile:
         if not table:
             return None
         return [table.get(i, str(i)) for i in range(count)]
-
-
-def _parse(data: bytes, name: str) -> schema.ModelT:
-    """The object tree of verified bytes."""
-    try:
-        return normalise(schema.ModelT.InitFromPackedBuf(data, 0))
-    except Exception as exc:  # the pure-Python reader raises assorted errors on odd input
-        raise ModelError(f"{name} could not be parsed as a TFLite model ({type(exc).__name__}); re-export the model") from None
-
-
-def _ints(values: object) -> list[int] | None:
-    if values is None:
-        return None
-    return [int(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
-
-
-def normalise(tree: schema.ModelT) -> schema.ModelT:
-    """Turn the NumPy index arrays the flatbuffers reader leaves into plain ``list[int]``, in place."""
-    for graph in tree.subgraphs or []:
-        graph.inputs, graph.outputs = _ints(graph.inputs) or [], _ints(graph.outputs) or []
-        graph.tensors = list(graph.tensors or [])
-        graph.operators = list(graph.operators or [])
-        for tensor in graph.tensors:
-            tensor.shape = _ints(tensor.shape) or []
-            tensor.shapeSignature = _ints(tensor.shapeSignature)
-        for op in graph.operators:
-            op.inputs, op.outputs = _ints(op.inputs) or [], _ints(op.outputs) or []
-            op.intermediates = _ints(op.intermediates)
-    tree.operatorCodes = list(tree.operatorCodes or [])
-    tree.buffers = list(tree.buffers or [])
-    return tree

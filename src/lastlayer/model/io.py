@@ -30,7 +30,8 @@ ModelSource = Union[str, "os.PathLike[str]", bytes, bytearray]
 _HINT = "re-download or re-export the model (it must be a TensorFlow Lite .tflite file)"
 
 
-def _read_file(path: Union[str, os.PathLike[str]]) -> tuple[bytes, str]:
+def read_file(path: Union[str, os.PathLike[str]]) -> tuple[bytes, str]:
+    """A model file's bytes and its name, unchecked; a one-line :class:`ModelError` saying why it cannot be read."""
     model_path = Path(path)
     name = str(model_path)
     try:
@@ -57,11 +58,11 @@ def _parse(data: bytes, source: str) -> schema.ModelT:
         raise ModelError(f"{source} is not a TensorFlow Lite model (no 'TFL3' identifier); {_HINT}")
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
-    except (Exception, RecursionError) as exc:  # the pure-Python reader raises assorted errors on odd input
+    except Exception as exc:  # the reader raises assorted errors (struct.error, IndexError, RecursionError...)
         detail = type(exc).__name__
         raise ModelError(f"{source} is truncated or corrupt (it cannot be parsed: {detail}); {_HINT}") from None
     validate_model(model, source, file_size=len(data))
-    return model
+    return normalise(model)
 
 
 def _native_verify(data: bytes, source: str) -> None:
@@ -79,7 +80,7 @@ def _native_verify(data: bytes, source: str) -> None:
 
 def read_model_bytes(path: Union[str, os.PathLike[str]]) -> bytes:
     """Read a model file and check that it is a valid TensorFlow Lite flatbuffer."""
-    data, name = _read_file(path)
+    data, name = read_file(path)
     verify_model_bytes(data, name)
     return data
 
@@ -103,10 +104,37 @@ def load_model(model: ModelSource, /, *, source: Optional[str] = None) -> schema
     if isinstance(model, (bytes, bytearray, memoryview)):
         data, name = bytes(model), source or "<model bytes>"
     else:
-        data, name = _read_file(model)
+        data, name = read_file(model)
         name = source or name
     tree = _parse(data, name)
     _native_verify(data, name)
+    return tree
+
+
+def _ints(values: object) -> list[int] | None:
+    if values is None:
+        return None
+    return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+
+
+def normalise(tree: schema.ModelT) -> schema.ModelT:
+    """Turn the NumPy index arrays the flatbuffers reader leaves into plain ``list[int]``, in place.
+
+    Every tree :func:`load_model` returns is normalised, so graph code can use ``in``, ``len`` and
+    list comparisons on operator inputs, outputs and shapes without casting.
+    """
+    for graph in tree.subgraphs or []:
+        graph.inputs, graph.outputs = _ints(graph.inputs) or [], _ints(graph.outputs) or []
+        graph.tensors = list(graph.tensors or [])
+        graph.operators = list(graph.operators or [])
+        for tensor in graph.tensors:
+            tensor.shape = _ints(tensor.shape) or []
+            tensor.shapeSignature = _ints(tensor.shapeSignature)
+        for op in graph.operators:
+            op.inputs, op.outputs = _ints(op.inputs) or [], _ints(op.outputs) or []
+            op.intermediates = _ints(op.intermediates)
+    tree.operatorCodes = list(tree.operatorCodes or [])
+    tree.buffers = list(tree.buffers or [])
     return tree
 
 

@@ -44,14 +44,20 @@ def read_label_file(path: Union[str, os.PathLike[str]]) -> dict[int, str]:
     """Read a label file into ``{class_id: name}`` (PyCoral-compatible name and semantics)."""
     try:
         with open(path, encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not part of the first label
-            return parse_labels(handle.read())
+            text = handle.read()
     except FileNotFoundError:
         raise LabelFileError(f"label file {path} does not exist; check its path", subject="labels") from None
     except IsADirectoryError:
         raise LabelFileError(f"label path {path} is a folder; give the label file inside it", subject="labels") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LabelFileError(f"cannot read label file {path}: {exc}; it must be UTF-8 text, one label per line",
+        reason = f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})" if isinstance(exc, UnicodeDecodeError) \
+            else (exc.strerror or str(exc))
+        raise LabelFileError(f"cannot read label file {path}: {reason}; it must be UTF-8 text, one label per line",
                              subject="labels") from None
+    if "\x00" in text:
+        raise LabelFileError(f"label file {path} is binary (it holds NUL bytes), not text; give a UTF-8 text file, one label per line",
+                             subject="labels")
+    return parse_labels(text)
 
 
 def format_labels(labels: Sequence[str] | Mapping[int, str]) -> str:

@@ -18,6 +18,7 @@ converted.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -228,6 +229,9 @@ _INTEGER_INPUTS: dict[str, tuple[int, ...]] = {
     "STRIDED_SLICE": (1, 2, 3), "SLICE": (1, 2), "TRANSPOSE": (1,), "EXPAND_DIMS": (1,), "TILE": (1,),
     "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,), "TRANSPOSE_CONV": (0,), "GATHER": (1,),
 }
+# Constant inputs (by index) that set an output shape.
+_SHAPE_INPUTS = {"RESHAPE": 1, "TILE": 1, "RESIZE_BILINEAR": 1, "RESIZE_NEAREST_NEIGHBOR": 1, "BROADCAST_TO": 1,
+                 "FILL": 0, "TRANSPOSE_CONV": 0}
 # Options fields that must be at least 1 (and at most MAX_WINDOW): a zero divides by zero in the kernels.
 _POSITIVE_OPTIONS = ("strideW", "strideH", "strideD", "dilationWFactor", "dilationHFactor", "dilationDFactor",
                      "filterWidth", "filterHeight", "blockSize", "numSplits")
@@ -254,9 +258,12 @@ class _Checker:
         self.buffers = model.buffers or []
         self.codes = model.operatorCodes or []
         self.subgraphs = model.subgraphs or []
+        self.sizes = [self.buffer_bytes(i) for i in range(len(self.buffers))] or [0]
 
-    def fail(self, where: str, problem: str) -> None:
-        raise ModelError(f"{self.source} is not a valid TFLite model: {where}: {problem}; {HINT}")
+    def fail(self, where: str | tuple, problem: str) -> None:
+        """Raise the one-line error; ``where`` may be a tuple of parts, joined only now (it is on the hot path)."""
+        place = " ".join(str(part) for part in where) if isinstance(where, tuple) else where
+        raise ModelError(f"{self.source} is not a valid TFLite model: {place}: {problem}; {HINT}")
 
     # ----------------------------------------------------------------- whole model
     def run(self) -> None:
@@ -296,6 +303,7 @@ class _Checker:
         return None if data is None or not len(data) else np.asarray(data, dtype=np.uint8)
 
     def check_codes(self) -> None:
+        self.code_names = [operator_name(code) for code in self.codes]
         for index, code in enumerate(self.codes):
             value = builtin_code(code)
             if value not in BUILTIN_OPERATOR_NAMES:
@@ -357,7 +365,8 @@ class _Checker:
         count = len(tensors)
         where = f"subgraph {number}"
         self.check_text(where, graph.name)
-        constants = {index for index, tensor in enumerate(tensors) if self.check_tensor(f"{where} tensor {index}", tensor)}
+        self.shapes: list[list[int]] = []
+        constants = {index for index, tensor in enumerate(tensors) if self.check_tensor((where, "tensor", index), tensor)}
         inputs, outputs = _ints(graph.inputs), _ints(graph.outputs)
         for label, ids in (("input", inputs), ("output", outputs)):
             for tid in ids:
@@ -366,13 +375,13 @@ class _Checker:
         produced: dict[int, int] = {}
         op_inputs: list[list[int]] = []
         for op_index, op in enumerate(graph.operators or []):
-            op_where = f"{where} operator {op_index}"
+            op_where = (where, "operator", op_index)
             name, ins, outs = self.check_operator(op_where, op, tensors)
             for tid in outs:
                 if tid in produced:
-                    self.fail(f"{op_where} ({name})", f"output tensor {tid} is already written by operator {produced[tid]}")
+                    self.fail((*op_where, f"({name})"), f"output tensor {tid} is already written by operator {produced[tid]}")
                 if tid in constants:
-                    self.fail(f"{op_where} ({name})", f"output tensor {tid} is a constant")
+                    self.fail((*op_where, f"({name})"), f"output tensor {tid} is a constant")
                 produced[tid] = op_index
             op_inputs.append(ins)
         for op_index, ins in enumerate(op_inputs):
@@ -393,46 +402,50 @@ class _Checker:
                 self.fail(where, f"its name {bytes(value)[:40]!r} is not valid UTF-8")
 
     def check_tensor(self, where: str, tensor: schema.TensorT) -> bool:
-        """Check one tensor; return whether it is a constant."""
-        self.check_text(where, tensor.name)
+        """Check one tensor; return whether it is a constant. (The hot loop: kept lean.)"""
+        name = tensor.name
+        if isinstance(name, (bytes, bytearray)):
+            self.check_text(where, name)
         kind = int(tensor.type)
-        if kind not in TENSOR_TYPE_NAMES:
+        widths = _ELEMENT_BYTES.get(kind)
+        if widths is None and kind not in TENSOR_TYPE_NAMES:
             self.fail(where, f"unknown tensor type {kind}")
-        shape = _ints(tensor.shape)
-        if len(shape) > MAX_RANK:
-            self.fail(where, f"rank {len(shape)} (at most {MAX_RANK} is supported)")
-        if any(d < 0 for d in shape):
+        shape = tensor.shape
+        shape = shape.tolist() if isinstance(shape, np.ndarray) else _ints(shape)
+        if shape and (len(shape) > MAX_RANK or min(shape) < 0):
+            if len(shape) > MAX_RANK:
+                self.fail(where, f"rank {len(shape)} (at most {MAX_RANK} is supported)")
             self.fail(where, f"negative dimension in shape {shape}")
-        signature = _ints(tensor.shapeSignature)
-        if signature:
+        if tensor.shapeSignature is not None and len(tensor.shapeSignature):
+            signature = _ints(tensor.shapeSignature)
             if len(signature) != len(shape):
                 self.fail(where, f"shape signature {signature} has another rank than shape {shape}")
-            if any(d < -1 for d in signature):
+            if min(signature) < -1:
                 self.fail(where, f"invalid dimension in shape signature {signature}")
         elements = math.prod(shape)
         if elements > MAX_ELEMENTS:
             self.fail(where, f"shape {shape} has {elements:,} elements (more than 2^31)")
         buffer = int(tensor.buffer)
-        if not 0 <= buffer < max(len(self.buffers), 1):
+        if not 0 <= buffer < len(self.sizes):  # (buffer 0 is accepted in a model without buffers: no data)
             self.fail(where, f"buffer index {buffer} out of range (model has {len(self.buffers)} buffers)")
-        size = self.buffer_bytes(buffer)
-        widths = _ELEMENT_BYTES.get(kind)
+        size = self.sizes[buffer]
         if size and tensor.sparsity is None:
             if kind == _T.STRING:
                 self.check_strings(where, buffer, elements)
-            elif widths is not None and not any(size == math.ceil(elements * w) for w in widths):
-                self.fail(where, f"constant buffer {buffer} holds {size:,} bytes, but a {TENSOR_TYPE_NAMES[kind]} tensor of shape {shape} needs "
-                                 f"{math.ceil(elements * widths[-1]):,}")
             elif widths is None:
                 self.fail(where, f"{TENSOR_TYPE_NAMES[kind]} tensor cannot be a constant")
-        if widths is not None and elements * max(widths) > MAX_ELEMENTS:
+            elif size != elements * widths[0] and not any(size == math.ceil(elements * w) for w in widths):
+                self.fail(where, f"constant buffer {buffer} holds {size:,} bytes, but a {TENSOR_TYPE_NAMES[kind]} tensor of shape {shape} needs "
+                                 f"{math.ceil(elements * widths[-1]):,}")
+        if widths is not None and elements * widths[-1] > MAX_ELEMENTS:
             self.fail(where, f"shape {shape} needs more than 2 GB")
-        self.check_quantization(where, tensor, kind, shape)
+        if tensor.quantization is not None:
+            self.check_quantization(where, tensor, kind, shape)
         if tensor.sparsity is not None:
             self.check_sparsity(where, tensor.sparsity, len(shape))
-        external = int(tensor.externalBuffer or 0)
-        if external and not 0 < external <= _length(self.model.externalBuffers):
-            self.fail(where, f"external buffer {external} out of range")
+        if tensor.externalBuffer and not 0 < int(tensor.externalBuffer) <= _length(self.model.externalBuffers):
+            self.fail(where, f"external buffer {int(tensor.externalBuffer)} out of range")
+        self.shapes.append(shape)
         return size > 0
 
     def check_strings(self, where: str, buffer: int, elements: int) -> None:
@@ -499,8 +512,8 @@ class _Checker:
         if not 0 <= code_index < len(self.codes):
             self.fail(where, f"operator code index {code_index} out of range (model has {len(self.codes)} operator codes)")
         code = self.codes[code_index]
-        name = operator_name(code)
-        where = f"{where} ({name})"
+        name = self.code_names[code_index]
+        where = (*where, f"({name})")
         custom = builtin_code(code) == schema.BuiltinOperator.CUSTOM
         ins, outs = _ints(op.inputs), _ints(op.outputs)
         arity = None if custom else OPERATOR_ARITY.get(name)
@@ -575,17 +588,17 @@ class _Checker:
                 self.fail(where, f"carries {_OPTIONS_NAMES[kind]} instead of {wanted}")
         if options is None:
             return
-        for field in _POSITIVE_OPTIONS:
-            if hasattr(options, field):
-                value = int(getattr(options, field))
-                if not 1 <= value <= MAX_WINDOW:
-                    self.fail(where, f"option {field} = {value} (must be 1 to {MAX_WINDOW})")
-        if hasattr(options, "padding") and int(options.padding) not in _PADDINGS:
+        positive, padding, activation, counts = _options_plan(type(options))
+        for field in positive:
+            value = int(getattr(options, field))
+            if not 1 <= value <= MAX_WINDOW:
+                self.fail(where, f"option {field} = {value} (must be 1 to {MAX_WINDOW})")
+        if padding and int(options.padding) not in _PADDINGS:
             self.fail(where, f"unknown padding {int(options.padding)}")
-        if hasattr(options, "fusedActivationFunction") and int(options.fusedActivationFunction) not in _ACTIVATIONS:
+        if activation and int(options.fusedActivationFunction) not in _ACTIVATIONS:
             self.fail(where, f"unknown fused activation {int(options.fusedActivationFunction)}")
-        for field in ("depthMultiplier", "num", "valuesCount"):
-            if hasattr(options, field) and not 0 <= int(getattr(options, field)) <= MAX_ELEMENTS:
+        for field in counts:
+            if not 0 <= int(getattr(options, field)) <= MAX_ELEMENTS:
                 self.fail(where, f"option {field} = {int(getattr(options, field))}")
         if name == "RESHAPE" and getattr(options, "newShape", None) is not None:
             new_shape = _ints(options.newShape)
@@ -599,10 +612,12 @@ class _Checker:
             self.fail(where, f"softmax beta {float(options.beta)}")
 
     def check_operands(self, where: str, name: str, ins: list[int], tensors: Sequence[schema.TensorT]) -> None:
+        shapes = self.shapes
+
         def shape_of(position: int) -> list[int] | None:
             if position >= len(ins) or ins[position] < 0:
                 return None
-            return _ints(tensors[ins[position]].shape)
+            return shapes[ins[position]]
 
         for position, (low, high) in OPERAND_RANKS.get(name, {}).items():
             shape = shape_of(position)
@@ -627,12 +642,59 @@ class _Checker:
                 self.fail(where, f"splits along axis {values.tolist()} of a rank-{rank} input")
             if name in ("PAD", "PADV2", "MIRROR_PAD") and values.size != 2 * rank:
                 self.fail(where, f"{values.size} padding values for a rank-{rank} input (needs {2 * rank})")
+            if name in ("PAD", "PADV2", "MIRROR_PAD"):
+                shape = shape_of(0) or []
+                pads = values.reshape(-1, 2).tolist()
+                if any(a < 0 or b < 0 for a, b in pads) or \
+                        math.prod(d + a + b for d, (a, b) in zip(shape, pads)) > MAX_ELEMENTS:
+                    self.fail(where, f"paddings {pads} are negative or give an output of more than 2^31 elements")
+        self.check_shape_inputs(where, name, ins, tensors, shape_of)
+
+    def check_shape_inputs(self, where: str, name: str, ins: list[int], tensors: Sequence[schema.TensorT], shape_of: Any) -> None:
+        """Constant inputs that set an output's shape: sane values, and no output above 2^31 elements."""
+        position = _SHAPE_INPUTS.get(name)
+        if position is None or position >= len(ins) or ins[position] < 0:
+            return
+        values = self.int_constant(tensors[ins[position]])
+        if values is None:
+            return
+        dims = values.tolist()
+        if name == "RESHAPE":
+            source = shape_of(0) or []
+            if len(dims) > MAX_RANK or any(d < -1 for d in dims) or dims.count(-1) > 1:
+                self.fail(where, f"invalid new shape {dims[:MAX_RANK + 1]}")
+            known = math.prod(d for d in dims if d != -1)
+            if -1 not in dims and math.prod(source) != known:
+                self.fail(where, f"new shape {dims} does not hold the {math.prod(source):,} elements of shape {source}")
+            if -1 in dims and (known == 0 or math.prod(source) % known):
+                self.fail(where, f"new shape {dims} cannot hold the {math.prod(source):,} elements of shape {source}")
+            return
+        if name == "TILE":
+            source = shape_of(0) or []
+            if len(dims) != len(source) or any(d < 0 for d in dims) or math.prod(a * b for a, b in zip(source, dims)) > MAX_ELEMENTS:
+                self.fail(where, f"multiples {dims} do not fit input shape {source} or exceed 2^31 elements")
+            return
+        if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            source = shape_of(0) or [1, 1, 1, 1]
+            if len(dims) != 2 or any(not 1 <= d <= MAX_WINDOW for d in dims) or source[0] * source[-1] * dims[0] * dims[1] > MAX_ELEMENTS:
+                self.fail(where, f"output size {dims} (needs 2 values from 1 to {MAX_WINDOW})")
+            return
+        if len(dims) > MAX_RANK or any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
+            self.fail(where, f"output shape {dims[:MAX_RANK + 1]} is invalid or has more than 2^31 elements")
 
     def int_constant(self, tensor: schema.TensorT) -> np.ndarray | None:
         data = self.constant(int(tensor.buffer))
         if data is None or int(tensor.type) not in _INT_INDEX_TYPES:
             return None
         return np.frombuffer(data.tobytes(), dtype="<i4" if int(tensor.type) == _T.INT32 else "<i8")
+
+
+@functools.cache
+def _options_plan(options_class: type) -> tuple[tuple[str, ...], bool, bool, tuple[str, ...]]:
+    """Which checked fields an options class has: (positive fields, padding, fused activation, counts)."""
+    fields = vars(options_class())
+    return (tuple(f for f in _POSITIVE_OPTIONS if f in fields), "padding" in fields, "fusedActivationFunction" in fields,
+            tuple(f for f in ("depthMultiplier", "num", "valuesCount") if f in fields))
 
 
 def _count_text(low: int, high: int) -> str:

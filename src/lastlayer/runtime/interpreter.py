@@ -1,7 +1,8 @@
 """Run one model with LiteRT on the CPU (XNNPACK) or the Edge TPU: feed images, read scores.
 
 :class:`Interpreter` wraps ``ai_edge_litert.interpreter.Interpreter`` with what every command
-needs: device choice, quantizing pixels for uint8/int8/float32 inputs, dequantized outputs and
+needs: device choice, the input normalisation decided per model, quantizing pixels for
+uint8/int8/float32 inputs laid out channels last or first (RGB or grey), dequantized outputs and
 one-line errors.
 """
 
@@ -19,7 +20,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import EdgeTpuError, InferenceError, ModelError
 from lastlayer.images import ImagePath, Size, load_resized
-from lastlayer.model.file import ModelFile
+from lastlayer.model.file import ModelFile, ModelKind
+from lastlayer.model.input_layout import InputLayout, image_layout, to_luminance
+from lastlayer.model.normalization import DEFAULT, DegenerateOutputCheck, Normalization, Values, input_normalization
 from lastlayer.runtime.delegate import load_edgetpu_delegate
 
 ModelInput = Union[ModelFile, str, "os.PathLike[str]", bytes, schema.ModelT]
@@ -70,9 +73,16 @@ class Interpreter:
             path, the model's bytes, or a ``ModelT``.
         num_threads: CPU threads for XNNPACK; default: all cores.
         device: ``"auto"`` (Edge TPU when the model holds ``edgetpu-custom-op``), ``"cpu"``.
-        input_mean, input_std: pixel normalisation the model was trained with, ``(p - mean) / std``.
-            The defaults (128, 128) match PyCoral and give raw pixels for the usual uint8 models.
+        input_mean, input_std: pixel normalisation ``(p - mean) / std``: one value or one per
+            channel (a sequence or ``"a,b,c"``). ``None`` (the default) decides from the model: its
+            TFLite metadata, else its input quantization, else PyCoral's (128, 128); see
+            :func:`lastlayer.model.normalization.input_normalization`.
+        normalization: an already decided :class:`~lastlayer.model.normalization.Normalization`
+            (e.g. decided on a classifier and used for its cut extractor); overrides the two above.
         preserve_all_tensors: keep intermediate tensors readable (slower; for debugging and tests).
+
+    Images are always handed in as ``HxWx3`` uint8 RGB; channels-first (``[1, C, H, W]``) and grey
+    (one channel) inputs are transposed / converted when the tensor is set.
     """
 
     def __init__(
@@ -81,8 +91,9 @@ class Interpreter:
         *,
         num_threads: int | None = None,
         device: str = "auto",
-        input_mean: float = 128.0,
-        input_std: float = 128.0,
+        input_mean: Values | str | None = None,
+        input_std: Values | str | None = None,
+        normalization: Normalization | None = None,
         preserve_all_tensors: bool = False,
     ) -> None:
         self.model = as_model_file(model)
@@ -93,7 +104,7 @@ class Interpreter:
             raise EdgeTpuError(f"{self.name} was compiled for the Edge TPU and cannot run on the CPU; use its CPU build")
         delegates = [load_edgetpu_delegate(self.name)] if self.uses_edgetpu else None
         self.num_threads = num_threads or os.cpu_count() or 1
-        self.input_mean, self.input_std = float(input_mean), float(input_std)
+        self.normalization = normalization or input_normalization(self.model, input_mean, input_std)
         try:
             with _native_stderr_silenced(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")  # asked for explicitly
@@ -110,18 +121,41 @@ class Interpreter:
         self.output_details = self.litert.get_output_details()
         if len(self.input_details) != 1:
             raise ModelError(f"{self.name} has {len(self.input_details)} inputs; lastlayer needs a model with one image input")
+        self._layout: InputLayout | None = None
+        self._check: DegenerateOutputCheck | None = None
+        if self.normalization.source == DEFAULT and self.input_details[0]["dtype"] == np.float32 \
+                and self.model.kind is ModelKind.EXTRACTOR:
+            self._check = DegenerateOutputCheck(self.name)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.input_details[0]["shape"])
 
     @property
+    def layout(self) -> InputLayout:
+        """Where height, width and channels are in the image input (raises if it is no image input)."""
+        if self._layout is None:
+            self._layout = image_layout(self.input_shape, self.name)
+        return self._layout
+
+    @property
     def input_size(self) -> Size:
-        """(width, height) of the image input; raises if the input is not ``[1, H, W, C]``."""
-        shape = self.input_shape
-        if len(shape) != 4 or shape[0] != 1:
-            raise ModelError(f"{self.name} input has shape {list(shape)}; an image model needs [1, height, width, channels]")
-        return shape[2], shape[1]
+        """(width, height) of the image input, channels last or first; raises if the input is no image."""
+        return self.layout.size
+
+    @property
+    def input_mean(self) -> tuple[float, ...]:
+        return self.normalization.mean
+
+    @property
+    def input_std(self) -> tuple[float, ...]:
+        return self.normalization.std
+
+    @property
+    def cache_key(self) -> bytes:
+        """What decides this interpreter's outputs for an image: the model bytes and how pixels are fed."""
+        fed = f"|{self.normalization.mean}|{self.normalization.std}|{self.layout.describe()}"
+        return self.model_bytes + fed.encode()
 
     @property
     def output_size(self) -> int:
@@ -129,26 +163,37 @@ class Interpreter:
         return int(np.prod(self.output_details[0]["shape"]))
 
     def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
-        """Map uint8 RGB pixels to the input tensor's dtype and quantization."""
+        """Map ``HxWxC`` uint8 pixels (C = the input's channels) to the input tensor's dtype and quantization."""
         detail = self.input_details[0]
         dtype = detail["dtype"]
+        mean, std = self.normalization.per_channel(pixels.shape[-1], self.name)
         if dtype == np.float32:
-            return ((pixels.astype(np.float32) - self.input_mean) / self.input_std).astype(np.float32)
+            return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
         scale, zero_point = detail["quantization"]
         info = np.iinfo(dtype)
-        # A uint8 input quantized exactly like the normalisation takes the raw pixels (PyCoral's rule).
         offset = 128 if dtype == np.int8 else 0
-        if abs(scale * self.input_std - 1) < 1e-5 and abs(self.input_mean - (zero_point + offset)) < 1e-5:
+        # Within one quantization step of the raw pixels (shifted by -128 for int8), the raw pixels are fed,
+        # as PyCoral and TFLite's task library do for quantized inputs.
+        low = (0.0 - mean) / (std * scale) + zero_point
+        high = (255.0 - mean) / (std * scale) + zero_point
+        if scale and np.all(np.abs(low - (0 - offset)) <= 1 + 1e-6) and np.all(np.abs(high - (255 - offset)) <= 1 + 1e-6):
             return pixels.astype(dtype, copy=False) if offset == 0 else (pixels.astype(np.int16) - offset).astype(dtype)
-        values = (pixels.astype(np.float32) - self.input_mean) / (self.input_std * scale) + zero_point
+        values = (pixels.astype(np.float32) - mean) / (std * scale) + zero_point
         return np.clip(np.round(values), info.min, info.max).astype(dtype)
 
-    def set_image(self, pixels: np.ndarray) -> None:
-        """Set input 0 from an HxWx3 uint8 array already resized to :attr:`input_size`."""
-        expected = self.input_shape[1:]
+    def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
+        """The input tensor for ``HxWx3`` uint8 RGB pixels: grey if the input has one channel, normalised, laid out."""
+        layout = self.layout
+        expected = (layout.height, layout.width, 3)
         if tuple(pixels.shape) != expected:
             raise ModelError(f"{self.name} expects an image of shape {list(expected)}, got {list(pixels.shape)}")
-        self.litert.set_tensor(self.input_details[0]["index"], self.quantize_input(pixels)[np.newaxis])
+        if layout.channels == 1:
+            pixels = to_luminance(pixels)
+        return layout.arrange(self.quantize_input(pixels))
+
+    def set_image(self, pixels: np.ndarray) -> None:
+        """Set input 0 from an HxWx3 uint8 RGB array already resized to :attr:`input_size`."""
+        self.litert.set_tensor(self.input_details[0]["index"], self.input_tensor(pixels))
 
     def invoke(self) -> None:
         try:
@@ -174,10 +219,11 @@ class Interpreter:
         """Set the image, invoke, and return the dequantized output 0."""
         self.set_image(pixels)
         self.invoke()
-        return self.output()
+        result = self.output()
+        if self._check is not None and not self._check.done:
+            self._check.observe(pixels, result)
+        return result
 
     def run_file(self, path: ImagePath) -> np.ndarray:
         """Load, resize and run one image file; return the dequantized output 0."""
         return self.run(load_resized(path, self.input_size))
-
-

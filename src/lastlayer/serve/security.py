@@ -1,0 +1,153 @@
+"""Who may use the server: the access token, CSRF protection and the Host check, as one ASGI middleware.
+
+Rules (see :class:`AccessGuard`):
+
+* With a token, every request (page, static files, API, stream, downloads) must carry it: in the
+  ``X-Lastlayer-Token`` header, the ``token`` query parameter, or the cookie the page's first
+  ``GET /?token=...`` sets. Missing: 401; wrong: 403.
+* A state-changing request (any method but GET/HEAD/OPTIONS) must carry the ``X-Lastlayer-Token``
+  header, also without a token (its value is then ignored). A cookie or query parameter alone never
+  authorises a change: a cross-site form or ``fetch`` cannot add a custom header without a CORS
+  preflight, which this server never grants, so the header defeats CSRF.
+* Without a token (loopback only), the ``Host`` header must name this machine (``localhost``,
+  ``127.x.x.x``, ``[::1]``): a DNS-rebinding page on another name is refused (403).
+
+The token is compared in constant time. Nothing here imports Starlette, so it is cheap to test.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import secrets
+from http.cookies import SimpleCookie
+from typing import Any, Awaitable, Callable, MutableMapping
+from urllib.parse import parse_qs
+
+TOKEN_HEADER = "x-lastlayer-token"
+TOKEN_QUERY = "token"
+COOKIE_PREFIX = "lastlayer_token_"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def new_token() -> str:
+    """A fresh random access token (URL-safe, 32 characters)."""
+    return secrets.token_urlsafe(24)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.1``, ``::1``); False for ``0.0.0.0`` and names."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The host part of a ``Host`` header (``[::1]:8765`` -> ``::1``, ``example:80`` -> ``example``)."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def cookie_name(port: int | None) -> str:
+    """The token cookie's name: per port, since browsers share cookies between ports of one host."""
+    return f"{COOKIE_PREFIX}{port or 0}"
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (False for a missing token)."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+class AccessGuard:
+    """ASGI middleware enforcing the module's rules before any route runs.
+
+    Args:
+        app: the wrapped application.
+        token: the access token, or ``None`` for none (loopback only: the caller checks that).
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan; the app has no WebSocket route
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
+        method = scope.get("method", "GET").upper()
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        port = (scope.get("server") or (None, None))[1]
+        header_token = headers.get(TOKEN_HEADER)
+        refusal = self._refusal(method, headers, query, port, header_token)
+        if refusal is not None:
+            await _send_json(send, *refusal)
+            return
+        query_token = (query.get(TOKEN_QUERY) or [None])[0]
+        if self.token is not None and method == "GET" and token_matches(query_token, self.token):
+            await self.app(scope, receive, _setting_cookie(send, cookie_name(port), self.token))
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, method: str, headers: dict[str, str], query: dict[str, list[str]], port: int | None,
+                 header_token: str | None) -> tuple[int, str] | None:
+        """``(status, message)`` when the request must be refused, else None."""
+        unsafe = method not in SAFE_METHODS
+        if self.token is None:
+            if not is_loopback(host_name(headers.get("host", "localhost"))):
+                return 403, "this server only answers to localhost; open it as http://127.0.0.1:<port>/"
+            if unsafe and header_token is None:
+                return 403, "a change needs the X-Lastlayer-Token header (sent by the page); reload the page"
+            return None
+        if unsafe:
+            if header_token is None:
+                return 403, "a change needs the access token in the X-Lastlayer-Token header; reload the page from the URL the server printed"
+            return None if token_matches(header_token, self.token) else (403, "wrong access token; open the URL the server printed")
+        given = header_token or (query.get(TOKEN_QUERY) or [None])[0] or _cookie(headers.get("cookie", ""), cookie_name(port))
+        if given is None:
+            return 401, "this server needs an access token; open the URL with ?token=... that the server printed"
+        return None if token_matches(given, self.token) else (403, "wrong access token; open the URL the server printed")
+
+
+def _cookie(header: str, name: str) -> str | None:
+    if not header:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except Exception:  # a malformed Cookie header is just no cookie
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def _setting_cookie(send: Send, name: str, token: str) -> Send:
+    """``send`` that adds the token cookie (HttpOnly, SameSite=Strict) to the response start."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            cookie = f"{name}={token}; Path=/; HttpOnly; SameSite=Strict"
+            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode("latin-1"))]}
+        await send(message)
+
+    return wrapped
+
+
+async def _send_json(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,125 @@
+"""Run the teaching page: open the source, pick the access token, serve with uvicorn until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from typing import Any, Callable, Iterator
+
+from lastlayer.errors import LastLayerError
+from lastlayer.serve import require_web
+from lastlayer.serve.security import is_loopback, new_token
+from lastlayer.teach.live import LiveLoop, Predictor
+from lastlayer.teach.session import TeachingSession
+
+LIVE_WINDOW = 3  # frames of smoothing: short, so a new example shows within a few frames
+MAX_FPS = 15.0  # predictions per second on the device (leaves CPU for teaching requests)
+
+
+def source_opener(spec: str, *, top_k: int = 3, max_fps: float = MAX_FPS, stall_timeout: float = 5.0) -> Callable[[Predictor], LiveLoop]:
+    """``open(predictor) -> LiveLoop`` for a source spec: files and folders loop in real time, cameras hand out the newest frame."""
+    from lastlayer.teach.sources import classify_spec, open_source
+
+    def open_loop(predictor: Predictor) -> LiveLoop:
+        kind, _ = classify_spec(spec)
+        recorded = kind in ("video", "images")
+        source = open_source(spec, loop=recorded, realtime=True if recorded else None, latest=True, stall_timeout=stall_timeout)
+        return LiveLoop(predictor, source, window=LIVE_WINDOW, top_k=top_k, max_fps=max_fps)
+
+    return open_loop
+
+
+def page_urls(host: str, port: int, token: str | None) -> list[str]:
+    """The URLs to print: ready to open, with the token when there is one."""
+    query = f"/?token={token}" if token else "/"
+    if host in ("0.0.0.0", "::", ""):
+        names = [socket.gethostname(), _lan_address(), "127.0.0.1"]
+    else:
+        names = [host]
+    seen: list[str] = []
+    for name in names:
+        if name and name not in seen:
+            seen.append(name)
+    return [f"http://{f'[{name}]' if ':' in name else name}:{port}{query}" for name in seen]
+
+
+def _lan_address() -> str:
+    """This machine's address on the network with the default route (no packet is sent), or ''."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))
+        return str(probe.getsockname()[0])
+    return ""
+
+
+def serve(session: TeachingSession, source: str | None = None, *, host: str = "127.0.0.1", port: int = 8765,
+          token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20) -> None:
+    """Serve the teaching page for ``session`` on ``host:port``; blocks until Ctrl-C or SIGTERM.
+
+    Args:
+        session: the session to teach (not closed here).
+        source: the device's camera/video/stream/folder spec, or ``None`` (the page teaches from
+            uploads and the browser's own camera).
+        host: the address to listen on; anything but loopback requires an access token.
+        port: the TCP port.
+        token: the access token; default: none on loopback, a random one otherwise (printed in the URL).
+        log: where the URLs and the source's errors are reported.
+        max_upload_bytes: the largest upload request.
+    """
+    require_web()
+    import uvicorn
+
+    from lastlayer.serve.app import create_app
+
+    if token is not None and not token.strip():
+        raise LastLayerError("the access token must not be empty; omit it to get a random one", subject="token")
+    if token is None and not is_loopback(host):
+        token = new_token()
+    app = create_app(session, None, token=token, source=None if source is None else source_opener(source),
+                     source_name=source, max_upload_bytes=max_upload_bytes, log=log)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=2, server_header=False)
+    server = _quiet_server(config)
+    urls = page_urls(host, port, token)
+    log(f"teaching page: {urls[0]}")
+    for url in urls[1:]:
+        log(f"           or: {url}")
+    if token is None:
+        log("no access token: only this machine can open the page (use --host 0.0.0.0 to teach from a phone; a token is then required)")
+    else:
+        log("the token in the URL is required by every request; share the URL only with people who may teach this device")
+    log(f"source: {source}" if source is not None else "no --source: teach from uploaded photos or the browser's camera")
+    log("press Ctrl-C to stop")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:  # uvicorn exits when it cannot bind
+        raise LastLayerError(f"cannot listen on {host}:{port} (in use, or not an address of this machine); pick another port or host",
+                             subject="port") from None
+    finally:
+        app.state.feed.stop()
+
+
+def _quiet_server(config: Any) -> Any:
+    """A uvicorn server whose :meth:`run` returns on Ctrl-C / SIGTERM instead of re-raising the signal."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's server, but Ctrl-C / SIGTERM make :meth:`run` return instead of re-raising the signal."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = [signal.SIGINT, signal.SIGTERM]
+            saved = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in saved.items():
+                    signal.signal(sig, handler)
+
+    return QuietServer(config)
