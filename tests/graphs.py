@@ -280,3 +280,21 @@ def float_weights(model: schema.ModelT) -> schema.ModelT:
         code.version = 1
     model.metadata = [m for m in model.metadata or [] if m.name not in (b"TFLITE_METADATA", "TFLITE_METADATA")]
     return model
+
+
+def colour_dataset(folder, classes=("red", "green", "blue"), per_class: int = 6, size: int = 24, seed: int = 0):
+    """Class folders of small PNG photos-to-be: smooth gradients tinted by class, with a random bright square."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    tints = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200), "grey": (120, 120, 120)}
+    ramp = np.linspace(0.3, 1.0, size, dtype=np.float32)
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        tint = np.array(tints.get(name, rng.integers(0, 256, 3)), dtype=np.float32)
+        for i in range(per_class):
+            image = ramp[:, None, None] * tint * rng.uniform(0.6, 1.0)
+            y, x = rng.integers(0, size // 2, 2)
+            image[y:y + size // 3, x:x + size // 3] = rng.uniform(150, 255, 3)
+            Image.fromarray(np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)).save(folder / name / f"{i}.png")
+    return folder

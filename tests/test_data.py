@@ -106,3 +106,53 @@ def test_csv_lists(tmp_path, images_dir):
     listing.write_text("imgs/c.bmp,cat\nimgs/missing.jpg,owl\n")
     with pytest.raises(DatasetError, match=r"row 2: image .*missing\.jpg does not exist"):
         load_dataset(listing)
+
+
+def test_hidden_files_and_folders_are_ignored_at_every_depth(folder, images_dir):
+    _copy(images_dir / "owl.jpg", folder / "chat noir" / ".cache" / "x.jpg")
+    _copy(images_dir / "owl.jpg", folder / "chat noir" / "sub" / ".thumbs" / "y.jpg")
+    _copy(images_dir / "owl.jpg", folder / "chat noir" / "sub" / "z.jpg")
+    with pytest.warns(DatasetWarning):
+        dataset = load_dataset(folder)
+    names = [p.name for p in dataset.paths]
+    assert "x.jpg" not in names and "y.jpg" not in names and "z.jpg" in names
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "bell\x07", "sep\u2028x"])
+def test_class_names_that_cannot_be_one_label_line_are_refused(tmp_path, images_dir, name):
+    _copy(images_dir / "owl.jpg", tmp_path / "d" / name / "a.jpg")
+    _copy(images_dir / "cat.bmp", tmp_path / "d" / "cat" / "b.bmp")
+    with pytest.raises(DatasetError, match="line break or control character.*rename it") as info:
+        load_dataset(tmp_path / "d")
+    assert "\n" not in str(info.value)
+    (tmp_path / "list.csv").write_text(f'path,label\nd/cat/b.bmp,"{name}"\n')
+    with pytest.raises(DatasetError, match=r"list.csv row 1: label .* control character"):
+        load_dataset(tmp_path / "list.csv")
+
+
+def test_csv_encodings_folders_and_files_in_the_wrong_place(tmp_path, images_dir):
+    _copy(images_dir / "cat.bmp", tmp_path / "c.bmp")
+    (tmp_path / "bom.csv").write_bytes("\ufeffpath,label\nc.bmp,chat\n".encode())
+    assert load_dataset(tmp_path / "bom.csv").classes == ["chat"]
+    (tmp_path / "latin1.csv").write_bytes("c.bmp,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1.csv is not UTF-8 text \(byte 0xe9 at offset 9\); save it as UTF-8"):
+        load_dataset(tmp_path / "latin1.csv")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(DatasetError, match=r"dir.csv is a folder, not a CSV file"):
+        load_dataset(tmp_path / "dir.csv")
+    with pytest.raises(DatasetError, match=r"dataset path .*c.bmp is a file, not a folder"):
+        load_dataset(tmp_path / "c.bmp")
+
+
+def test_a_class_too_small_to_hold_out_names_class_and_dataset(tmp_path, images_dir):
+    from lastlayer.data import check_holdout
+
+    _copy(images_dir / "cat.bmp", tmp_path / "d" / "cat" / "a.bmp")
+    _copy(images_dir / "owl.jpg", tmp_path / "d" / "owl" / "a.jpg")
+    _copy(images_dir / "bird.bmp", tmp_path / "d" / "owl" / "b.bmp")
+    dataset = load_dataset(tmp_path / "d")
+    with pytest.raises(DatasetError, match=r"class 'cat' of .*d has only 1 image"):
+        check_holdout(dataset, 0.2)
+    check_holdout(dataset, 0.0)
+    with pytest.raises(DatasetError, match=r"class 'cat' of .*d has only 1 image"):
+        stratified_split(dataset.labels, 0.2, classes=dataset.classes, source=dataset.source)

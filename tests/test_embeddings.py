@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from jobs.conftest import link_dataset
 from lastlayer.data import load_dataset
 from lastlayer.embeddings import DATABASE_NAME, CacheWarning, EmbeddingCache, embed_dataset
 from lastlayer.runtime import Interpreter
 
 from conftest import EXTRACTOR
-from jobs.conftest import link_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,10 @@ def test_a_second_run_reads_every_embedding_from_the_cache(model_file, flowers, 
     second = embed_dataset(interpreter, load_dataset(data), progress=False)
     assert (first.cached, second.cached) == (0, 6)
     assert (first.X == second.X).all()
-    assert len(EmbeddingCache(interpreter.model_bytes)) == 6
+    assert len(EmbeddingCache(interpreter.cache_key)) == 6
+    renormalised = Interpreter(model_file(EXTRACTOR), input_mean=0.0, input_std=1.0)  # fed differently: not the same embeddings
+    third = embed_dataset(renormalised, load_dataset(data), progress=False)
+    assert third.cached == 0 and not np.allclose(third.X, first.X)
 
 
 def test_two_processes_embedding_different_datasets_both_keep_theirs(model_file, flowers, tmp_path):

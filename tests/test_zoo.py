@@ -99,3 +99,13 @@ def test_every_known_file_is_pinned_and_matches_the_shared_copy(models_dir):
         local = Path(models_dir) / name
         if local.exists():
             assert hashlib.sha256(local.read_bytes()).hexdigest() == known.sha256, name
+
+
+def test_long_download_errors_are_cut_between_words():
+    original = ("HTTPSConnectionPool(host='x', port=443): Max retries exceeded with url: /a/b (Caused by NameResolutionError("
+                "\"<urllib3.connection.HTTPSConnection object>: Failed to resolve 'x' ([Errno -3] Temporary failure in name resolution)\"))")
+    reason = zoo._short_reason(OSError(original))
+    prefix = reason.removesuffix(" ...")
+    assert reason.endswith(" ...") and len(reason) <= 165 and original.startswith(prefix)
+    assert original[len(prefix)] in " :,;("  # never inside a word, as in "NameReso"
+    assert zoo._short_reason(OSError("short")) == "short"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import unicodedata
 import warnings
@@ -146,8 +147,8 @@ def _csv_rows(csv_path: Path) -> list[list[str]]:
         raise DatasetError(f"dataset list {csv_path} is a folder, not a CSV file; pass the CSV's path, "
                            "or a folder with one sub-folder of images per class", subject="data")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            return [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+        text = csv_path.read_bytes().decode("utf-8-sig")
+        return [row for row in csv.reader(io.StringIO(text, newline="")) if row and any(cell.strip() for cell in row)]
     except FileNotFoundError:
         raise DatasetError(f"dataset list {csv_path} does not exist; check the path", subject="data") from None
     except UnicodeDecodeError as exc:

@@ -20,12 +20,12 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from lastlayer.data import load_dataset
 from lastlayer.embeddings import embed_dataset
-from lastlayer.files import atomic_write_bytes, ensure_output_dir
+from lastlayer.files import OutputSet, ensure_output_dir
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.export import extractor_model, output_type_of, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile
-from lastlayer.model.labels import write_label_file
+from lastlayer.model.labels import format_labels
 from lastlayer.runtime import Interpreter
 from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 
@@ -135,9 +135,10 @@ def _accuracy(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _write_model(folder: Path, model_bytes: bytes, labels: list[str]) -> None:
-    folder.mkdir(exist_ok=True)
-    atomic_write_bytes(folder / "model.tflite", model_bytes)
-    write_label_file(folder / "labels.txt", labels)
+    with OutputSet(folder) as out:
+        out.add_bytes("model.tflite", model_bytes)
+        out.add_text("labels.txt", format_labels(labels))
+        out.commit()
 
 
 def run_demo(

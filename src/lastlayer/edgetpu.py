@@ -277,9 +277,11 @@ def _tensor_findings(model: schema.ModelT, index: int, graph_io: set[int]) -> li
     tensor = model.subgraphs[0].tensors[index]
     name = as_text(tensor.name)
     found = []
-    signature = tensor.shapeSignature
-    if signature is not None and any(int(d) < 0 for d in signature):
-        found.append(Finding("static-shapes", f"{name} has a dynamic shape {list(signature)}", tensor=index))
+    signature = [int(d) for d in tensor.shapeSignature] if tensor.shapeSignature is not None else None
+    batch_only = signature is not None and signature[:1] == [-1] and all(d >= 0 for d in signature[1:])
+    if signature is not None and any(d < 0 for d in signature) and (index in graph_io or not batch_only):
+        # A dynamic batch inside the graph follows from the input's: the model-level finding names that cause.
+        found.append(Finding("static-shapes", f"{name} has a dynamic shape {signature}", tensor=index))
     kind = tensor_type_name(tensor.type)
     has_data = constant_values(model, tensor) is not None
     shape = [int(d) for d in tensor.shape]
@@ -318,6 +320,24 @@ def _operator_findings(ctx: OpContext, index: int, name: str, runtime: int) -> l
     return found
 
 
+def _dynamic_batch(model: schema.ModelT) -> Finding | None:
+    """One finding for inputs whose batch dimension is dynamic (shape signature -1), as Keras conversions leave them."""
+    graph = model.subgraphs[0]
+    for index in graph.inputs or []:
+        tensor = graph.tensors[index]
+        signature = [int(d) for d in tensor.shapeSignature] if tensor.shapeSignature is not None else []
+        if signature[:1] == [-1]:
+            static = [1] + [int(d) for d in tensor.shape[1:]]
+            return Finding(
+                "dynamic-batch",
+                f"input {as_text(tensor.name)} has a dynamic batch dimension (shape signature {signature}): the Edge TPU compiler "
+                "needs static shapes, so no operator can map to it. Convert with a fixed batch size of 1, e.g. in TensorFlow "
+                f"tf.lite.TFLiteConverter.from_concrete_functions([tf.function(model).get_concrete_function("
+                f"tf.TensorSpec({static}, tf.float32))], model), or a Keras Input(shape=..., batch_size=1)",
+                tensor=int(index))
+    return None
+
+
 def check_model(source: ModelSource | schema.ModelT, runtime: int = LATEST_RUNTIME, name: str | None = None) -> CompatibilityReport:
     """Check a model against the Edge TPU requirements for ``runtime`` (13 and later, or 12 and earlier rows)."""
     model = source if isinstance(source, schema.ModelT) else load_model(source)
@@ -330,6 +350,9 @@ def check_model(source: ModelSource | schema.ModelT, runtime: int = LATEST_RUNTI
     if report.compiled:
         report.edgetpu_ops = names.count(EDGETPU_CUSTOM_CODE)
         return report
+    dynamic_batch = _dynamic_batch(model)
+    if dynamic_batch is not None:
+        report.findings.append(dynamic_batch)
     graph_io = {int(t) for t in graph.inputs} | {int(t) for t in graph.outputs}
     float_inputs = {int(t) for t in graph.inputs if graph.tensors[t].type == schema.TensorType.FLOAT32}
     for index, op in enumerate(graph.operators or []):

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 # Bump when image decoding or resizing changes, so stale embeddings are not reused.
-PREPROCESSING_VERSION = "1"
+PREPROCESSING_VERSION = "2"  # 2: the key also holds the input normalisation and layout
 DATABASE_NAME = "embeddings.sqlite3"
 COMMIT_EVERY = 64  # images per transaction during an extraction
 COMMIT_SECONDS = 1.0  # ... or at least this often
@@ -280,7 +280,7 @@ def embed_dataset(
     """
     digests = dataset.file_digests()
     X = np.full((len(dataset), interpreter.output_size), np.nan, dtype=np.float32)
-    cache = EmbeddingCache(interpreter.model_bytes) if use_cache else None
+    cache = EmbeddingCache(interpreter.cache_key) if use_cache else None
     try:
         hits = cache.get_many(digests, X.shape[1]) if cache is not None else {}
         todo = []
@@ -311,5 +311,6 @@ def embed_dataset(
     missing = set(range(len(dataset.classes))) - set(kept.labels.tolist())
     if missing:
         names = ", ".join(dataset.classes[i] for i in sorted(missing))
-        raise DatasetError(f"no readable image left in class(es) {names}; replace the unreadable files", subject="data")
+        where = f" of {dataset.source}" if dataset.source else ""
+        raise DatasetError(f"no readable image left in class(es) {names}{where}; replace the unreadable files", subject="data")
     return EmbeddedDataset(kept, X[keep], kept.labels, len(dataset) - len(todo), unreadable)

@@ -8,7 +8,7 @@ bilinear (antialiased) filtering, the same for training and inference so the two
 from __future__ import annotations
 
 import os
-import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Tuple, Union
@@ -96,9 +96,22 @@ def _open_lazily(path: ImagePath, limit: int) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(path)
-        except Image.DecompressionBombError as exc:
-            found = re.search(r"\((\d+) pixels\)", str(exc))
-            raise _too_large(path, limit, pixels=int(found.group(1)) if found else None) from None
+        except Image.DecompressionBombError:
+            raise _too_large(path, limit, _header_size(path)) from None
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _header_size(path: ImagePath) -> Size:
+    """The (width, height) in the header of an image Pillow refused as a decompression bomb (no pixel is decoded)."""
+    with _PILLOW_LIMIT_LOCK:  # serialised, so the global is always restored to the value before
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as opened:
+                return opened.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:

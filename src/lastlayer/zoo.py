@@ -99,6 +99,8 @@ def resolve_model(name_or_path: Union[str, os.PathLike[str]], *, download: bool 
     given = Path(name_or_path).expanduser()
     if given.is_file():
         return given
+    if given.is_dir():
+        raise ModelNotFoundError(f"model path {name_or_path} is a folder; give the .tflite file inside it", subject="model")
     name = given.name
     bare_name = given.parent == Path(".")
     for folder in [*model_dirs(), cache_dir()]:
@@ -121,6 +123,14 @@ def _missing_message(name: str, reason: str) -> str:
     )
 
 
+def _short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an error, cut at a word boundary: network errors nest long reprs."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:(") + " ..."
+
+
 def _download(name: str) -> Path:
     import pooch
 
@@ -139,9 +149,22 @@ def _download(name: str) -> Path:
             ) from None
         raise ModelNotFoundError(_missing_message(name, f"download failed: {exc}"), subject="model") from None
     except Exception as exc:  # network errors come from requests/urllib3 in many shapes
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelNotFoundError(_missing_message(name, f"download failed: {reason[:200]}"), subject="model") from None
+        raise ModelNotFoundError(_missing_message(name, f"download failed: {_short_reason(exc)}"), subject="model") from None
     return Path(path)
+
+
+def resolve_labels(name_or_path: Union[str, os.PathLike[str]]) -> Path:
+    """A label file by path, or a known label file by name (found and downloaded like a model)."""
+    from lastlayer.errors import LabelFileError
+
+    given = Path(name_or_path).expanduser()
+    if given.is_file():
+        return given
+    if given.is_dir():
+        raise LabelFileError(f"label path {name_or_path} is a folder; give the label file inside it", subject="labels")
+    if given.name in KNOWN_FILES and given.parent == Path("."):
+        return resolve_model(given.name)
+    raise LabelFileError(f"label file {name_or_path} does not exist; check its path", subject="labels")
 
 
 def open_model(name_or_path: Union[str, os.PathLike[str], bytes], *, download: bool = True) -> ModelFile:

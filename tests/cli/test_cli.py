@@ -105,3 +105,18 @@ def test_unwritable_outputs_are_one_line_errors_and_leave_nothing(capsys, tmp_pa
     errors = [line for line in err.splitlines() if line.startswith("lastlayer: error:")]
     assert len(errors) == 1 and "cannot create output folder" in errors[0] and errors[0].endswith("(--output)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import lastlayer.cli.inspect as verb
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(verb, "run", broken)
+    assert main(["inspect", "x.tflite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (ZeroDivisionError: division by zero)" in err and "LASTLAYER_DEBUG" in err
+    monkeypatch.setenv("LASTLAYER_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["inspect", "x.tflite"])

@@ -7,7 +7,7 @@ import pytest
 from lastlayer.cli import main
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not an Exception: the CLI turns those into "internal error"
     pass
 
 

@@ -45,7 +45,7 @@ def test_imprinting_head_written_with_pycoral_edits_and_metadata():
     head = ImprintingHead(scale=10.0, normalize_examples=False)
     head.add(np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]), 0)
     head.add(np.array([0.0, 0.0, -0.6, 0.8]), 1)
-    model = ModelFile.from_bytes(write_head(ModelFile.from_tree(float_extractor(features=4)), head.export()))
+    model = ModelFile.from_bytes(write_head(ModelFile.from_tree(float_extractor(features=4)), head.export(), output_type="uint8"))
     assert model.kind is ModelKind.IMPRINTING
     assert _kernel(model).tolist() == [[219, 219, 128, 128], [128, 128, 51, 230]]
     assert as_text(model.tree.description) == "0 1.414214\n1 1.000000\n"
@@ -149,8 +149,9 @@ def _flower_embeddings(interpreter: Interpreter, datasets_dir, per_class: int = 
     return paths, np.stack([interpreter.run_file(p) for p in paths]), np.array(labels)
 
 
-@pytest.mark.parametrize(("base", "output_type"), [(EXTRACTOR, "uint8"), ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "int8")])
-def test_softmax_head_saved_scores_match_in_memory(model_file, datasets_dir, base, output_type):
+@pytest.mark.parametrize(("base", "output_type", "saved_type"),
+                         [(EXTRACTOR, "uint8", "uint8"), ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "int8", "uint8")])
+def test_softmax_head_saved_scores_match_in_memory(model_file, datasets_dir, base, output_type, saved_type):
     model = ModelFile.read(model_file(base))
     assert output_type_of(model) == output_type
     paths, X, y = _flower_embeddings(Interpreter(extractor_model(model)), datasets_dir)
@@ -160,7 +161,7 @@ def test_softmax_head_saved_scores_match_in_memory(model_file, datasets_dir, bas
     scores = np.stack([Interpreter(saved).run_file(p) for p in paths[::3]])
     assert np.abs(scores - layer.saved_scores(X[::3], output_type)).max() <= 2 / 256
     out = inspect_model(saved.tree).main
-    assert out.tensors[out.outputs[0]].dtype == output_type.upper()
+    assert out.tensors[out.outputs[0]].dtype == saved_type.upper()  # the base's output type (an int8 head, then QUANTIZE)
 
 
 def test_softmax_head_on_a_float_extractor_is_float(tmp_path):
@@ -178,5 +179,6 @@ def test_softmax_head_on_a_float_extractor_is_float(tmp_path):
     layer = SoftmaxRegression(num_iter=200, momentum=0.9, seed=0).fit(X, np.arange(24) % 3)
     saved = Interpreter(write_head(base, layer.export()))
     np.testing.assert_allclose(np.stack([saved.run_file(p) for p in paths]), layer.saved_scores(X, "float32"), atol=1e-5)
-    with pytest.raises(ModelError, match="a uint8 head after it is not supported"):
-        write_head(base, layer.export(), output_type="uint8")
+    as_uint8 = Interpreter(write_head(base, layer.export(), output_type="uint8"))  # a QUANTIZE after the float head
+    assert as_uint8.output_details[0]["dtype"] == np.uint8
+    np.testing.assert_allclose(np.stack([as_uint8.run_file(p) for p in paths]), layer.saved_scores(X, "float32"), atol=1 / 256 + 1e-6)

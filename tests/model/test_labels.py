@@ -40,3 +40,49 @@ def test_embedded_labels_survive_save_and_replace(model_file):
     set_embedded_labels(reloaded, {0: "a", 1: "b", 2: "c"})
     assert embedded_labels(load_model(model_to_bytes(reloaded))) == {0: "a", 1: "b", 2: "c"}
     assert sum(1 for m in reloaded.metadata if m.name in (b"labels", "labels")) == 1
+
+
+def test_label_files_with_a_bom_binary_or_latin1(tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeff0 chat\n1 hibou\n".encode())
+    assert read_label_file(tmp_path / "bom.txt") == {0: "chat", 1: "hibou"}
+    (tmp_path / "bin.txt").write_bytes(b"0 a\x00\x00\x01\n")
+    with pytest.raises(LabelFileError, match="bin.txt is binary"):
+        read_label_file(tmp_path / "bin.txt")
+    (tmp_path / "latin.txt").write_bytes("0 caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LabelFileError, match=r"latin.txt: not UTF-8 \(byte 0xe9"):
+        read_label_file(tmp_path / "latin.txt")
+    with pytest.raises(LabelFileError, match="is a folder"):
+        read_label_file(tmp_path)
+
+
+def _with_label_zip(model: bytes, text: str) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("labels.txt", text)
+    return model + buffer.getvalue()
+
+
+def test_embedded_zip_labels_with_a_bom(model_file):
+    data = _with_label_zip(model_file(EXTRACTOR).read_bytes(), "\ufeffgear\nwasher\n")
+    assert embedded_labels(load_model(data), data) == {0: "gear", 1: "washer"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_unreadable_embedded_labels_are_a_warning_naming_the_model(model_file, tmp_path, damage):
+    from lastlayer.model.file import LabelsWarning
+    from lastlayer.zoo import open_model
+
+    model = model_file(EXTRACTOR).read_bytes()
+    data = _with_label_zip(model, "gear\nwasher\n" * 50)
+    if damage == "truncated":
+        data = data[:len(model) + (len(data) - len(model)) // 2]
+    else:
+        start = data.index(b"gear", len(model))
+        data = data[:start] + b"XXXX" + data[start + 4:]  # the stored CRC no longer matches
+    path = tmp_path / "labelled.tflite"
+    path.write_bytes(data)
+    with pytest.warns(LabelsWarning, match=r"labelled.tflite: its appended label archive is damaged"):
+        assert open_model(path).labels is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -65,7 +66,14 @@ def error_line(exc: LastLayerError, verb: ModuleType | None) -> str:
 
 
 def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    sys.stderr.write(f"lastlayer: warning: {message}\n")
+    """One line per warning; written around an active progress bar, never glued onto it."""
+    text = f"lastlayer: warning: {message}"
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        sys.stderr.write(text + "\n")
 
 
 _received: list[int] = []
@@ -129,6 +137,15 @@ def _run(argv: Sequence[str] | None) -> int:
             args.parser.error(str(exc))
         except LastLayerError as exc:
             print(error_line(exc, verb), file=sys.stderr)
+            return 1
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:  # a bug of ours: still one line, and the traceback on request
+            if os.environ.get("LASTLAYER_DEBUG"):
+                raise
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            print(f"lastlayer: error: internal error ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                  "please report it, with the output of the same command run with LASTLAYER_DEBUG=1", file=sys.stderr)
             return 1
     except BrokenPipeError:
         return 1

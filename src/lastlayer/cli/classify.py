@@ -9,7 +9,7 @@ from lastlayer.cli import common
 
 HELP = "rank the classes of images with a model"
 EXAMPLE = "lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg --top-k 3"
-FLAGS = {"model": "--model", "labels": "--labels"}
+FLAGS = {"model": "--model", "labels": "--labels", "normalization": common.NORMALIZATION_FLAGS}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--threshold", "-t", type=common.finite_float, default=0.0,
                         help="hide classes scoring below this; zero scores are always hidden (default: 0.0)")
     parser.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads (default: all cores)")
+    common.add_normalization_options(parser)
     common.add_output_options(parser)
     return parser
 
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from lastlayer.jobs.classify import ImageScores, classify_files
 
     result: ImageScores = classify_files(args.model, args.images, labels=args.labels, top_k=args.top_k,
-                                         threshold=args.threshold, num_threads=args.threads)
+                                         threshold=args.threshold, num_threads=args.threads,
+                                         input_mean=args.input_mean, input_std=args.input_std)
     common.render(args, result)
     for bad in result.unreadable:  # every readable image was reported above; each unreadable one gets its error line
         print(f"lastlayer: error: {bad['error']}", file=sys.stderr)

@@ -53,6 +53,34 @@ def finite_float(text: str) -> float:
     return _number(float, text)
 
 
+def channel_values(text: str) -> tuple[float, ...]:
+    """An argparse type: one finite number, or one per channel separated by commas (``123.7,116.3,103.5``)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma-separated list of numbers")
+    return tuple(_number(float, part) for part in parts)
+
+
+NORMALIZATION_FLAGS = "--input-mean / --input-std"
+OUTPUT_TYPES = ("uint8", "int8", "float32")  # lastlayer.model.heads.OUTPUT_TYPES (not imported: it loads LiteRT)
+
+
+def add_normalization_options(parser: argparse.ArgumentParser) -> None:
+    """``--input-mean`` and ``--input-std``: how pixels are normalised for the model (default: decided from the model)."""
+    parser.add_argument("--input-mean", type=channel_values, default=None, metavar="MEAN",
+                        help="pixel normalisation (p - MEAN) / STD: one value or one per channel, e.g. 123.7,116.3,103.5 "
+                        "(default: from the model's metadata, else its input quantization, else 128; see 'lastlayer inspect')")
+    parser.add_argument("--input-std", type=channel_values, default=None, metavar="STD",
+                        help="see --input-mean (default: from the model, else 128)")
+
+
+def add_output_type_option(parser: argparse.ArgumentParser) -> None:
+    """``--output-type``: the saved model's output type (default: the base model's)."""
+    parser.add_argument("--output-type", choices=OUTPUT_TYPES, default=None,
+                        help="output type of the saved model (default: the base model's: a classifier's output type, "
+                        "an extractor's input type)")
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -8,7 +8,8 @@ from lastlayer.cli import common
 
 HELP = "accuracy, per-class metrics, confusion matrix and latency on labelled images"
 EXAMPLE = "lastlayer evaluate out/model.tflite test_photos/ --report-dir out/eval --compare other.tflite"
-FLAGS = {"model": "MODEL", "labels": "--labels", "data": "DATA_DIR", "output": "--report-dir"}
+FLAGS = {"model": "MODEL", "labels": "--labels", "data": "DATA_DIR", "output": "--report-dir",
+         "normalization": common.NORMALIZATION_FLAGS}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--report-dir", help="write report.json and confusion.png here")
     parser.add_argument("--compare", metavar="OTHER", help="evaluate a second model on the same images, side by side")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    common.add_normalization_options(parser)  # for MODEL; a --compare model is fed as decided from that model
     common.add_output_options(parser)
     return parser
 
@@ -31,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     from lastlayer.jobs.evaluate import EvaluateOptions, evaluate
 
     options = EvaluateOptions(labels=args.labels, report_dir=args.report_dir, compare=args.compare, strict=args.strict,
-                              progress=common.show_progress(args))
+                              progress=common.show_progress(args), input_mean=args.input_mean, input_std=args.input_std)
     return common.render(args, evaluate(args.model, args.data_dir, options))

@@ -10,7 +10,8 @@ from lastlayer.cli import common
 HELP = "add classes from a few images each (weight imprinting)"
 EXAMPLE = "lastlayer imprint parts/ -o out/ --shots 5\n             lastlayer imprint --resume out/model.tflite new_parts/ -o out2/"
 FLAGS = {"model": "--model", "resume": "--resume", "data": "DATA_DIR", "output": "--output", "ratio": "--test-ratio",
-         "shots": "--shots", "keep_classes": "--keep-classes"}
+         "shots": "--shots", "keep_classes": "--keep-classes", "normalization": common.NORMALIZATION_FLAGS,
+         "output_type": "--output-type"}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=common.positive_float, default=None,
                         help="scale factor s of s*cos for a new model (default: 48, measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the shots (default: 0)")
+    common.add_normalization_options(parser)
+    common.add_output_type_option(parser)
     return parser
 
 
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     options = ImprintOptions(
         test_ratio=args.test_ratio, shots=args.shots, finetune=args.finetune, finetune_steps=args.finetune_steps,
         keep_classes=args.keep_classes, scale=args.scale, seed=args.seed, use_cache=not args.no_cache,
-        strict=args.strict, progress=common.show_progress(args),
+        strict=args.strict, progress=common.show_progress(args), input_mean=args.input_mean, input_std=args.input_std,
+        output_type=args.output_type,
     )
     output = args.output or str(Path(args.resume).parent)
     result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=common.job_log(args))

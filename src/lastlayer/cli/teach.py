@@ -15,7 +15,8 @@ from lastlayer.cli import common
 
 HELP = "teach new classes from a camera: keys in the terminal, or a web page (--web)"
 EXAMPLE = "lastlayer teach --source 0 --state parts-state"
-FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state"}
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state",
+         "normalization": common.NORMALIZATION_FLAGS}
 KEYS = "keys: 1-9 add the current frame to class 1-9, n name a new class, u undo, e evaluate, s export, q quit"
 
 
@@ -36,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=common.positive_int, default=8765, help="with --web: port (default: 8765)")
     parser.add_argument("--token", help="with --web: access token (default: a random one when listening beyond this machine)")
+    common.add_normalization_options(parser)
     common.add_output_options(parser)
     return parser
 
@@ -43,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lastlayer.teach.session import TeachingSession
 
-    session = TeachingSession(args.state, args.model)
+    session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
     try:
         if args.web:
             from lastlayer.serve.server import serve

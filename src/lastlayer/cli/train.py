@@ -8,7 +8,8 @@ from lastlayer.cli import common
 
 HELP = "train a softmax head on class folders (last-layer backprop)"
 EXAMPLE = "lastlayer train photos/ -o out/ --epochs 30"
-FLAGS = {"model": "--extractor", "data": "DATA_DIR", "output": "--output", "ratio": "--val-ratio"}
+FLAGS = {"model": "--extractor", "data": "DATA_DIR", "output": "--output", "ratio": "--val-ratio",
+         "normalization": common.NORMALIZATION_FLAGS, "output_type": "--output-type"}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--balanced", action="store_true", help="weight classes inversely to their size")
     parser.add_argument("--early-stopping", action="store_true", help="stop when validation loss stops improving")
     parser.add_argument("--print-every", type=common.non_negative_int, default=100, help="log loss/accuracy every N iterations (0: never)")
+    common.add_normalization_options(parser)
+    common.add_output_type_option(parser)
     return parser
 
 
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum, reg=args.reg, val_ratio=args.val_ratio, seed=args.seed,
         class_weight="balanced" if args.balanced else None, early_stopping=args.early_stopping,
         print_every=args.print_every, use_cache=not args.no_cache, strict=args.strict, progress=common.show_progress(args),
+        input_mean=args.input_mean, input_std=args.input_std, output_type=args.output_type,
     )
     result = train(args.data_dir, args.output, args.extractor, options, log=common.job_log(args))
     if args.json:

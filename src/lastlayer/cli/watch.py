@@ -9,7 +9,8 @@ from lastlayer.cli import common
 
 HELP = "classify a camera, video, stream or image folder live; print each change of the top class"
 EXAMPLE = "lastlayer watch --model out/model.tflite --source 0 --json"
-FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record"}
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record",
+         "normalization": common.NORMALIZATION_FLAGS}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--realtime", action="store_true", help="play a video file or folder at its frame rate (default: as fast as possible)")
     parser.add_argument("--record", metavar="DIR", help="save frames whose top class is --record-class into DIR/<class>/")
     parser.add_argument("--record-class", metavar="NAME", help="the class whose frames --record saves")
+    common.add_normalization_options(parser)
     common.add_output_options(parser)
     return parser
 
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from lastlayer.teach.session import TeachingSession
     from lastlayer.teach.sources import open_source
 
-    predictor = ModelPredictor(args.model) if args.model else TeachingSession(args.state)
+    feed = {"input_mean": args.input_mean, "input_std": args.input_std}
+    predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, **feed)
     recorder = FrameRecorder(args.record, args.record_class) if args.record else None
     live = sys.stderr.isatty() and not (args.json or args.quiet)
     states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,

@@ -9,8 +9,9 @@ from lastlayer.classify import get_classes_from_scores, label_of
 from lastlayer.errors import ImageError
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.labels import read_label_file
+from lastlayer.model.normalization import Values
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import open_model, resolve_model
+from lastlayer.zoo import open_model, resolve_labels
 
 
 @dataclass
@@ -38,11 +39,15 @@ class ImageScores:
 
 
 def classify_files(model: PathLike, images: Sequence[PathLike], *, labels: PathLike | None = None, top_k: int = 5,
-                   threshold: float = 0.0, num_threads: int | None = None) -> ImageScores:
-    """Classify each image; an unreadable image is listed in ``unreadable`` and the others still classified."""
+                   threshold: float = 0.0, num_threads: int | None = None, input_mean: Values | str | None = None,
+                   input_std: Values | str | None = None) -> ImageScores:
+    """Classify each image; an unreadable image is listed in ``unreadable`` and the others still classified.
+
+    ``input_mean`` / ``input_std`` override the normalisation decided from the model (one value or one per channel).
+    """
     model_file = open_model(model)
-    interpreter = Interpreter(model_file, num_threads=num_threads)
-    table = read_label_file(resolve_model(labels)) if labels else model_file.labels
+    interpreter = Interpreter(model_file, num_threads=num_threads, input_mean=input_mean, input_std=input_std)
+    table = read_label_file(resolve_labels(labels)) if labels else model_file.labels
     result = ImageScores(model_file.name, threshold=threshold)
     for image in images:
         try:

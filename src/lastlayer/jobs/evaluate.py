@@ -16,9 +16,10 @@ from lastlayer.files import OutputSet
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
+from lastlayer.model.normalization import Values
 from lastlayer.report import classification_report, misclassified, save_confusion_png, text_table
 from lastlayer.runtime import Interpreter, extract_embeddings
-from lastlayer.zoo import open_model, resolve_model
+from lastlayer.zoo import open_model, resolve_labels
 
 
 @dataclass
@@ -30,6 +31,8 @@ class EvaluateOptions:
     compare: PathLike | None = None
     strict: bool = False
     progress: bool = True
+    input_mean: Values | str | None = None  # the evaluated model's normalisation (None: decided from it)
+    input_std: Values | str | None = None  # a compared model is always fed as decided from that model
 
 
 @dataclass
@@ -58,10 +61,11 @@ def model_class_ids(classes: list[str], labels: list[str] | None, size: int, mod
     return [by_name[c] for c in classes]
 
 
-def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, options: EvaluateOptions, on_error: Any) -> _Scored:
-    interpreter = Interpreter(model)
+def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, options: EvaluateOptions, on_error: Any,
+           normalization: tuple[Any, Any] = (None, None)) -> _Scored:
+    interpreter = Interpreter(model, input_mean=normalization[0], input_std=normalization[1])
     if labels_path:
-        table = read_label_file(resolve_model(labels_path))
+        table = read_label_file(resolve_labels(labels_path))
         labels = [table.get(i, str(i)) for i in range(interpreter.output_size)]
     else:
         labels = model.label_list(interpreter.output_size)
@@ -111,7 +115,7 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
             unreadable.append(str(path))
             warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
 
-    runs = [_score(models[0], dataset, options.labels, options, report_bad)]
+    runs = [_score(models[0], dataset, options.labels, options, report_bad, (options.input_mean, options.input_std))]
     if len(models) == 2:
         runs.append(_score(models[1], dataset, None, options, report_bad))
     keep = np.ones(len(dataset), dtype=bool)

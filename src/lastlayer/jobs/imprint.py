@@ -12,9 +12,16 @@ from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead
-from lastlayer.model.export import cosine_class_rows, extractor_model, read_imprinting_layer, write_head
+from lastlayer.model.export import (
+    cosine_class_rows,
+    extractor_model,
+    original_output_type,
+    read_imprinting_layer,
+    write_head,
+)
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure
+from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.report import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
@@ -31,6 +38,9 @@ class ImprintOptions(skeleton.DataOptions):
     keep_classes: bool = False
     scale: float | None = None
     seed: int = 0
+    input_mean: Values | str | None = None  # None: decided from the model (see lastlayer.model.normalization)
+    input_std: Values | str | None = None
+    output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
 
 
 def open_head(base: ModelFile, options: ImprintOptions, resume: bool) -> ImprintingHead:
@@ -80,7 +90,9 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
     dataset = skeleton.announced_dataset(data, say)
     ids = _model_class_ids(head, dataset.classes, base.name)
-    embedded = skeleton.embed(Interpreter(extractor_model(base)), dataset, options, timer, say)
+    normalization = input_normalization(base, options.input_mean, options.input_std)
+    output_type = options.output_type or original_output_type(base)
+    embedded = skeleton.embed(Interpreter(extractor_model(base), normalization=normalization), dataset, options, timer, say)
     X, y = embedded.X, embedded.y
     train_rows, test_rows = stratified_split(y, options.test_ratio, options.seed, classes=dataset.classes)
     if options.shots:
@@ -93,7 +105,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
             losses = head.finetune(options.finetune_steps)
             say(f"fine-tuned {options.finetune_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     with timer.step("serialize_s"):
-        model_bytes = write_head(base, head.export())
+        model_bytes = write_head(base, head.export(), output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
         "method": "imprinting" + (" + finetune" if options.finetune else ""),
         "base_model": base.name,
@@ -102,11 +114,13 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "num_classes": head.num_classes,
         "new_or_extended_classes": {dataset.classes[i]: ids[i] for i in range(len(ids))},
         "scale_factor": head.scale,
+        "output_type": output_type,
+        "normalization": normalization.to_dict(),
         "train_images": int(len(train_rows)),
         "test_images": int(len(test_rows)),
         "shots": {head.labels[i]: head.shots(i) for i in ids},
         "finetune_loss": [losses[0], losses[-1]] if losses else None,
-        "settings": {k: v for k, v in vars(options).items() if k != "progress"},
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
         "test_accuracy": None,
     }
     if len(test_rows):

@@ -11,8 +11,9 @@ from lastlayer.errors import TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.softmax import SoftmaxRegression
-from lastlayer.model.export import extractor_model, output_type_of, write_head
+from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
+from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.report import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
@@ -33,6 +34,9 @@ class TrainOptions(skeleton.DataOptions):
     class_weight: str | None = None
     early_stopping: bool = False
     print_every: int = 100
+    input_mean: Values | str | None = None  # None: decided from the model (see lastlayer.model.normalization)
+    input_std: Values | str | None = None
+    output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
 
     def iterations(self, n_train: int) -> int:
         """Iterations to run: ``epochs`` passes over ``n_train`` images, else ``num_iter`` (default 500)."""
@@ -51,8 +55,10 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     extractor_file = extractor_model(base)
     if base.kind is ModelKind.CLASSIFIER:
         say(f"{base.name} is a classifier: training on its embedding (the input of its class layer)")
-    output_type = output_type_of(base)
-    interpreter = Interpreter(extractor_file)
+    head_type = output_type_of(base)
+    output_type = options.output_type or original_output_type(base)
+    normalization = input_normalization(base, options.input_mean, options.input_std)
+    interpreter = Interpreter(extractor_file, normalization=normalization)
     dataset = skeleton.announced_dataset(data, say)
     embedded = skeleton.embed(interpreter, dataset, options, timer, say)
     train_rows, val_rows = stratified_split(embedded.y, options.val_ratio, options.seed, classes=dataset.classes)
@@ -67,7 +73,7 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     with timer.step("train_s"):
         layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], print_every=options.print_every, log=say)
     with timer.step("serialize_s"):
-        model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type)
+        model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type, normalization=normalization)
     val_accuracy = layer.score(X[val_rows], y[val_rows]) if len(val_rows) else None
     report: dict[str, Any] = {
         "method": "backprop",
@@ -79,12 +85,14 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "iterations": layer.n_iter_,
         "stopped_early": layer.stopped_early_,
         "output_type": output_type,
-        "settings": {k: v for k, v in vars(options).items() if k != "progress"},
+        "head_type": head_type,
+        "normalization": normalization.to_dict(),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
         "train_accuracy": layer.score(X[train_rows], y[train_rows]),
         "val_accuracy": val_accuracy,
     }
     if len(val_rows):
-        scores = layer.saved_scores(X[val_rows], output_type)
+        scores = layer.saved_scores(X[val_rows], head_type)
         report["val"] = classification_report(y[val_rows], scores, dataset.classes)
         report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val_rows], y[val_rows], scores,
                                                        dataset.classes, labels=dataset.classes)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from lastlayer.errors import TrainingError
 from lastlayer.layer import DenseLayer
 from lastlayer.learn.losses import cross_entropy, softmax
+from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_class_id, check_features, check_fitted, check_labels
 from lastlayer.quantization import dequantize, fake_quantize, quantize
 
@@ -45,6 +46,155 @@ class _Class:
     label: str
     shots: int = 0
     examples: list[np.ndarray] = field(default_factory=list)
+
+
+# Fine-tuning monitors a held-out part of the examples (HOLDOUT_RATIO of each class, at least one)
+# when every class with examples has at least HOLDOUT_MIN_PER_CLASS of them; else the training loss.
+HOLDOUT_RATIO = 0.2
+HOLDOUT_MIN_PER_CLASS = 10
+# Halvings of the step size (each after a step that raised the training objective) before stopping.
+MAX_STEP_REDUCTIONS = 10
+
+
+@dataclass
+class FinetuneResult:
+    """What :meth:`ImprintingHead.finetune` did.
+
+    Attributes:
+        losses: training cross-entropy after each accepted step of the monitored run, starting with the
+            imprinted rows' (what ``finetune`` returned before; ``result[0]``, ``result[-1]``, ``len(result)``
+            still work).
+        monitored: the monitored loss, same steps (held-out or training cross-entropy).
+        monitored_on: ``"held-out"`` or ``"training"``.
+        loss_before: monitored loss of the imprinted rows.
+        loss_after: monitored loss of the rows kept (never above ``loss_before``).
+        best_step: the step whose rows were kept (0: the imprinted rows, nothing changed).
+        steps_run: gradient steps tried (accepted and undone).
+        step_reductions: how often a rise of the training objective halved the step.
+        stopped_early: stopped before ``steps`` (no new best for ``patience`` steps, or the step became too small).
+        learning_rate: the step size at the end.
+        scale: ``s`` of the rows kept.
+        held_out: examples held out for monitoring (0 when monitoring the training loss).
+        refit_steps: steps rerun on all examples after a held-out run (0 otherwise).
+        train_loss_before, train_loss_after: training cross-entropy on all examples of the imprinted
+            and the kept rows.
+    """
+
+    losses: list[float]
+    monitored: list[float]
+    monitored_on: str
+    loss_before: float
+    loss_after: float
+    best_step: int
+    steps_run: int
+    step_reductions: int
+    stopped_early: bool
+    learning_rate: float
+    scale: float
+    held_out: int
+    refit_steps: int
+    train_loss_before: float
+    train_loss_after: float
+
+    @property
+    def improved(self) -> bool:
+        """Whether rows other than the imprinted ones were kept."""
+        return self.best_step > 0
+
+    def summary(self) -> str:
+        """One line for a log, e.g. ``loss 0.713 -> 0.402 (held-out, best of 120 steps at step 92, 1 step reduction)``."""
+        text = f"loss {self.loss_before:.3f} -> {self.loss_after:.3f} ({self.monitored_on}, "
+        text += f"best of {self.steps_run} steps at step {self.best_step}" if self.improved else \
+            f"no step improved on imprinting in {self.steps_run}; kept the imprinted rows"
+        if self.step_reductions:
+            text += f", {self.step_reductions} step reduction{'s' if self.step_reductions > 1 else ''}"
+        return text + (", stopped early)" if self.stopped_early else ")")
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+    def __getitem__(self, index: int) -> float:
+        return self.losses[index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.losses)
+
+
+def _holdout_split(y: np.ndarray, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices: ``ratio`` of each class held out if every class has >= HOLDOUT_MIN_PER_CLASS examples."""
+    counts = np.bincount(y)
+    if ratio <= 0 or counts[counts > 0].min() < HOLDOUT_MIN_PER_CLASS:
+        return np.arange(len(y)), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: max(1, round(ratio * counts[c]))] for c in np.flatnonzero(counts)])
+    return np.setdiff1d(np.arange(len(y)), held), np.sort(held)
+
+
+@dataclass
+class _Run:
+    losses: list[float]
+    monitored: list[float]
+    best_rows: np.ndarray
+    best_scale: float
+    best_step: int
+    steps_run: int
+    reductions: int
+    stopped_early: bool
+    learning_rate: float
+
+
+@dataclass
+class _Descent:
+    """Guarded projected gradient descent on unit rows: the math of :meth:`ImprintingHead.finetune`."""
+
+    anchor: np.ndarray
+    trainable: np.ndarray
+    prior: float
+    train_scale: bool
+
+    def objective(self, rows: np.ndarray, s: float, X: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
+        """(cross-entropy, objective with the prior, gradient wrt rows, gradient wrt s)."""
+        cosine = X @ rows.T
+        loss, d_logits = cross_entropy(s * cosine, y)
+        grad = s * d_logits.T @ X + self.prior * (rows - self.anchor)
+        penalty = 0.5 * self.prior * float(np.sum((rows - self.anchor)[self.trainable] ** 2))
+        return loss, loss + penalty, grad, float((d_logits * cosine).sum())
+
+    def run(self, X: np.ndarray, y: np.ndarray, X_mon: np.ndarray, y_mon: np.ndarray, scale: float, steps: int,
+            learning_rate: float, patience: int) -> _Run:
+        same = X_mon is X
+        rows, s, lr = self.anchor.copy(), scale, learning_rate
+        loss, objective, grad, grad_s = self.objective(rows, s, X, y)
+        monitored = loss if same else cross_entropy(s * (X_mon @ rows.T), y_mon)[0]
+        run = _Run([loss], [monitored], rows, s, 0, 0, 0, False, lr)
+        accepted = stale = 0
+        while run.steps_run < steps:
+            run.steps_run += 1
+            candidate = rows.copy()
+            candidate[self.trainable] = unit_rows(rows[self.trainable] - lr * grad[self.trainable])
+            s_new = max(1.0, s - lr * grad_s) if self.train_scale else s
+            c_loss, c_objective, c_grad, c_grad_s = self.objective(candidate, s_new, X, y)
+            if not c_objective <= objective:
+                run.reductions += 1
+                lr *= 0.5
+                if run.reductions > MAX_STEP_REDUCTIONS:
+                    run.stopped_early = True
+                    break
+                continue
+            rows, s, loss, objective, grad, grad_s = candidate, s_new, c_loss, c_objective, c_grad, c_grad_s
+            accepted += 1
+            monitored = loss if same else cross_entropy(s * (X_mon @ rows.T), y_mon)[0]
+            run.losses.append(loss)
+            run.monitored.append(monitored)
+            if monitored < min(run.monitored[:-1]):
+                run.best_rows, run.best_scale, run.best_step, stale = rows, s, accepted, 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    run.stopped_early = run.steps_run < steps
+                    break
+        run.learning_rate = lr
+        return run
 
 
 class ImprintingHead:
@@ -192,36 +342,78 @@ class ImprintingHead:
         return softmax(float(self.scale) * cosine)
 
     # ----------------------------------------------------------------- refinement
-    def finetune(self, steps: int = 300, learning_rate: float = 0.1, *, prior: float = 0.01, train_scale: bool = False) -> list[float]:
-        """Refine the trainable rows by full-batch gradient steps of softmax cross-entropy on ``s * cos``.
+    def finetune(self, steps: int = 300, learning_rate: float = 0.1, *, prior: float = 0.01, train_scale: bool = False,
+                 holdout: float = HOLDOUT_RATIO, patience: int = 30, seed: int = 0) -> FinetuneResult:
+        """Refine the trainable rows by full-batch gradient steps of softmax cross-entropy on ``s * cos``; never worse.
 
         Uses the examples added since this head was created or loaded. Rows stay unit vectors (so the
         model keeps Coral's structure and stays resumable); ``prior`` pulls each row back towards
-        its imprinted direction, which keeps 1-shot classes from drifting. Returns the loss per step.
+        its imprinted direction, which keeps 1-shot classes from drifting.
+
+        Guarded so it cannot end worse than where it started:
+
+        * a step that raises the training objective is undone and the step size halved
+          (after :data:`MAX_STEP_REDUCTIONS` halvings it stops);
+        * the loss is monitored on ``holdout`` of the examples of each class, held out of the
+          steps, when every class with examples has at least :data:`HOLDOUT_MIN_PER_CLASS` of
+          them (else on the training examples); it stops after ``patience`` steps without a new
+          best, and the rows with the lowest monitored loss are kept, the imprinted ones (step 0)
+          included, so the monitored loss after is never above the one before;
+        * when examples were held out, the kept number of steps is then rerun on all examples
+          (with the same guard, keeping the lowest training loss).
+
+        Args:
+            steps: most gradient steps (rejected ones count).
+            learning_rate: the first step size.
+            prior: weight of ``0.5 * ||row - imprinted row||^2``.
+            train_scale: also learn ``s``.
+            holdout: fraction of each class's examples held out to monitor (0: monitor training loss).
+            patience: steps without a new lowest monitored loss before stopping.
+            seed: chooses the held-out examples.
+
+        Returns:
+            a :class:`FinetuneResult` (its ``losses`` is the training loss per step, what this
+            method returned before; the result also indexes and iterates like that list).
         """
-        rows = self.rows().astype(np.float64)
-        pairs = [(k, e) for k, c in enumerate(self.classes_) for e in c.examples]
+        pairs = [(k, e) for k, c in enumerate(self.classes_ or []) for e in c.examples]
         if not pairs:
             raise TrainingError("finetune needs the examples of this session; add examples first")
+        if int(steps) < 0 or not float(learning_rate) > 0 or not 0 <= float(holdout) < 1 or int(patience) < 1 or float(prior) < 0:
+            raise TrainingError("finetune needs steps >= 0, learning_rate > 0, 0 <= holdout < 1, patience >= 1 and prior >= 0")
         X = np.concatenate([e for _, e in pairs])
         y = np.concatenate([np.full(len(e), k) for k, e in pairs])
-        trainable = np.array([c.trainable for c in self.classes_])
-        anchor = rows.copy()
-        s = float(self.scale)
-        losses = []
-        for _ in range(int(steps)):
-            cosine = X @ rows.T
-            loss, d_logits = cross_entropy(s * cosine, y)
-            losses.append(loss)
-            grad = s * d_logits.T @ X + prior * (rows - anchor)
-            if train_scale:
-                s = max(1.0, s - learning_rate * float((d_logits * cosine).sum()))
-            rows[trainable] = unit_rows(rows[trainable] - learning_rate * grad[trainable])
+        rows = self.rows().astype(np.float64)
+        problem = _Descent(rows, np.array([c.trainable for c in self.classes_]), float(prior), bool(train_scale))
+        train, held = _holdout_split(y, float(holdout), int(seed))
+        with blas_threads(len(X) * X.shape[1] * len(rows)):
+            if len(held):
+                # Start the monitored run from rows imprinted without the held-out examples, so that
+                # step 0 is judged on examples it has not seen either.
+                sums = np.stack([c.weights for c in self.classes_])
+                np.add.at(sums, y[held], -X[held])
+                start = np.where(problem.trainable[:, None], unit_rows(sums), rows)
+                first = _Descent(start, problem.trainable, problem.prior, problem.train_scale).run(
+                    X[train], y[train], X[held], y[held], float(self.scale), int(steps), float(learning_rate), int(patience))
+                final = problem.run(X, y, X, y, float(self.scale), first.best_step, float(learning_rate), first.best_step + 1)
+                result = FinetuneResult(
+                    losses=first.losses, monitored=first.monitored, monitored_on="held-out", loss_before=first.monitored[0],
+                    loss_after=min(first.monitored), best_step=first.best_step, steps_run=first.steps_run,
+                    step_reductions=first.reductions, stopped_early=first.stopped_early, learning_rate=first.learning_rate,
+                    scale=final.best_scale, held_out=int(len(held)), refit_steps=final.best_step,
+                    train_loss_before=final.monitored[0], train_loss_after=min(final.monitored))
+            else:
+                final = problem.run(X, y, X, y, float(self.scale), int(steps), float(learning_rate), int(patience))
+                result = FinetuneResult(
+                    losses=final.losses, monitored=final.monitored, monitored_on="training", loss_before=final.monitored[0],
+                    loss_after=min(final.monitored), best_step=final.best_step, steps_run=final.steps_run,
+                    step_reductions=final.reductions, stopped_early=final.stopped_early, learning_rate=final.learning_rate,
+                    scale=final.best_scale, held_out=0, refit_steps=0,
+                    train_loss_before=final.monitored[0], train_loss_after=min(final.monitored))
         for index, klass in enumerate(self.classes_):
             if klass.trainable:
-                klass.weights = rows[index] * max(float(np.linalg.norm(klass.weights)), 1.0)
-        self.scale = s
-        return losses
+                klass.weights = final.best_rows[index] * max(float(np.linalg.norm(klass.weights)), 1.0)
+        self.scale = final.best_scale
+        return result
 
     # ----------------------------------------------------------------- export / restore
     def export(self) -> DenseLayer:

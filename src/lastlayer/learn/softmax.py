@@ -20,6 +20,7 @@ import numpy as np
 from lastlayer.errors import TrainingError
 from lastlayer.layer import DenseLayer
 from lastlayer.learn.losses import cross_entropy, softmax
+from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_features, check_fitted, check_labels
 from lastlayer.quantization import fake_quantize, range_quantization
 
@@ -36,7 +37,71 @@ def loss_and_gradients(
     return loss + float(0.5 * reg * np.sum(W * W)), X.T @ d_logits + reg * W, d_logits.sum(axis=0)
 
 
-class SoftmaxRegression:
+class LinearSoftmaxHead:
+    """What every dense + softmax learner shares once trained: inference, saved scores and export.
+
+    Subclasses set ``W_`` ``[D, C]`` float32, ``b_`` ``[C]``, ``n_features_in_``, ``num_classes_`` and
+    ``logit_range_`` (the logits seen in training, which set the saved model's output quantization).
+    """
+
+    W_: np.ndarray | None
+    b_: np.ndarray
+    n_features_in_: int
+    num_classes_: int
+    logit_range_: tuple[float, float]
+
+    # ----------------------------------------------------------------- inference
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits ``X W + b``, shape [n, C]."""
+        check_fitted(self, "W_")
+        X = check_features(X, self.n_features_in_)
+        with blas_threads(X.shape[0] * X.shape[1] * self.W_.shape[1]):
+            return X @ self.W_ + self.b_
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Softmax probabilities of the float layer, shape [n, C]."""
+        return softmax(self.decision_function(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most likely class id of each row."""
+        return np.argmax(self.decision_function(X), axis=1)
+
+    def score(self, X: np.ndarray, y: Sequence[int] | np.ndarray) -> float:
+        """Fraction of rows whose predicted class equals the label (0..1)."""
+        check_fitted(self, "W_")
+        labels = check_labels(np.asarray(y), len(np.atleast_2d(X)), self.num_classes_)
+        return float(np.mean(self.predict(X) == labels))
+
+    def saved_scores(self, X: np.ndarray, output_type: str = "uint8") -> np.ndarray:
+        """Class scores ``[n, C]`` as the saved model computes them with the given output type.
+
+        For ``uint8`` / ``int8`` the weights and logits are rounded to the grids the model file
+        uses, so these match the device within about 1/256; ``float32`` equals :meth:`predict_proba`.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise TrainingError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if output_type == "float32":
+            return self.predict_proba(X)
+        check_fitted(self, "W_")
+        X = check_features(X, self.n_features_in_)
+        dtype = np.dtype(output_type)
+        weights = self.W_.T
+        w_scale, w_zero = range_quantization(weights.min(), weights.max(), dtype)
+        with blas_threads(X.shape[0] * X.shape[1] * self.W_.shape[1]):
+            logits = X @ fake_quantize(weights, w_scale, w_zero, dtype).T + self.b_
+        l_scale, l_zero = range_quantization(*self.logit_range_, dtype)
+        return softmax(fake_quantize(logits, l_scale, l_zero, dtype))
+
+    def export(self, labels: Sequence[str] | None = None) -> DenseLayer:
+        """The trained layer as plain arrays for :func:`lastlayer.model.heads.write_head`."""
+        check_fitted(self, "W_")
+        names = list(labels) if labels is not None else [str(i) for i in range(self.num_classes_)]
+        if len(names) != self.num_classes_:
+            raise TrainingError(f"{len(names)} labels given for {self.num_classes_} classes")
+        return DenseLayer(weights=self.W_.T.copy(), bias=self.b_.copy(), logit_range=self.logit_range_, labels=names)
+
+
+class SoftmaxRegression(LinearSoftmaxHead):
     """A fully-connected + softmax layer trained on embeddings with mini-batch SGD.
 
     Args:
@@ -153,7 +218,8 @@ class SoftmaxRegression:
         self._check_params()
         X, y = self._checked(X, y, None)
         self._start(X, y)
-        return self._run(X, y, X_val, y_val, int(self.num_iter), print_every, log)
+        with blas_threads(self._work(X, X_val)):
+            return self._run(X, y, X_val, y_val, int(self.num_iter), print_every, log)
 
     def partial_fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                     *, num_iter: int | None = None, print_every: int = 0, log: Log | None = None) -> SoftmaxRegression:
@@ -164,7 +230,13 @@ class SoftmaxRegression:
             self._start(X, y)
         else:
             X, y = self._checked(X, y, self.n_features_in_)
-        return self._run(X, y, X_val, y_val, int(self.num_iter if num_iter is None else num_iter), print_every, log)
+        with blas_threads(self._work(X, X_val)):
+            return self._run(X, y, X_val, y_val, int(self.num_iter if num_iter is None else num_iter), print_every, log)
+
+    def _work(self, X: np.ndarray, X_val: np.ndarray | None) -> int:
+        """Multiply-adds of the largest product of a run (the logits of all training and validation rows)."""
+        rows = len(X) + (0 if X_val is None else len(np.atleast_2d(X_val)))
+        return rows * X.shape[1] * self.num_classes_
 
     def _checked(self, X: np.ndarray, y: np.ndarray, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
         X = check_features(X, dim, "training embeddings")
@@ -221,53 +293,6 @@ class SoftmaxRegression:
         logits = (X if not has_val else np.concatenate([X, X_val])) @ self.W_ + self.b_
         self.logit_range_ = (float(logits.min()), float(logits.max()))
         return self
-
-    # ----------------------------------------------------------------- inference
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Logits ``X W + b``, shape [n, C]."""
-        check_fitted(self, "W_")
-        return check_features(X, self.n_features_in_) @ self.W_ + self.b_
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Softmax probabilities of the float layer, shape [n, C]."""
-        return softmax(self.decision_function(X))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """The most likely class id of each row."""
-        return np.argmax(self.decision_function(X), axis=1)
-
-    def score(self, X: np.ndarray, y: Sequence[int] | np.ndarray) -> float:
-        """Fraction of rows whose predicted class equals the label (0..1)."""
-        check_fitted(self, "W_")
-        labels = check_labels(np.asarray(y), len(np.atleast_2d(X)), self.num_classes_)
-        return float(np.mean(self.predict(X) == labels))
-
-    def saved_scores(self, X: np.ndarray, output_type: str = "uint8") -> np.ndarray:
-        """Class scores ``[n, C]`` as the saved model computes them with the given output type.
-
-        For ``uint8`` / ``int8`` the weights and logits are rounded to the grids the model file
-        uses, so these match the device within about 1/256; ``float32`` equals :meth:`predict_proba`.
-        """
-        if output_type not in OUTPUT_TYPES:
-            raise TrainingError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        if output_type == "float32":
-            return self.predict_proba(X)
-        check_fitted(self, "W_")
-        X = check_features(X, self.n_features_in_)
-        dtype = np.dtype(output_type)
-        weights = self.W_.T
-        w_scale, w_zero = range_quantization(weights.min(), weights.max(), dtype)
-        logits = X @ fake_quantize(weights, w_scale, w_zero, dtype).T + self.b_
-        l_scale, l_zero = range_quantization(*self.logit_range_, dtype)
-        return softmax(fake_quantize(logits, l_scale, l_zero, dtype))
-
-    def export(self, labels: Sequence[str] | None = None) -> DenseLayer:
-        """The trained layer as plain arrays for :func:`lastlayer.model.heads.write_head`."""
-        check_fitted(self, "W_")
-        names = list(labels) if labels is not None else [str(i) for i in range(self.num_classes_)]
-        if len(names) != self.num_classes_:
-            raise TrainingError(f"{len(names)} labels given for {self.num_classes_} classes")
-        return DenseLayer(weights=self.W_.T.copy(), bias=self.b_.copy(), logit_range=self.logit_range_, labels=names)
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: PathLike) -> Path:

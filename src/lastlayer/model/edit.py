@@ -141,3 +141,13 @@ def set_io(model: schema.ModelT, inputs: Sequence[int], outputs: Sequence[int], 
     graph = model.subgraphs[subgraph]
     graph.inputs = [int(i) for i in inputs]
     graph.outputs = [int(i) for i in outputs]
+
+
+def remap_operator(op: schema.OperatorT, opcode_index: int, tensor_map: dict[int, int]) -> schema.OperatorT:
+    """Point ``op`` at a new operator code and renumbered tensors (``-1``, an absent optional input, stays), in place."""
+    op.opcodeIndex = opcode_index
+    op.inputs = [tensor_map[t] if t >= 0 else -1 for t in op.inputs]
+    op.outputs = [tensor_map[t] for t in op.outputs]
+    if op.intermediates is not None:
+        op.intermediates = [tensor_map[t] for t in op.intermediates]
+    return op

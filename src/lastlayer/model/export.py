@@ -3,7 +3,12 @@
 A head arrives as a :class:`~lastlayer.layer.DenseLayer` (plain arrays). With ``normalize_input``
 it becomes Coral's imprinting structure (``L2_NORMALIZATION -> CONV_2D -> MUL -> RESHAPE ->
 SOFTMAX``, readable by PyCoral); otherwise ``FULLY_CONNECTED -> SOFTMAX`` after the embedding.
-Labels and the learner's state are stored in the model's metadata.
+Labels and the learner's state are stored in the model's metadata, and so is the input normalisation
+(TFLite ``NormalizationOptions``), so that lastlayer and other readers of the metadata feed the
+learned model as the base was fed.
+
+The output keeps the type of the base model's output (see :func:`original_output_type`) unless
+another is asked for: a DEQUANTIZE or QUANTIZE after the head converts it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from lastlayer.errors import ModelError
 from lastlayer.layer import DenseLayer
 from lastlayer.model import imprinting as structure
 from lastlayer.model.file import ModelFile, ModelKind
-from lastlayer.model.heads import append_dense_softmax_head, check_extractor
+from lastlayer.model.heads import OUTPUT_TYPES, append_dense_softmax_head, check_extractor, convert_output
 from lastlayer.model.io import model_to_bytes
 from lastlayer.model.labels import set_embedded_labels
-from lastlayer.model.names import as_text
+from lastlayer.model.names import as_text, tensor_type_name
+from lastlayer.model.normalization import Normalization, input_normalization
 from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, locate_embedding
+from lastlayer.model.tflite_metadata import write_input_normalization
 
-OUTPUT_TYPES = ("uint8", "int8", "float32")
+_TYPE_NAMES = {"UINT8": "uint8", "INT8": "int8", "FLOAT32": "float32"}
 
 
 def extractor_tree(model: ModelFile) -> tuple[schema.ModelT, CutPoint | None]:
@@ -50,45 +57,79 @@ def extractor_model(model: ModelFile) -> ModelFile:
 
 
 def output_type_of(model: ModelFile) -> str:
-    """The type a head written after ``model``'s embedding will have (the extractor's output type)."""
+    """The type a dense head after ``model``'s embedding computes in (the extractor's output type).
+
+    The saved model's output type may differ (see :func:`original_output_type`); this one decides how
+    the head's weights and logits are quantized.
+    """
     tree, _ = extractor_tree(model)
     return str(check_extractor(tree, model.name).dtype)
 
 
-def write_head(base: ModelFile, layer: DenseLayer, *, output_type: str | None = None) -> bytes:
+def _type_name(tensor: schema.TensorT) -> str | None:
+    return _TYPE_NAMES.get(tensor_type_name(tensor.type))
+
+
+def original_output_type(model: ModelFile) -> str:
+    """The output type a model learned on ``model`` keeps: ``uint8``, ``int8`` or ``float32``.
+
+    A classifier or imprinting model: the type of its output. An embedding extractor has no class
+    output, so its input type stands in for it: uint8-in (Coral's) extractors give uint8 scores, int8-in
+    ones int8, and float-in ones float32 (also full-integer extractors with float I/O). Anything else:
+    the extractor's output type.
+    """
+    graph = model.tree.subgraphs[0]
+    if model.kind in (ModelKind.CLASSIFIER, ModelKind.IMPRINTING) and len(graph.outputs) == 1:
+        found = _type_name(graph.tensors[graph.outputs[0]])
+        if found is not None:
+            return found
+    if model.kind is ModelKind.EXTRACTOR and len(graph.inputs) == 1:
+        found = _type_name(graph.tensors[graph.inputs[0]])
+        if found is not None:
+            return found
+    return output_type_of(model)
+
+
+def write_head(base: ModelFile, layer: DenseLayer, *, output_type: str | None = None,
+               normalization: Normalization | None = None) -> bytes:
     """``base``'s extractor with ``layer`` appended, as ``.tflite`` bytes; ``base`` is not changed.
 
-    ``output_type`` (``uint8``, ``int8``, ``float32``) must match the extractor's output type for a
-    dense head today; ``None`` takes the extractor's. Imprinting heads are always uint8 (Coral's layout).
+    ``output_type`` (``uint8``, ``int8``, ``float32``; ``None``: :func:`original_output_type`) is the
+    saved model's output type. A dense head computes in the extractor's output type and an imprinting
+    head in uint8 (Coral's layout); a DEQUANTIZE or QUANTIZE converts to ``output_type`` when it differs.
+    ``normalization`` (default: :func:`~lastlayer.model.normalization.input_normalization` of ``base``)
+    is stored as the input's ``NormalizationOptions`` in the model's TFLite metadata.
     """
     if layer.weights.ndim != 2 or layer.bias.shape != (layer.num_classes,) or layer.num_classes < 1:
         raise ModelError(f"a head needs weights [C, D] and bias [C], got {list(layer.weights.shape)} and {list(layer.bias.shape)}")
     if output_type is not None and output_type not in OUTPUT_TYPES:
-        raise ModelError(f"output type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
-    tree = _imprinting_tree(base, layer) if layer.normalize_input else _dense_tree(base, layer, output_type)
+        raise ModelError(f"output type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}", subject="output_type")
+    output_type = output_type or original_output_type(base)
+    tree = _imprinting_tree(base, layer, output_type) if layer.normalize_input else _dense_tree(base, layer)
+    convert_output(tree, output_type)
     if layer.labels:
         set_embedded_labels(tree, list(layer.labels))
+    chosen = normalization or input_normalization(base)
+    write_input_normalization(tree, chosen.mean, chosen.std)
     return model_to_bytes(tree)
 
 
-def _dense_tree(base: ModelFile, layer: DenseLayer, output_type: str | None) -> schema.ModelT:
+def _dense_tree(base: ModelFile, layer: DenseLayer) -> schema.ModelT:
     tree, _ = extractor_tree(base)
-    dtype = str(check_extractor(tree, base.name).dtype)
-    if output_type is not None and output_type != dtype:
-        raise ModelError(f"{base.name} outputs {dtype} embeddings; a {output_type} head after it is not supported, "
-                         f"use output type {dtype}")
     weights = np.asarray(layer.weights, dtype=np.float32) * np.float32(layer.scale)
     append_dense_softmax_head(tree, weights, np.asarray(layer.bias, np.float32), layer.logit_range, source=base.name)
     return tree
 
 
-def _imprinting_tree(base: ModelFile, layer: DenseLayer) -> schema.ModelT:
+def _imprinting_tree(base: ModelFile, layer: DenseLayer, output_type: str) -> schema.ModelT:
     if base.kind is ModelKind.IMPRINTING:
         tree = base.copy_tree()
     else:
         tree, _ = extractor_tree(base)
         structure.build(tree, layer.scale, base.name)
     info = structure.validate(tree, base.name)
+    if info.output_op is not None and _type_name(tree.subgraphs[0].tensors[tree.subgraphs[0].outputs[0]]) != output_type:
+        structure.drop_output_conversion(tree, info)  # another output type was asked for: converted anew
     if info.embedding_dim != layer.dim:
         raise ModelError(f"{base.name} gives {info.embedding_dim}-d embeddings but the head has {layer.dim}-d rows; "
                          "use the extractor the head was trained with")

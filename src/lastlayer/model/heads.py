@@ -155,3 +155,33 @@ def append_dense_softmax_head(
     graph.outputs = [probs]
     model.signatureDefs = None  # they named the old output; a stale signature would mislead
     return emb
+
+
+OUTPUT_TYPES = ("uint8", "int8", "float32")
+
+
+def convert_output(model: schema.ModelT, output_type: str, *, prefix: str = "Output") -> None:
+    """Make the single graph output (class probabilities) ``output_type``, in place, by appending one operator.
+
+    float32 from uint8/int8: a DEQUANTIZE. uint8/int8 from the other 8-bit type or float32: a QUANTIZE
+    to the softmax quantization of that type (scale 1/256, zero point 0 for uint8, -128 for int8), so
+    int8 -> uint8 is exact. Nothing is added when the output already has that type.
+    """
+    if output_type not in OUTPUT_TYPES:
+        raise ModelError(f"output type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}", subject="output_type")
+    graph = model.subgraphs[0]
+    index = int(graph.outputs[0])
+    tensor = graph.tensors[index]
+    have, want = TENSOR_TYPE_TO_NUMPY.get(tensor.type, np.dtype(np.float32)), np.dtype(output_type)
+    if have == want:
+        return
+    int8 = np.dtype(np.int8) in (have, want)
+    B = schema.BuiltinOperator
+    if want == np.dtype(np.float32):
+        out = add_tensor(model, f"{prefix}/Dequantize", tensor.shape, np.float32)
+        add_operator(model, B.DEQUANTIZE, [index], [out], version=2 if int8 else 1)
+    else:
+        out = add_tensor(model, f"{prefix}/Quantize", tensor.shape, want, quant=quantization(*SOFTMAX_QUANTIZATION[want]))
+        add_operator(model, B.QUANTIZE, [index], [out], version=2 if int8 else 1)
+    graph.outputs = [out]
+    model.signatureDefs = None

@@ -1,6 +1,10 @@
 """Coral's imprinting model structure: build it on any extractor, validate it, read and write its classes.
 
-``[extractor] -> L2_NORMALIZATION -> (QUANTIZE) -> CONV_2D 1x1 -> MUL (scale s) -> RESHAPE -> SOFTMAX``
+``[extractor] -> L2_NORMALIZATION -> (QUANTIZE) -> CONV_2D 1x1 -> MUL (scale s) -> RESHAPE -> SOFTMAX (-> output conversion)``
+
+The head is uint8 inside (Coral's layout). For a model whose output must be float32 or int8, one
+DEQUANTIZE or QUANTIZE may follow the SOFTMAX; such models are recognised here (and so can be
+resumed), but only those ending in the SOFTMAX are accepted by PyCoral itself.
 
 Models built here are accepted by PyCoral's ``ImprintingEngine`` and models PyCoral wrote are
 accepted here: the same validation rules and messages, the same tensor edits and constants, and the
@@ -44,6 +48,20 @@ class ImprintingGraph:
     kernel_scale: float
     kernel_zero_point: int
     scale_factor: float
+    output_op: int | None = None  # a DEQUANTIZE / QUANTIZE after the SOFTMAX (float32 or int8 output)
+
+
+_OUTPUT_CONVERSIONS = ("DEQUANTIZE", "QUANTIZE")
+
+
+def _output_conversion(graph: schema.SubGraphT, names: list[str]) -> int | None:
+    """The index of a DEQUANTIZE / QUANTIZE that converts the SOFTMAX output as the last operator, else ``None``."""
+    if len(names) < 6 or names[-1] not in _OUTPUT_CONVERSIONS or names[-2] != "SOFTMAX":
+        return None
+    last, softmax = graph.operators[-1], graph.operators[-2]
+    if not last.inputs or not softmax.outputs or int(last.inputs[0]) != int(softmax.outputs[0]):
+        return None
+    return len(names) - 1
 
 
 def find_structure(model: schema.ModelT) -> ImprintingGraph | None:
@@ -75,15 +93,17 @@ def _inspect(model: schema.ModelT) -> ImprintingGraph | str:
     if len(l2_ops) > 1:
         return f"Unsupported model architecture. Input model must have exactly one L2Norm layer (it has {len(l2_ops)})."
     l2 = l2_ops[0]
-    if len(names) < 4 or names[-4:] != ["CONV_2D", "MUL", "RESHAPE", "SOFTMAX"]:
+    tail = _output_conversion(graph, names)
+    core = names if tail is None else names[:tail]
+    if len(core) < 4 or core[-4:] != ["CONV_2D", "MUL", "RESHAPE", "SOFTMAX"]:
         return "The last 4 operators must be Conv2d, Mul, Reshape, Softmax"
-    conv = len(names) - 4
+    conv = len(core) - 4
     gap = conv - l2
     follow = "Unsupported model architecture. L2Norm operator must be followed with the last Conv2d operator."
     if not (gap == 1 or (gap == 2 and names[l2 + 1] == "QUANTIZE")):
         return follow
     ops = graph.operators
-    if len(ops[conv].inputs) < 3 or not ops[l2].outputs or not ops[-1].outputs or len(ops[conv + 1].inputs) < 2:
+    if len(ops[conv].inputs) < 3 or not ops[l2].outputs or not ops[conv + 3].outputs or len(ops[conv + 1].inputs) < 2:
         return follow
     l2_out = int(ops[l2].outputs[0])
     if int(ops[conv].inputs[0]) != (l2_out if gap == 1 else int(ops[l2 + 1].outputs[0])):
@@ -96,11 +116,12 @@ def _inspect(model: schema.ModelT) -> ImprintingGraph | str:
     if bias.quantization is None or bias.quantization.zeroPoint is None or not len(bias.quantization.zeroPoint) \
             or not 0 <= int(bias.quantization.zeroPoint[0]) <= 255:
         return "bias_zero_point is out of [0, 255] range!"
-    softmax_out = int(ops[-1].outputs[0])
+    softmax_out = int(ops[conv + 3].outputs[0])
     out_shape = [int(d) for d in graph.tensors[softmax_out].shape]
     if len(out_shape) != 2 or out_shape[0] != 1:
         return "Logit output tensor should be [1, x]"
-    if [int(t) for t in graph.outputs] != [softmax_out]:
+    final_out = softmax_out if tail is None else int(ops[tail].outputs[0]) if ops[tail].outputs else -1
+    if [int(t) for t in graph.outputs] != [final_out]:
         return "Graph must have output from Softmax"
     if kernel.type != schema.TensorType.UINT8 or kernel.quantization is None or kernel.quantization.scale is None \
             or not len(kernel.quantization.scale):
@@ -112,7 +133,7 @@ def _inspect(model: schema.ModelT) -> ImprintingGraph | str:
         l2norm_op=l2, conv_op=conv, mul_op=conv + 1, reshape_op=conv + 2, softmax_op=conv + 3,
         embedding_tensor=l2_out, embedding_dim=shape[3],
         kernel_scale=float(kernel.quantization.scale[0]), kernel_zero_point=int(kernel.quantization.zeroPoint[0]),
-        scale_factor=scale_factor,
+        scale_factor=scale_factor, output_op=tail,
     )
 
 
@@ -210,6 +231,10 @@ def write_classes(model: schema.ModelT, info: ImprintingGraph, units: np.ndarray
         reshape.builtinOptions.newShape = [1, count]
     graph.tensors[ops[info.softmax_op].outputs[0]].shape = [1, count]
     graph.outputs = [int(ops[info.softmax_op].outputs[0])]
+    if info.output_op is not None:
+        converted = int(ops[info.output_op].outputs[0])
+        graph.tensors[converted].shape = [1, count]
+        graph.outputs = [converted]
     model.description = format_description(norms)
     model.signatureDefs = None
 
@@ -287,3 +312,13 @@ def set_scale_factor(model: schema.ModelT, info: ImprintingGraph, scale: float) 
     factor.quantization = quantization(scale / 255.0, 0)
     model.buffers[factor.buffer].data = np.array([255], dtype=np.uint8)
     info.scale_factor = float(scale)
+
+
+def drop_output_conversion(model: schema.ModelT, info: ImprintingGraph) -> None:
+    """Remove the DEQUANTIZE / QUANTIZE after the SOFTMAX, in place: the SOFTMAX (uint8) is the output again."""
+    if info.output_op is None:
+        return
+    graph = model.subgraphs[0]
+    del graph.operators[info.output_op]
+    graph.outputs = [int(graph.operators[info.softmax_op].outputs[0])]
+    info.output_op = None

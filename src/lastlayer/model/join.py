@@ -14,6 +14,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
+from lastlayer.model.edit import remap_operator
 from lastlayer.model.names import as_text, builtin_code, custom_code, tensor_type_name
 from lastlayer.model.surgery import single_subgraph
 
@@ -35,8 +36,8 @@ def _describe(tensor: schema.TensorT) -> str:
 def junctions(base: schema.ModelT, head: schema.ModelT, mapping: Mapping[str, str] | None = None) -> dict[int, int]:
     """``{head input index: base output index}``; by equal names unless ``mapping`` (base name -> head name)."""
     base_graph, head_graph = single_subgraph(base, "the base"), single_subgraph(head, "the head")
-    base_outputs = {as_text(base_graph.tensors[t].name): int(t) for t in base_graph.outputs}
-    head_inputs = {as_text(head_graph.tensors[t].name): int(t) for t in head_graph.inputs}
+    base_outputs = {as_text(base_graph.tensors[t].name): t for t in base_graph.outputs}
+    head_inputs = {as_text(head_graph.tensors[t].name): t for t in head_graph.inputs}
     pairs: dict[int, int] = {}
     if mapping:
         for base_name, head_name in mapping.items():
@@ -50,15 +51,16 @@ def junctions(base: schema.ModelT, head: schema.ModelT, mapping: Mapping[str, st
     if not pairs:
         raise ModelError(
             f"no head input matches a base output by name (base outputs: {', '.join(base_outputs)}; "
-            f"head inputs: {', '.join(head_inputs)}); connect them with --map BASE_OUTPUT=HEAD_INPUT"
-        )
+            f"head inputs: {', '.join(head_inputs)}); say which base output feeds which head input (BASE_OUTPUT=HEAD_INPUT)",
+            subject="mapping")
     for head_index, base_index in pairs.items():
         base_tensor, head_tensor = base_graph.tensors[base_index], head_graph.tensors[head_index]
         if list(base_tensor.shape) != list(head_tensor.shape) or _quant_signature(base_tensor) != _quant_signature(head_tensor):
             raise ModelError(f"the junction does not match: base output {_describe(base_tensor)} vs head input {_describe(head_tensor)}")
-    unconnected = [as_text(head_graph.tensors[t].name) for t in head_graph.inputs if int(t) not in pairs]
+    unconnected = [as_text(head_graph.tensors[t].name) for t in head_graph.inputs if t not in pairs]
     if unconnected:
-        raise ModelError(f"head input(s) {', '.join(unconnected)} are not connected to the base; add --map BASE_OUTPUT=HEAD_INPUT")
+        raise ModelError(f"head input(s) {', '.join(unconnected)} are not connected to the base; "
+                         "say which base output feeds each (BASE_OUTPUT=HEAD_INPUT)", subject="mapping")
     return pairs
 
 
@@ -81,7 +83,7 @@ def join(base: schema.ModelT, head: schema.ModelT, mapping: Mapping[str, str] | 
     for index, tensor in enumerate(head_graph.tensors or []):
         if index in tensor_map:
             continue
-        tensor.buffer = buffer_map.get(int(tensor.buffer), 0)
+        tensor.buffer = buffer_map.get(tensor.buffer, 0)
         name = as_text(tensor.name)
         if name in taken:  # keep names unique: a silent merge by name would wire the wrong tensors
             tensor.name = f"{name}/head"
@@ -99,18 +101,13 @@ def join(base: schema.ModelT, head: schema.ModelT, mapping: Mapping[str, str] | 
         else:
             model.operatorCodes[match].version = max(int(model.operatorCodes[match].version), int(code.version))
         code_map[index] = match
-    for op in head_graph.operators or []:
-        op.opcodeIndex = code_map[op.opcodeIndex]
-        op.inputs = [tensor_map[int(t)] if t >= 0 else -1 for t in op.inputs]
-        op.outputs = [tensor_map[int(t)] for t in op.outputs]
-        if op.intermediates is not None:
-            op.intermediates = [tensor_map[int(t)] for t in op.intermediates]
-        graph.operators.append(op)
-    graph.outputs = [tensor_map[int(t)] for t in head_graph.outputs]
+    for op in head_graph.operators:
+        graph.operators.append(remap_operator(op, code_map[op.opcodeIndex], tensor_map))
+    graph.outputs = [tensor_map[t] for t in head_graph.outputs]
     names = {as_text(m.name) for m in model.metadata or []}
     for entry in head.metadata or []:
         if as_text(entry.name) not in names:
-            entry.buffer = buffer_map.get(int(entry.buffer), 0)
+            entry.buffer = buffer_map.get(entry.buffer, 0)
             model.metadata = list(model.metadata or []) + [entry]
     model.signatureDefs = None
     return model

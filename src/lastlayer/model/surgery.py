@@ -12,6 +12,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
+from lastlayer.model.edit import remap_operator
 from lastlayer.model.names import as_text, operator_name
 from lastlayer.model.tensors import dequantized_values
 
@@ -48,16 +49,21 @@ def tensor_index(model: schema.ModelT, name: str, source: str = "the model") -> 
 
 
 def _producers(graph: schema.SubGraphT) -> dict[int, int]:
-    return {int(t): i for i, op in enumerate(graph.operators or []) for t in op.outputs}
+    return {t: i for i, op in enumerate(graph.operators) for t in op.outputs}
 
 
 def _is_class_layer(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT) -> bool:
+    """A FULLY_CONNECTED, or a 1x1 CONV_2D on a 1x1 map: one score per class, no spatial dimensions left.
+
+    (A 1x1 convolution over a feature map is a segmentation or detection head, not a class layer.)
+    """
     name = operator_name(model.operatorCodes[op.opcodeIndex])
     if name == "FULLY_CONNECTED":
         return True
     if name == "CONV_2D":
-        shape = list(graph.tensors[op.inputs[1]].shape)
-        return len(shape) == 4 and shape[1] == 1 and shape[2] == 1
+        kernel = graph.tensors[op.inputs[1]].shape
+        output = graph.tensors[op.outputs[0]].shape
+        return len(kernel) == 4 and kernel[1] == 1 and kernel[2] == 1 and len(output) == 4 and output[1] == 1 and output[2] == 1
     return False
 
 
@@ -67,18 +73,18 @@ def locate_embedding(model: schema.ModelT) -> CutPoint | None:
         return None
     graph = model.subgraphs[0]
     producers = _producers(graph)
-    tensor = int(graph.outputs[0])
+    tensor = graph.outputs[0]
     while tensor in producers:
         op_index = producers[tensor]
         op = graph.operators[op_index]
         name = operator_name(model.operatorCodes[op.opcodeIndex])
         if _is_class_layer(model, graph, op):
-            embedding = int(op.inputs[0])
-            shape = [int(d) for d in graph.tensors[embedding].shape]
+            embedding = op.inputs[0]
+            shape = graph.tensors[embedding].shape
             return CutPoint(embedding, as_text(graph.tensors[embedding].name), shape[-1], op_index, name)
         if name not in _PASS_THROUGH or len(op.inputs) == 0:
             return None
-        tensor = int(op.inputs[0])
+        tensor = op.inputs[0]
     return None
 
 
@@ -116,10 +122,10 @@ def extract_segment(model: schema.ModelT, outputs: list[int], inputs: list[int] 
     kept_ops = []
     for op_index in range(len(graph.operators or []) - 1, -1, -1):
         op = graph.operators[op_index]
-        if any(int(t) in needed and int(t) not in stops for t in op.outputs):
+        if any(t in needed and t not in stops for t in op.outputs):
             kept_ops.append(op_index)
-            needed.update(int(t) for t in op.inputs if t >= 0)
-            needed.update(int(t) for t in (op.intermediates if op.intermediates is not None else []))
+            needed.update(t for t in op.inputs if t >= 0)
+            needed.update(op.intermediates or [])
     kept_ops.reverse()
 
     buffers = [schema.BufferT()]  # buffer 0: the empty sentinel every activation may point at
@@ -137,7 +143,7 @@ def extract_segment(model: schema.ModelT, outputs: list[int], inputs: list[int] 
     tensors = []
     for old in sorted(needed):
         kept = graph.tensors[old]
-        kept.buffer = keep_buffer(int(kept.buffer))
+        kept.buffer = keep_buffer(kept.buffer)
         tensors.append(kept)
 
     code_map: dict[int, int] = {}
@@ -147,18 +153,13 @@ def extract_segment(model: schema.ModelT, outputs: list[int], inputs: list[int] 
         if op.opcodeIndex not in code_map:
             code_map[op.opcodeIndex] = len(codes)
             codes.append(model.operatorCodes[op.opcodeIndex])
-        op.opcodeIndex = code_map[op.opcodeIndex]
-        op.inputs = [tensor_map[int(t)] if t >= 0 else -1 for t in op.inputs]
-        op.outputs = [tensor_map[int(t)] for t in op.outputs]
-        if op.intermediates is not None:
-            op.intermediates = [tensor_map[int(t)] for t in op.intermediates]
-        operators.append(op)
+        operators.append(remap_operator(op, code_map[op.opcodeIndex], tensor_map))
 
     for entry in model.metadata or []:
-        entry.buffer = keep_buffer(int(entry.buffer))
-    new_inputs = inputs if inputs is not None else [int(t) for t in graph.inputs if int(t) in needed]
-    graph.inputs = [tensor_map[int(t)] for t in new_inputs]
-    graph.outputs = [tensor_map[int(t)] for t in outputs]
+        entry.buffer = keep_buffer(entry.buffer)
+    new_inputs = inputs if inputs is not None else [t for t in graph.inputs if t in needed]
+    graph.inputs = [tensor_map[t] for t in new_inputs]
+    graph.outputs = [tensor_map[t] for t in outputs]
     graph.tensors, graph.operators = tensors, operators
     model.operatorCodes, model.buffers = codes, buffers
     model.signatureDefs = None  # signatures named the old outputs
@@ -188,6 +189,10 @@ def cut_at_embedding(model: schema.ModelT, tensor_name: str | None = None, sourc
     """Cut ``model`` at ``tensor_name``, or at the automatically found embedding when ``None``, in place."""
     if tensor_name is None:
         point = find_embedding(model, source)
+        graph = model.subgraphs[0]
+        if point.tensor in graph.inputs:
+            raise ModelError(f"{source}'s class layer reads the model input directly: cutting there leaves no operators; "
+                             "name the embedding tensor to cut at (see 'lastlayer inspect')", subject="tensor")
         return cut(model, point.tensor, source), point
     return cut(model, tensor_index(model, tensor_name, source), source), None
 

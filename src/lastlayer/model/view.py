@@ -203,3 +203,46 @@ def inspect_model(source: ModelSource | schema.ModelT) -> GraphView:
     """Load ``source`` (path, bytes or ``ModelT``) and return its :class:`GraphView`."""
     model = source if isinstance(source, schema.ModelT) else load_model(source)
     return view_of(model)
+
+
+@dataclass
+class Feeding:
+    """How lastlayer feeds a model and what it gives back: what ``inspect`` shows above the graph."""
+
+    input_type: str
+    input_shape: list[int]
+    layout: str | None  # e.g. "NCHW RGB 224x224"; None when the input is no image
+    output_type: str
+    output_shape: list[int]
+    normalization: dict[str, Any]
+    normalization_text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["normalization_text"]
+        return data
+
+    def to_text(self) -> str:
+        layout = f" ({self.layout})" if self.layout else " (not an image input)"
+        return "\n".join([f"input:  {self.input_type}{self.input_shape}{layout}",
+                          f"output: {self.output_type}{self.output_shape}",
+                          f"normalisation: {self.normalization_text}"])
+
+
+def feeding_of(model: Any) -> Feeding:
+    """The :class:`Feeding` of a :class:`~lastlayer.model.file.ModelFile` (single-input models; else the first input)."""
+    from lastlayer.errors import LastLayerError
+    from lastlayer.model.input_layout import image_layout
+    from lastlayer.model.normalization import input_normalization
+
+    graph = model.tree.subgraphs[0]
+    first_in = graph.tensors[graph.inputs[0]]
+    first_out = graph.tensors[graph.outputs[0]]
+    try:
+        layout: str | None = image_layout(first_in.shape, model.name).describe()
+    except LastLayerError:
+        layout = None
+    normalization = input_normalization(model)
+    return Feeding(input_type=tensor_type_name(first_in.type).lower(), input_shape=[int(d) for d in first_in.shape], layout=layout,
+                   output_type=tensor_type_name(first_out.type).lower(), output_shape=[int(d) for d in first_out.shape],
+                   normalization=normalization.to_dict(), normalization_text=normalization.describe())

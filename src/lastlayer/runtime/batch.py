@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
@@ -60,7 +61,7 @@ def extract_embeddings(
     size = interpreter.input_size
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lastlayer-decode") as pool:
         images = _prefetch(pool, paths, size, depth=2 * workers + 2)
-        bar = tqdm(images, total=len(paths), desc=description, unit="img", disable=not progress or len(paths) < 2, leave=False)
+        bar = tqdm(images, total=len(paths), desc=description, unit="img", disable=not progress or len(paths) < 2 or not _is_terminal(), leave=False)
         for row, (path, future) in enumerate(bar):
             try:
                 pixels = future.result()
@@ -75,3 +76,11 @@ def extract_embeddings(
             if latencies is not None:
                 latencies.append(time.perf_counter() - start)
     return result
+
+
+def _is_terminal() -> bool:
+    """Progress bars only on a terminal: redrawn lines are noise in a log file."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -61,6 +61,14 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def _prepare_hint(message: str) -> str:
+    """What to do when LiteRT cannot prepare a model, from what it said."""
+    lowered = message.lower()
+    if "custom op" in lowered or "unresolved" in lowered or "didn't find op" in lowered:
+        return "the model needs an operator this LiteRT build does not have; export it with builtin operators only"
+    return "re-export the model, or check it with 'lastlayer inspect'"
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -116,7 +124,7 @@ class Interpreter:
                 )
                 self.litert.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
-            raise InferenceError(f"cannot prepare {self.name}: {_first_line(exc)}") from None
+            raise InferenceError(f"cannot prepare {self.name}: {_first_line(exc)}; {_prepare_hint(str(exc))}") from None
         self.input_details = self.litert.get_input_details()
         self.output_details = self.litert.get_output_details()
         if len(self.input_details) != 1:

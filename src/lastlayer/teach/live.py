@@ -29,12 +29,12 @@ class Predictor(Protocol):
 class ModelPredictor:
     """Predictions of a classifier ``.tflite`` (e.g. one exported by a session), with its embedded labels."""
 
-    def __init__(self, model: Any, num_threads: int | None = None) -> None:
+    def __init__(self, model: Any, num_threads: int | None = None, *, input_mean: Any = None, input_std: Any = None) -> None:
         from lastlayer.runtime import Interpreter
         from lastlayer.zoo import open_model
 
         self.model = open_model(model)
-        self.interpreter = Interpreter(self.model, num_threads=num_threads)
+        self.interpreter = Interpreter(self.model, num_threads=num_threads, input_mean=input_mean, input_std=input_std)
         self.labels = self.model.label_list(self.interpreter.output_size) or [str(i) for i in range(self.interpreter.output_size)]
         self.input_size = self.interpreter.input_size
         self._lock = threading.Lock()

@@ -21,12 +21,13 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from lastlayer.errors import TrainingError
-from lastlayer.files import atomic_write_bytes, atomic_write_text, ensure_output_dir
+from lastlayer.files import OutputSet
 from lastlayer.images import load_image, load_resized, resize_array
 from lastlayer.learn.imprinting import DEFAULT_SCALE, head_from_sums, leave_one_out, unit_rows
 from lastlayer.model.export import extractor_model, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.labels import format_labels
+from lastlayer.model.normalization import Values, as_values, input_normalization
 from lastlayer.report import confusion_matrix
 from lastlayer.runtime import Interpreter
 from lastlayer.teach.store import StateError, StateStore
@@ -111,6 +112,10 @@ class _Class:
         return self.base + (np.sum(self.units, axis=0) if self.units else 0.0)
 
 
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else list(values)
+
+
 class TeachingSession:
     """Teach an extractor new classes from images or frames, with every change kept in ``state_dir``.
 
@@ -121,10 +126,14 @@ class TeachingSession:
             Default: the model the state was created with, else the default extractor.
         scale: ``s`` of ``s * cos`` for a new session (default 48).
         num_threads: interpreter CPU threads.
+        input_mean, input_std: the pixel normalisation (one value or one per channel); given values are
+            kept in the state and used again when it is reopened without them. Default: decided from
+            the model (see :func:`lastlayer.model.normalization.input_normalization`).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
-                 scale: float | None = None, num_threads: int | None = None) -> None:
+                 scale: float | None = None, num_threads: int | None = None, input_mean: Values | str | None = None,
+                 input_std: Values | str | None = None) -> None:
         self._lock = threading.RLock()
         self.store = StateStore(state_dir)
         stored_model = self.store.get_meta("model")
@@ -139,7 +148,20 @@ class TeachingSession:
             raise StateError(f"state folder {self.store.folder} was taught with {stored_model['path']}, not {self.base.name}; "
                              "use that model or a new state folder", subject="state")
         self.scale = float(self.store.get_meta("scale"))
-        self.interpreter = Interpreter(extractor_model(self.base), num_threads=num_threads)
+        stored_feed = self.store.get_meta("normalization")
+        if input_mean is not None or input_std is not None:
+            given = {"mean": _listed(as_values(input_mean, "mean")), "std": _listed(as_values(input_std, "std"))}
+            if stored_feed is not None and stored_feed != given:
+                raise StateError(f"state folder {self.store.folder} was taught with input mean {stored_feed['mean']} and std "
+                                 f"{stored_feed['std']}; its examples were embedded that way: use the same or a new state folder",
+                                 subject="normalization")
+            if stored_feed is None and self.store.examples():
+                raise StateError(f"state folder {self.store.folder} already holds examples embedded with the model's own "
+                                 "normalisation; use a new state folder for another one", subject="normalization")
+            self.store.set_meta("normalization", given)
+        given = self.store.get_meta("normalization") or {}
+        self.normalization = input_normalization(self.base, given.get("mean"), given.get("std"))
+        self.interpreter = Interpreter(extractor_model(self.base), num_threads=num_threads, normalization=self.normalization)
         self.input_size = self.interpreter.input_size
         self.dim = self.interpreter.output_size
         self._classes: list[_Class] = []
@@ -359,15 +381,17 @@ class TeachingSession:
         with self._lock:
             if self._head is None:
                 raise TrainingError("nothing to export yet: add examples to a class first", subject="class")
-            return write_head(self.base, self._head.export())
+            return write_head(self.base, self._head.export(), normalization=self.normalization)
 
     def export(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``model.tflite`` and ``labels.txt`` into ``out_dir``; returns both paths."""
-        data = self.export_bytes()
-        folder = ensure_output_dir(out_dir)
-        model_path = atomic_write_bytes(folder / "model.tflite", data)
-        labels = self._head.labels
-        return model_path, atomic_write_text(folder / "labels.txt", format_labels(labels))
+        with self._lock:
+            data, labels = self.export_bytes(), list(self._head.labels)
+        with OutputSet(out_dir) as out:  # the two files appear together or not at all
+            out.add_bytes("model.tflite", data)
+            out.add_text("labels.txt", format_labels(labels))
+            paths = out.commit()
+        return paths["model.tflite"], paths["labels.txt"]
 
     @property
     def labels(self) -> list[str]:

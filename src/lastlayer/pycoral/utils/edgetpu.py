@@ -19,11 +19,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
-from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.errors import EdgeTpuError, ModelError
-from lastlayer.model.names import EDGETPU_CUSTOM_CODE
+from lastlayer.errors import EdgeTpuError, ModelError, ModelNotFoundError
 from lastlayer.runtime.delegate import edgetpu_library_name
+from lastlayer.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -54,43 +53,26 @@ def load_edgetpu_delegate(options: Optional[dict[str, Any]] = None) -> Any:
                                       "check the device name, or use the CPU build of the model") from None
 
 
-def _model_bytes(model_path_or_content: ModelSource) -> bytes:
-    if isinstance(model_path_or_content, (bytes, bytearray)):
-        return bytes(model_path_or_content)
-    try:
-        with open(model_path_or_content, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ModelError(f"Could not open '{os.fspath(model_path_or_content)}' ({exc.strerror or exc}); check the path",
-                         subject="model") from None
-
-
-def _needs_edgetpu(data: bytes) -> bool:
-    """True when the model's operator codes include ``edgetpu-custom-op`` (read without parsing the whole model)."""
-    try:
-        model = schema.Model.GetRootAs(data, 0)
-        codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
-    except Exception:  # not a flatbuffer: let the interpreter report it
-        return False
-    return any(code is not None and code.decode("utf-8", "replace") == EDGETPU_CUSTOM_CODE for code in codes)
-
-
 def make_interpreter(model_path_or_content: ModelSource, device: Optional[str] = None, delegate: Any = None) -> litert.Interpreter:
     """A LiteRT interpreter for a model file path or the model's bytes (tensors not yet allocated).
 
     Args:
-        model_path_or_content: a ``.tflite`` path or the model as ``bytes``.
+        model_path_or_content: a ``.tflite`` path (or a known model name, found as the CLI finds it)
+            or the model as ``bytes``. Either way it is validated before LiteRT's native code sees it.
         device: which Edge TPU for a compiled model: ``":<N>"``, ``"usb"``, ``"usb:<N>"``, ``"pci"``,
             ``"pci:<N>"``; ignored for CPU models.
         delegate: an already loaded Edge TPU delegate to use instead of loading one.
     """
-    data = _model_bytes(model_path_or_content)
+    try:
+        model = open_model(model_path_or_content)
+    except ModelNotFoundError as exc:  # LiteRT's wording, which PyCoral passed on
+        raise ModelError(f"Could not open '{os.fspath(model_path_or_content)}': {exc}", subject="model") from None
     delegates = None
     if delegate is not None:
         delegates = [delegate]
-    elif _needs_edgetpu(data):
+    elif model.edgetpu:
         delegates = [load_edgetpu_delegate({"device": device} if device else None)]
-    return litert.Interpreter(model_content=data, experimental_delegates=delegates)
+    return litert.Interpreter(model_content=model.data, experimental_delegates=delegates)
 
 
 def run_inference(interpreter: Any, input_data: Union[bytes, np.ndarray]) -> None:

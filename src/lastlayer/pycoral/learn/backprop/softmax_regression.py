@@ -31,6 +31,7 @@ from lastlayer.learn.softmax import OUTPUT_TYPES
 from lastlayer.learn.softmax import SoftmaxRegression as _Learner
 from lastlayer.model.export import output_type_of, write_head
 from lastlayer.model.file import ModelFile
+from lastlayer.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -106,7 +107,7 @@ class SoftmaxRegression:
         """
         try:
             base = ModelFile.from_bytes(bytes(in_model_path)) if isinstance(in_model_path, (bytes, bytearray)) \
-                else ModelFile.read(in_model_path)
+                else open_model(in_model_path)
         except (ModelError, OSError) as exc:
             name = "<model bytes>" if isinstance(in_model_path, (bytes, bytearray)) else os.fspath(in_model_path)
             raise ModelError(f"Failed to open file: {name} ({exc})", subject="model") from None

@@ -32,6 +32,7 @@ from lastlayer.model import imprinting as structure
 from lastlayer.model.export import cosine_class_rows, extractor_model, extractor_tree, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.names import operator_name
+from lastlayer.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -40,7 +41,7 @@ def _open(model_path: ModelSource) -> ModelFile:
     try:
         if isinstance(model_path, (bytes, bytearray)):
             return ModelFile.from_bytes(bytes(model_path))
-        return ModelFile.read(model_path)
+        return open_model(model_path)
     except (ModelError, OSError) as exc:
         name = "<model bytes>" if isinstance(model_path, (bytes, bytearray)) else os.fspath(model_path)
         raise ModelError(f"Failed to open file: {name} ({exc})", subject="model") from None
