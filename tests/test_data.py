@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from lastlayer.data import DatasetWarning, load_dataset, stratified_split, take_shots
+from lastlayer.data import DatasetWarning, load_dataset, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.embeddings import embed_dataset
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.runtime import Interpreter
@@ -88,10 +88,15 @@ def test_split_keeps_a_training_image_per_class_and_is_seeded():
     assert np.array_equal(stratified_split(labels, 0.5, seed=3)[1], test)
     assert not np.array_equal(stratified_split(labels, 0.5, seed=4)[1], test)
     assert len(stratified_split(labels, 0.0)[1]) == 0
-    with pytest.raises(DatasetError, match="only 1 image"):
-        stratified_split(np.array([0, 0, 0, 1]), 0.5)
+    # classes below the minimum keep every image: here only class 0 (10 images) gives up any
+    assert set(labels[test]) == {0} and (labels[train] == 1).sum() == 3 and (labels[train] == 2).sum() == 2
+    assert too_small_to_hold_out(labels, ["a", "b", "c"], 0.5) == ["b", "c"] and too_small_to_hold_out(labels, ["a", "b", "c"], 0) == []
+    few_train, few_test = stratified_split(labels, 0.5, seed=3, min_to_hold_out=2)  # the old rule: anything with 2 images
+    assert set(labels[few_test]) == {0, 1, 2} and set(labels[few_train]) == {0, 1, 2}
+    with pytest.raises(DatasetError, match="ratio"):
+        stratified_split(labels, 1.0)
     shots = take_shots(train, labels, 2, seed=0)
-    assert [int((labels[shots] == c).sum()) for c in range(3)] == [2, 1, 1]  # classes 1 and 2 keep 1 training image each
+    assert [int((labels[shots] == c).sum()) for c in range(3)] == [2, 2, 2]
     assert set(shots) <= set(train) and len(set(shots)) == len(shots)
     assert not np.array_equal(take_shots(train, labels, 2, seed=1), shots) or len(train) <= 4
 
@@ -144,15 +149,3 @@ def test_csv_encodings_folders_and_files_in_the_wrong_place(tmp_path, images_dir
         load_dataset(tmp_path / "c.bmp")
 
 
-def test_a_class_too_small_to_hold_out_names_class_and_dataset(tmp_path, images_dir):
-    from lastlayer.data import check_holdout
-
-    _copy(images_dir / "cat.bmp", tmp_path / "d" / "cat" / "a.bmp")
-    _copy(images_dir / "owl.jpg", tmp_path / "d" / "owl" / "a.jpg")
-    _copy(images_dir / "bird.bmp", tmp_path / "d" / "owl" / "b.bmp")
-    dataset = load_dataset(tmp_path / "d")
-    with pytest.raises(DatasetError, match=r"class 'cat' of .*d has only 1 image"):
-        check_holdout(dataset, 0.2)
-    check_holdout(dataset, 0.0)
-    with pytest.raises(DatasetError, match=r"class 'cat' of .*d has only 1 image"):
-        stratified_split(dataset.labels, 0.2, classes=dataset.classes, source=dataset.source)

@@ -34,9 +34,9 @@ def test_every_count_contrasts_with_its_cell_even_without_zero_cells():
 
 
 def test_size_grows_with_classes_then_stops_at_the_most_confused():
-    ten = confusion_image(_report(np.eye(10, dtype=int) * 3), "t")
     twenty = confusion_image(_report(np.eye(20, dtype=int) * 3), "t")
-    assert twenty.width - ten.width == 10 * CELL and twenty.height - ten.height == 10 * CELL
+    thirty = confusion_image(_report(np.eye(30, dtype=int) * 3), "t")
+    assert thirty.width - twenty.width == 10 * CELL and thirty.height - twenty.height == 10 * CELL
     rng = np.random.default_rng(0)
     big = rng.integers(0, 3, size=(400, 400)) + np.eye(400, dtype=int) * 20
     image = confusion_image(_report(big), "t")

@@ -265,8 +265,10 @@ class CompatibilityReport:
         elif self.first_cpu_op is None:
             lines.append("every operator and tensor meets the Edge TPU requirements: the whole graph can compile")
         else:
+            after = self.cpu_ops_after_partition - 1
+            rest = "only it, the last operator," if after == 0 else f"it and the {after} operator{'s' if after > 1 else ''} after it"
             lines.append(f"the compiler would partition at operator {self.first_cpu_op} ({self.first_cpu_op_name}): "
-                         f"it and the {self.cpu_ops_after_partition - 1} operator(s) after it would run on the CPU")
+                         f"{rest} would run on the CPU")
         for f in self.findings:
             where = f"op {f.op}" if f.op is not None else f"tensor {f.tensor}" if f.tensor is not None else "model"
             lines.append(f"  {'x' if f.blocking else '-'} [{f.rule}] {where}: {f.message}")
@@ -275,7 +277,7 @@ class CompatibilityReport:
 
 def _tensor_findings(model: schema.ModelT, index: int, graph_io: set[int]) -> list[Finding]:
     tensor = model.subgraphs[0].tensors[index]
-    name = as_text(tensor.name)
+    name = as_text(tensor.name) or f"tensor {index} (unnamed)"
     found = []
     signature = [int(d) for d in tensor.shapeSignature] if tensor.shapeSignature is not None else None
     batch_only = signature is not None and signature[:1] == [-1] and all(d >= 0 for d in signature[1:])

@@ -308,7 +308,7 @@ def embed_dataset(
             cache.close()  # also on errors and Ctrl-C: what was computed stays cached
     keep = ~np.isnan(X).any(axis=1)
     kept = dataset.subset(np.flatnonzero(keep))
-    missing = set(range(len(dataset.classes))) - set(kept.labels.tolist())
+    missing = set(dataset.labels.tolist()) - set(kept.labels.tolist())  # classes that had images, all unreadable
     if missing:
         names = ", ".join(dataset.classes[i] for i in sorted(missing))
         where = f" of {dataset.source}" if dataset.source else ""

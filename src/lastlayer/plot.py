@@ -53,9 +53,10 @@ def _panel(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], titl
     font, small = _font(13), _font(11)
     label_width = 8 + 7 * max([len(r) for r in rows] + [4])
     top = 40 + 7 * max([len(c) for c in columns] + [9]) + (18 if note else 0)
-    width = label_width + CELL * len(columns) + 20
+    footer = "predicted ->  (rows: true class; colour: share of the row)"
+    width = max(label_width + CELL * len(columns) + 20, label_width + 6 * len(footer) + 20, 8 * len(title) + 20)
     height = top + CELL * len(rows) + 40
-    image = Image.new("RGB", (max(width, 360), height), "white")
+    image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 8), title, fill="black", font=font)
     if note:
@@ -80,8 +81,7 @@ def _panel(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], titl
                 text = str(count)
                 draw.text((x + CELL // 2 - 3.5 * len(text), y + CELL // 2 - 7), text, fill="white" if luminance < 140 else "black",
                           font=small)
-    draw.text((label_width, top + CELL * len(rows) + 8), "predicted →   (rows: true class; colour: share of the row)",
-              fill=(90, 90, 90), font=small)
+    draw.text((label_width, top + CELL * len(rows) + 8), footer, fill=(90, 90, 90), font=small)
     return image
 
 

@@ -215,8 +215,6 @@ DATASET_CASES = [
          says="is a folder, not a CSV file"),
     Case("CSV with NUL bytes", lambda e: ["train", _csv(e, "n.csv", b"a\0b,c\n"), "-o", str(e.root / "out")], says="n.csv"),
     Case("CSV row with one column", lambda e: ["train", _csv(e, "o.csv", "data/daisy\n"), "-o", str(e.root / "out")], says="path,label"),
-    Case("class with 1 image and a held-out ratio", lambda e: ["train", e.dataset(classes={"daisy": 1, "roses": 3}), "-o",
-                                                               str(e.root / "out")], says="class 'daisy' of"),
     Case("no readable image in a class", lambda e: ["train", _unreadable_class(e), "-o", str(e.root / "out"), "--val-ratio", "0"],
          says="roses of"),
     Case("strict stops at a corrupt image", lambda e: ["imprint", _unreadable_class(e), "-o", str(e.root / "out"), "--strict"],

@@ -59,3 +59,11 @@ def test_senseless_values_are_usage_errors_at_parse_time(argv, capsys, tmp_path)
     err = capsys.readouterr().err
     assert err.startswith("usage: lastlayer " + argv[0]) and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_resume_updates_in_place_only_when_asked(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["imprint", "data", "--resume", "old/model.tflite"])
+    assert stopped.value.code == 2 and "--in-place" in capsys.readouterr().err
+    seen = _captured(monkeypatch, "imprint", "imprint", ["imprint", "data", "--resume", "old/model.tflite", "--in-place"])
+    assert seen["args"][1] == "old"

@@ -30,3 +30,11 @@ def flowers_imbalanced(datasets_dir: Path, tmp_path: Path) -> Path:
     source = datasets_dir / "flowers"
     classes = sorted(p.name for p in source.iterdir() if p.is_dir())[:3]
     return link_dataset(source, tmp_path / "flowers_imbalanced", dict(zip(classes, (30, 6, 6))))
+
+
+@pytest.fixture
+def few_photos(datasets_dir: Path, tmp_path: Path):
+    """``few_photos(n)`` -> 3 flower classes with ``n`` photos each."""
+    source = datasets_dir / "flowers"
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir())[:3]
+    return lambda n: link_dataset(source, tmp_path / f"few{n}", {name: n for name in classes})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lastlayer.errors import ModelError
+from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.jobs.train import TrainOptions, train
 from lastlayer.model.export import read_imprinting_layer
@@ -91,3 +91,40 @@ def test_resuming_a_backprop_model_says_why_not(flowers_small, tmp_path):
     with pytest.raises(ModelError, match="not an imprinted model") as info:
         imprint(flowers_small, tmp_path / "b", resume=trained.model_path, options=ImprintOptions(**QUIET))
     assert info.value.subject == "resume"
+
+
+@pytest.mark.parametrize("photos", [1, 2, 5])
+def test_few_photos_are_all_imprinted_and_accuracy_says_where_it_comes_from(few_photos, tmp_path, photos):
+    data = few_photos(photos)
+    lines: list[str] = []
+    result = imprint(data, tmp_path / "out", options=ImprintOptions(shots=photos, **QUIET), log=lines.append)
+    report = result.report
+    assert set(report["shots"].values()) == {photos} and report["test_images"] == 0 and report["embeddings_from_cache"] == 0
+    assert report["images"] == 3 * photos and any("no photos held out" in line for line in lines)
+    if photos == 1:
+        assert report["leave_one_out"]["accuracy"] is None and "accuracy not available" in result.headline
+    else:
+        assert report["leave_one_out"]["photos"] == 3 * photos and f"on {3 * photos} photos" in result.headline
+
+
+def test_shots_embed_only_the_photos_used(flowers_small, tmp_path):
+    report = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(shots=2, test_ratio=0.25, **QUIET)).report
+    assert report["images"] == 2 * 3 + report["test_images"] and report["test_images"] == 9
+
+
+def test_resume_skips_photos_already_imprinted(flowers_small, tmp_path):
+    names = sorted(p.name for p in flowers_small.iterdir())
+    first_two = tmp_path / "two"
+    first_two.mkdir()
+    for name in names[:2]:
+        (first_two / name).symlink_to(flowers_small / name, target_is_directory=True)
+    first = imprint(first_two, tmp_path / "a", options=ImprintOptions(test_ratio=0, **QUIET))
+    lines: list[str] = []
+    again = imprint(flowers_small, tmp_path / "b", options=ImprintOptions(test_ratio=0, **QUIET), resume=first.model_path,
+                    log=lines.append)
+    assert again.report["skipped_already_imprinted"] == 24 and any("skipped 24 photo(s)" in line for line in lines)
+    assert again.report["images"] == 12  # only the new class's photos were embedded
+    layer = read_imprinting_layer(ModelFile.read(again.model_path))
+    assert layer.state["shots"] == {"0": 12, "1": 12, "2": 12} and sum(len(v) for v in layer.state["digests"].values()) == 36
+    with pytest.raises(TrainingError, match="already imprinted"):
+        imprint(flowers_small, tmp_path / "c", options=ImprintOptions(test_ratio=0, **QUIET), resume=again.model_path)

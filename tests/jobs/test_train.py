@@ -78,3 +78,9 @@ def test_a_classifier_is_cut_and_trained_on(flowers_small, tmp_path, model_file)
                    options=TrainOptions(num_iter=50, **QUIET), log=lines.append)
     assert any("is a classifier" in line for line in lines)
     assert Interpreter(ModelFile.read(result.model_path)).output_size == 3
+
+
+def test_epochs_count_passes_even_when_the_batch_is_larger_than_the_data():
+    assert TrainOptions(epochs=30, batch_size=100).iterations(16) == 30  # was 5: 30 * 16 / 100
+    assert TrainOptions(epochs=2, batch_size=10).iterations(100) == 20
+    assert TrainOptions().iterations(16) == 500 and TrainOptions(num_iter=7).iterations(16) == 7

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lastlayer.errors import NotFittedError, TrainingError
-from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead, unit_rows
+from lastlayer.learn.imprinting import DEFAULT_SCALE, HOLDOUT_MIN_PER_CLASS, FinetuneResult, ImprintingHead, unit_rows
+from lastlayer.learn.losses import cross_entropy
 
 
 def clusters(n_per_class: int = 6, classes: int = 3, dim: int = 16, spread: float = 0.15, seed: int = 0):
@@ -122,9 +123,12 @@ def test_finetune_changes_rows_and_keeps_them_unit_norm():
     X, y = clusters(n_per_class=10, spread=0.6, seed=3)
     head = ImprintingHead(scale=10.0).fit(X, y)
     before = head.rows()
-    losses = head.finetune(steps=200, learning_rate=0.1, prior=0.0)
+    result = head.finetune(steps=200, learning_rate=0.1, prior=0.0)
     after = head.rows()
-    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0]
+    assert result.monitored_on == "training" and result.held_out == 0  # 10 per class: too few to hold any out
+    assert np.isfinite(result.losses).all() and result.loss_after < 0.9 * result.loss_before
+    assert (result[0], result[-1], len(result)) == (result.losses[0], result.losses[-1], 200)
+    assert result.losses[0] == result.loss_before and result.monitored[-1] == result.loss_after
     assert np.abs(after - before).max() > 1e-2
     np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, rtol=1e-5)
     assert np.mean(head.predict(X) == y) >= np.mean(ImprintingHead(scale=10.0).fit(X, y).predict(X) == y)
@@ -149,3 +153,75 @@ def test_finetune_leaves_base_classes_alone_and_needs_examples():
     head.add(np.array([0.9, 0.1, 0.0, 0.0]), 1)
     head.finetune(steps=50)
     np.testing.assert_allclose(head.rows()[0], [1, 0, 0, 0], atol=1e-6)
+
+
+def waste_like(counts=(700, 400, 250, 180, 100, 70), dim=128, seed=0):
+    """A large, imbalanced pool of overlapping non-negative embeddings (like ReLU features of similar photos)."""
+    rng = np.random.default_rng(seed)
+    common, centers = rng.random(dim), rng.normal(size=(len(counts), dim))
+    y = np.repeat(np.arange(len(counts)), counts)
+    X = np.maximum(common + 2.0 / np.sqrt(dim) * centers[y] + rng.normal(size=(len(y), dim)), 0)
+    return X.astype(np.float32), y
+
+
+def unguarded_finetune(head, steps=300, learning_rate=0.1, prior=0.01):
+    """The fine-tuning loop before the guard: fixed step, last rows returned."""
+    rows = head.rows().astype(np.float64)
+    X, y = unit_rows(np.concatenate([c.examples[0] for c in head.classes_])), np.repeat(np.arange(head.num_classes), [c.shots for c in head.classes_])
+    anchor, losses = rows.copy(), []
+    for _ in range(steps):
+        loss, d_logits = cross_entropy(head.scale * X @ rows.T, y)
+        losses.append(loss)
+        rows = unit_rows(rows - learning_rate * (head.scale * d_logits.T @ X + prior * (rows - anchor)))
+    return losses, rows
+
+
+def test_finetune_divergence_on_a_large_imbalanced_pool_is_caught():
+    X, y = waste_like()
+    losses, rows = unguarded_finetune(ImprintingHead().fit(X, y))
+    assert min(losses) < 0.6 * losses[0] and losses[-1] > 5 * losses[0]  # falls, then diverges
+    assert len(np.unique(np.argmax(unit_rows(X) @ rows.T, axis=1))) < 6  # and some class is never predicted
+
+    for holdout in (0.2, 0.0):
+        head = ImprintingHead().fit(X, y)
+        before = head.predict(X)
+        result = head.finetune(holdout=holdout)
+        assert isinstance(result, FinetuneResult)
+        assert result.monitored_on == ("held-out" if holdout else "training")
+        assert result.improved and result.loss_after < 0.8 * result.loss_before
+        assert result.train_loss_after <= result.train_loss_before
+        assert result.step_reductions >= 1 or result.stopped_early
+        predicted = head.predict(X)
+        assert len(np.unique(predicted)) == 6
+        assert np.mean(predicted == y) > np.mean(before == y) + 0.03
+        loss_now = cross_entropy(head.decision_function(X), y)[0]
+        assert loss_now == pytest.approx(result.train_loss_after, rel=1e-4) and loss_now < result.train_loss_before
+
+
+def test_finetune_holds_out_only_with_enough_examples_per_class():
+    X, y = clusters(n_per_class=HOLDOUT_MIN_PER_CLASS, classes=3, spread=0.6, seed=5)
+    result = ImprintingHead(scale=10.0).fit(X, y).finetune(steps=60)
+    assert result.monitored_on == "held-out" and result.held_out == 3 * round(0.2 * HOLDOUT_MIN_PER_CLASS)
+    assert len(result.losses) == result.steps_run and result.loss_after == min(result.monitored)
+    assert len(result.monitored) == result.steps_run - result.step_reductions + 1 or result.stopped_early
+    assert 0 <= result.refit_steps <= result.best_step <= result.steps_run <= 60
+    X, y = clusters(n_per_class=HOLDOUT_MIN_PER_CLASS - 1, classes=3, spread=0.6, seed=5)
+    assert ImprintingHead(scale=10.0).fit(X, y).finetune(steps=10).monitored_on == "training"
+
+
+def test_finetune_keeps_the_imprinted_rows_when_no_step_helps():
+    X, y = clusters(n_per_class=4, classes=3, spread=0.6, seed=6)
+    head = ImprintingHead(scale=10.0).fit(X, y)
+    before = head.rows()
+    result = head.finetune(steps=50, learning_rate=1e9)  # every step overshoots; the step halves until it gives up
+    assert result.step_reductions >= 10 and result.stopped_early
+    assert result.best_step == 0 and not result.improved and result.loss_after == result.loss_before
+    np.testing.assert_allclose(head.rows(), before, atol=1e-6)
+    assert "kept the imprinted rows" in result.summary()
+
+
+def test_finetune_rejects_bad_settings():
+    head = ImprintingHead().fit(*clusters())
+    for kwargs in ({"steps": -1}, {"learning_rate": 0.0}, {"holdout": 1.0}, {"patience": 0}, {"prior": -1.0}):
+        with pytest.raises(TrainingError, match="finetune needs"):
+            head.finetune(**kwargs)

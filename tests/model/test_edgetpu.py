@@ -99,3 +99,16 @@ def test_cli_check_json(capsys, model_file):
     assert main(["check", str(model_file("tf2_mobilenet_v2_1.0_224_ptq.tflite")), "--runtime", "12", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["first_cpu_op"] == 0 and report["first_cpu_op_name"] == "QUANTIZE" and report["cpu_ops_after_partition"] == 68
+
+
+def test_messages_name_unnamed_tensors_and_count_operators_in_words(model_file):
+    from lastlayer.model.file import ModelFile
+
+    tree = ModelFile.read(model_file("mobilenet_quant_v1_224_head_layers.tflite")).copy_tree()
+    graph = tree.subgraphs[0]
+    last = graph.outputs[0]
+    graph.tensors[last].name = ""
+    graph.tensors[last].type = schema.TensorType.INT32  # not 8-bit: the last operator cannot map
+    text = check_model(tree, runtime=16, name="head.tflite").to_text()
+    assert f"tensor {last} (unnamed) is INT32" in text and " is INT32" not in text.replace(f"tensor {last} (unnamed) is INT32", "")
+    assert "only it, the last operator, would run on the CPU" in text and "the 0 operator" not in text

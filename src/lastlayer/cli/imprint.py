@@ -28,7 +28,9 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help=f"extractor, classifier or imprinting model (default: {common.DEFAULT_EXTRACTOR})")
     parser.add_argument("--resume", metavar="MODEL", help="a model written by 'lastlayer imprint' (or PyCoral) to extend")
     parser.add_argument("--output", "-o", metavar="OUT_DIR",
-                        help="output folder (created if missing); with --resume and no -o, the resumed model's folder is updated in place")
+                        help="output folder (created if missing)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="with --resume and no -o: replace the resumed model (and its labels and report) in its folder")
     parser.add_argument("--keep-classes", action="store_true", help="keep the base model's own classes")
     parser.add_argument("--test-ratio", type=common.held_out_ratio, default=0.25,
                         help="share of each class held out for the report (default: 0.25)")
@@ -46,8 +48,10 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lastlayer.jobs.imprint import ImprintOptions, imprint
 
-    if args.output is None and args.resume is None:
-        raise common.UsageError("imprint needs -o OUT_DIR (or --resume MODEL, which defaults to the model's folder)")
+    if args.output is None and not (args.resume and args.in_place):
+        raise common.UsageError("imprint needs -o OUT_DIR (or, with --resume, --in-place to update the resumed model's folder)")
+    if args.in_place and (args.resume is None or args.output is not None):
+        raise common.UsageError("--in-place goes with --resume and without -o")
     options = ImprintOptions(
         test_ratio=args.test_ratio, shots=args.shots, finetune=args.finetune, finetune_steps=args.finetune_steps,
         keep_classes=args.keep_classes, scale=args.scale, seed=args.seed, use_cache=not args.no_cache,

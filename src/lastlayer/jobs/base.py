@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
-from lastlayer.data import Dataset, check_holdout, load_dataset
+from lastlayer.data import Dataset, load_dataset
 from lastlayer.embeddings import EmbeddedDataset, embed_dataset
 from lastlayer.files import OutputSet
 from lastlayer.model.labels import format_labels
@@ -67,25 +67,10 @@ def announced_dataset(source: PathLike, log: Log) -> Dataset:
     return dataset
 
 
-def held_out_ratio(options: DataOptions) -> float:
-    """The share of each class a job holds out (``val_ratio`` of train, ``test_ratio`` of imprint), else 0."""
-    for name in ("val_ratio", "test_ratio"):
-        value = getattr(options, name, None)
-        if value is not None:
-            return float(value)
-    return 0.0
-
-
 def embed(interpreter: Interpreter, dataset: Dataset, options: DataOptions, timer: Timer, log: Log) -> EmbeddedDataset:
-    """Embed ``dataset`` (cache first), timed as ``embed_s``.
-
-    A class too small for the held-out split is refused before the (slow) embedding, naming the class and dataset.
-    """
-    ratio = held_out_ratio(options)
-    check_holdout(dataset, ratio)
+    """Embed ``dataset`` (cache first), timed as ``embed_s``."""
     with timer.step("embed_s"):
         embedded = embed_dataset(interpreter, dataset, use_cache=options.use_cache, strict=options.strict, progress=options.progress)
-    check_holdout(embedded.dataset, ratio)  # unreadable images may have left a class too small
     if embedded.cached:
         log(f"{embedded.cached} embeddings from the cache")
     return embedded

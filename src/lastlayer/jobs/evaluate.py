@@ -101,6 +101,12 @@ class EvaluateResult:
         return "\n".join(lines)
 
 
+def _short_name(path: str) -> str:
+    """A model's name for a title: its file name, with the folder when the file name alone says little."""
+    name = Path(path)
+    return f"{name.parent.name}/{name.name}" if name.parent.name and name.name in ("model.tflite", "extractor.tflite") else name.name
+
+
 def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = None) -> EvaluateResult:
     """Evaluate a classifier on a class-per-folder dataset; optionally against a second model."""
     options = options or EvaluateOptions()
@@ -143,7 +149,7 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
         if runs[0].scores.shape == runs[1].scores.shape:
             report["max_score_difference"] = float(np.abs(runs[0].scores[keep] - runs[1].scores[keep]).max())
     if options.report_dir:
-        write_report(options.report_dir, report, sections, [f"{Path(run.name).name} on {Path(data).name}" for run in runs])
+        write_report(options.report_dir, report, sections, [f"{_short_name(run.name)} on {Path(data).name}" for run in runs])
     return EvaluateResult(report, str(data))
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import stratified_split, take_shots
+from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
-from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead
+from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead, leave_one_out
 from lastlayer.model.export import (
     cosine_class_rows,
     extractor_model,
@@ -78,6 +78,43 @@ def _model_class_ids(head: ImprintingHead, classes: list[str], base_name: str) -
     return ids
 
 
+# Content digests of imprinted photos kept in the model (hex prefix of SHA-256: 64 bits, ample to spot repeats).
+DIGEST_CHARS = 16
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _known_digests(base: ModelFile) -> dict[str, str]:
+    """Digest -> class id of the photos a resumed model was imprinted from (empty for models without them)."""
+    stored = read_imprinting_layer(base).state.get("digests", {})
+    return {digest: class_id for class_id, digests in stored.items() for digest in digests}
+
+
+def _merged(known: dict[str, str], new: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for digest, class_id in known.items():
+        merged.setdefault(class_id, []).append(digest)
+    for class_id, digests in new.items():
+        merged.setdefault(class_id, []).extend(digests)
+    return merged
+
+
+def _leave_one_out(X: np.ndarray, y: np.ndarray, classes: list[str], scale: float) -> dict[str, Any]:
+    """Leave-one-out accuracy of imprinting over this run's photos, for classes with at least 2 of them."""
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), dtype=int)
+    usable = np.flatnonzero(counts >= 2)
+    if len(usable) < 2:
+        return {"accuracy": None, "photos": 0, "note": "leave-one-out needs 2 classes with 2 photos each"}
+    keep = np.isin(y, usable)
+    local = np.searchsorted(usable, y[keep])
+    predicted = leave_one_out(X[keep], local, len(usable), scale)
+    return {"accuracy": float(np.mean(predicted == local)), "photos": int(keep.sum()),
+            "classes": [classes[i] for i in usable], "note": None}
+
+
 def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTOR, options: ImprintOptions | None = None,
             resume: PathLike | None = None, log: Log | None = None) -> ModelJobResult:
     """Imprint ``data``'s classes into ``model`` (extractor, classifier or imprinting model), or into ``resume``."""
@@ -92,20 +129,49 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     ids = _model_class_ids(head, dataset.classes, base.name)
     normalization = input_normalization(base, options.input_mean, options.input_std)
     output_type = options.output_type or original_output_type(base)
-    embedded = skeleton.embed(Interpreter(extractor_model(base), normalization=normalization), dataset, options, timer, say)
-    X, y = embedded.X, embedded.y
-    train_rows, test_rows = stratified_split(y, options.test_ratio, options.seed, classes=dataset.classes)
+    train_rows, test_rows = stratified_split(dataset.labels, options.test_ratio, options.seed)
+    kept_whole = too_small_to_hold_out(dataset.labels, dataset.classes, options.test_ratio)
+    if kept_whole:
+        say(f"no photos held out from {_names(kept_whole)} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
     if options.shots:
-        train_rows = take_shots(train_rows, y, options.shots, options.seed)
+        train_rows = take_shots(train_rows, dataset.labels, options.shots, options.seed)
+    known = _known_digests(base) if resume is not None else {}
+    digests = [d[:DIGEST_CHARS] for d in dataset.file_digests()]
+    repeated = [r for r in train_rows if digests[r] in known]
+    if repeated:
+        train_rows = np.setdiff1d(train_rows, repeated)
+        say(f"skipped {len(repeated)} photo(s) already imprinted in {base.name}")
+    roles = {**{int(r): "train" for r in train_rows}, **{int(r): "test" for r in test_rows}}
+    if not len(train_rows):
+        raise TrainingError(f"all {len(repeated)} training photos of {data} are already imprinted in {base.name}; "
+                            "nothing new to add", subject="data")
+    used = np.array(sorted(roles), dtype=int)  # only the photos used are embedded (with --shots, a few per class)
+    embedded = skeleton.embed(Interpreter(extractor_model(base), normalization=normalization), dataset.subset(used), options,
+                              timer, say)
+    X, y = embedded.X, embedded.y
+    row_of = {str(dataset.paths[i]): i for i in used}
+    origin = np.array([row_of[str(p)] for p in embedded.dataset.paths], dtype=int)
+    train_rows = np.flatnonzero([roles[i] == "train" for i in origin])
+    test_rows = np.flatnonzero([roles[i] == "test" for i in origin])
     losses: list[float] = []
+    new_digests: dict[str, list[str]] = {}
     with timer.step("imprint_s"):
         for local in np.argsort(ids):  # ascending model ids, so each new class gets exactly the next id
-            head.add(X[train_rows[y[train_rows] == local]], ids[local], dataset.classes[local])
+            rows = train_rows[y[train_rows] == local]
+            if not len(rows):
+                if ids[local] >= head.num_classes:
+                    raise TrainingError(f"every photo of class {dataset.classes[local]!r} is already in {base.name}; "
+                                        "nothing new to imprint for it", subject="data")
+                continue
+            head.add(X[rows], ids[local], dataset.classes[local])
+            new_digests[str(ids[local])] = [digests[origin[r]] for r in rows]
         if options.finetune:
             losses = head.finetune(options.finetune_steps)
             say(f"fine-tuned {options.finetune_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     with timer.step("serialize_s"):
-        model_bytes = write_head(base, head.export(), output_type=output_type, normalization=normalization)
+        layer = head.export()
+        layer.state["digests"] = _merged(known, new_digests)  # so a later --resume can skip these photos
+        model_bytes = write_head(base, layer, output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
         "method": "imprinting" + (" + finetune" if options.finetune else ""),
         "base_model": base.name,
@@ -118,7 +184,9 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "normalization": normalization.to_dict(),
         "train_images": int(len(train_rows)),
         "test_images": int(len(test_rows)),
-        "shots": {head.labels[i]: head.shots(i) for i in ids},
+        "skipped_already_imprinted": len(repeated),
+        "not_held_out": kept_whole,
+        "shots": {head.labels[i]: head.shots(i) for i in ids if i < head.num_classes},
         "finetune_loss": [losses[0], losses[-1]] if losses else None,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
         "test_accuracy": None,
@@ -129,10 +197,18 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         report["test"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in test_rows], y[test_rows], scores,
                                                         dataset.classes, ids, head.labels)
         report["test_accuracy"] = report["test"]["top1_accuracy"]
+    report["leave_one_out"] = _leave_one_out(X[train_rows], y[train_rows], dataset.classes, head.scale)
     report["times"] = timer.rounded()
     headline = f"{head.num_classes} classes"
     if report["test_accuracy"] is not None:
-        headline += f", test accuracy {report['test_accuracy']:.3f} on {len(test_rows)} held-out images"
+        tested = sorted({dataset.classes[c] for c in y[test_rows]})
+        headline += f", test accuracy {report['test_accuracy']:.3f} on {len(test_rows)} held-out photos of {_names(tested)}"
+    elif report["leave_one_out"]["accuracy"] is not None:
+        loo = report["leave_one_out"]
+        headline += (f", leave-one-out accuracy {loo['accuracy']:.3f} on {loo['photos']} photos "
+                     "(no photos held out)")
+    else:
+        headline += f"; accuracy not available: {report['leave_one_out']['note']}"
     written = skeleton.write_model_outputs(output, model_bytes, head.labels, report, report.get("test"),
                                   f"{base.path.name} imprinted: test split")
     return ModelJobResult(written, report, headline)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lastlayer.data import stratified_split
+from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.errors import TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
@@ -61,7 +61,11 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     interpreter = Interpreter(extractor_file, normalization=normalization)
     dataset = skeleton.announced_dataset(data, say)
     embedded = skeleton.embed(interpreter, dataset, options, timer, say)
-    train_rows, val_rows = stratified_split(embedded.y, options.val_ratio, options.seed, classes=dataset.classes)
+    train_rows, val_rows = stratified_split(embedded.y, options.val_ratio, options.seed)
+    kept_whole = too_small_to_hold_out(embedded.y, dataset.classes, options.val_ratio)
+    if kept_whole:
+        say(f"no photos held out for validation from {', '.join(repr(n) for n in kept_whole[:5])}"
+            f"{' and more' if len(kept_whole) > 5 else ''} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
     layer = SoftmaxRegression(
         learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
         momentum=options.momentum, reg=options.reg, class_weight=options.class_weight, early_stopping=options.early_stopping,
@@ -82,6 +86,7 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "classes": dataset.classes,
         "train_images": int(len(train_rows)),
         "val_images": int(len(val_rows)),
+        "not_held_out": kept_whole,
         "iterations": layer.n_iter_,
         "stopped_early": layer.stopped_early_,
         "output_type": output_type,
@@ -99,7 +104,9 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     report["times"] = timer.rounded()
     headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images"
     if val_accuracy is not None:
-        headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} images"
+        headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} held-out images"
+    else:
+        headline += "; no validation accuracy (no photos held out)"
     written = skeleton.write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),
                                   f"{base.path.name} + softmax head: validation split")
     return ModelJobResult(written, report, headline)

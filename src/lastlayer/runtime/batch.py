@@ -1,38 +1,176 @@
-"""Many images through one model: decoding overlapped with inference, with a progress bar."""
+"""Many images through one model: every usable core busy, rows in order, with a progress bar.
+
+On the CPU, ``N`` images are in flight at once, each in its own thread with its own single-threaded
+interpreter (a clone of the one given, made once and kept with it): the thread decodes, resizes and
+invokes, and both Pillow and LiteRT release the GIL while they work, so ``N`` cores give close to
+``N`` times the rate of one, with no core waiting for another and no XNNPACK threads competing with
+decoding. ``N`` is the interpreter's thread budget (``num_threads``, by default the cores this
+process may use, see :func:`~lastlayer.runtime.interpreter.usable_cores`).
+
+With an Edge TPU model (one device), or a budget of one thread, the given interpreter runs every
+image in the calling thread while a thread pool decodes the next ones.
+"""
 
 from __future__ import annotations
 
-import os
+import queue
 import sys
+import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from lastlayer.errors import ImageError
 from lastlayer.images import ImagePath, Size, load_resized
-from lastlayer.runtime.interpreter import Interpreter
+from lastlayer.runtime.interpreter import Interpreter, usable_cores
+
+MAX_DECODERS = 8  # decode threads ahead of a single interpreter (an Edge TPU is fed by at most this many)
 
 
-def _prefetch(pool: ThreadPoolExecutor, paths: Sequence[ImagePath], size: Size, depth: int) -> Iterator[tuple[ImagePath, Future]]:
-    """Yield (path, decoding future) in order while up to ``depth`` more decode in the background."""
-    pending: list[tuple[ImagePath, Future]] = []
-    items = iter(paths)
-    for path in items:
-        pending.append((path, pool.submit(load_resized, path, size)))
-        if len(pending) >= depth:
-            break
+@dataclass(frozen=True)
+class Plan:
+    """How a batch runs: ``interpreters`` images in flight, each with its own single-threaded interpreter
+    (``interpreters > 1``), or one interpreter in the calling thread fed by ``decoders`` threads."""
+
+    interpreters: int
+    decoders: int
+
+    @property
+    def pooled(self) -> bool:
+        return self.interpreters > 1
+
+
+def plan(interpreter: Interpreter, workers: int | None = None, images: int | None = None) -> Plan:
+    """The plan for ``images`` images on this machine.
+
+    ``workers`` overrides the number of images in flight. On the CPU, that many single-threaded
+    interpreters run side by side (default: the interpreter's ``num_threads``, at most the usable
+    cores). An Edge TPU model keeps its one interpreter, fed by ``workers`` decode threads (default:
+    every usable core, at most :data:`MAX_DECODERS`).
+    """
+    cores = usable_cores()
+    limit = max(1, images) if images is not None else None
+    if interpreter.uses_edgetpu:
+        decoders = workers or min(cores, MAX_DECODERS)
+        return Plan(1, max(1, min(decoders, limit or decoders)))
+    count = workers or min(interpreter.num_threads, cores)
+    count = max(1, min(count, limit or count))
+    if count > 1:
+        return Plan(count, 0)
+    # One interpreter: overlap decoding with inference on the cores its threads leave free.
+    decoders = workers or max(1, min(cores - interpreter.num_threads, MAX_DECODERS))
+    return Plan(1, max(1, min(decoders, limit or decoders)))
+
+
+_REPLICAS: weakref.WeakKeyDictionary[Interpreter, list[Interpreter]] = weakref.WeakKeyDictionary()
+_REPLICAS_LOCK = threading.Lock()
+
+
+def replicas(interpreter: Interpreter, count: int) -> list[Interpreter]:
+    """``count`` single-threaded interpreters of ``interpreter``'s model, made once and kept for later batches.
+
+    ``interpreter`` itself is the first of them when it already runs one thread.
+    """
+    with _REPLICAS_LOCK:
+        clones = _REPLICAS.setdefault(interpreter, [])
+        own = [interpreter] if interpreter.num_threads == 1 else []
+        while len(own) + len(clones) < count:
+            clones.append(interpreter.clone(num_threads=1))
+        return (own + clones)[:count]
+
+
+class Embedded(NamedTuple):
+    """One image's outcome: its row, its output (or the :class:`ImageError` that stopped it) and inference seconds."""
+
+    row: int
+    vector: np.ndarray | None
+    error: ImageError | None
+    seconds: float
+
+
+_Work = Callable[[ImagePath], object]
+
+
+def _embed_one(free: queue.SimpleQueue, size: Size, keep_pixels: bool,
+               path: ImagePath) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Decode, resize and run one image on a free interpreter of the pool (in a worker thread)."""
+    interpreter = free.get()
     try:
+        pixels = load_resized(path, size)
+        start = time.perf_counter()
+        interpreter.set_image(pixels)
+        interpreter.invoke()
+        vector = interpreter.output()
+        return vector, time.perf_counter() - start, pixels if keep_pixels else None
+    finally:
+        free.put(interpreter)
+
+
+def _in_order(pool: ThreadPoolExecutor, work: _Work, paths: Sequence[ImagePath], depth: int) -> Iterator[tuple[int, Future]]:
+    """Yield (row, future of ``work(path)``) in row order while up to ``depth`` more run in the background."""
+    pending: list[tuple[int, Future]] = []
+    submitted = 0
+    try:
+        while submitted < len(paths) and len(pending) < depth:
+            pending.append((submitted, pool.submit(work, paths[submitted])))
+            submitted += 1
         while pending:
             current = pending.pop(0)
-            nxt = next(items, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(load_resized, nxt, size)))
+            if submitted < len(paths):
+                pending.append((submitted, pool.submit(work, paths[submitted])))
+                submitted += 1
             yield current
     finally:
         for _, future in pending:
             future.cancel()
+
+
+def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, workers: int | None = None) -> Iterator[Embedded]:
+    """Run every image through ``interpreter``, yielding an :class:`Embedded` per path in row order.
+
+    An unreadable image yields its :class:`ImageError`; any other failure (e.g. of the model) is
+    raised. Leaving the loop early stops the remaining work (at most one image per thread finishes).
+    """
+    if not paths:
+        return
+    size = interpreter.input_size
+    layout = plan(interpreter, workers, len(paths))
+    check = interpreter.degenerate_check
+    if layout.pooled:
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for replica in replicas(interpreter, layout.interpreters):
+            free.put(replica)
+        threads = layout.interpreters
+
+        def work(path: ImagePath) -> object:
+            return _embed_one(free, size, check is not None and not check.done, path)
+    else:
+        threads = layout.decoders
+
+        def work(path: ImagePath) -> object:
+            return load_resized(path, size)
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed") as pool:
+        for row, future in _in_order(pool, work, paths, depth=2 * threads + 2):
+            try:
+                done = future.result()
+            except ImageError as error:
+                yield Embedded(row, None, error, 0.0)
+                continue
+            if layout.pooled:
+                vector, seconds, pixels = done  # type: ignore[misc]
+                if pixels is not None and check is not None and not check.done:
+                    check.observe(pixels, vector)
+            else:
+                start = time.perf_counter()
+                vector = interpreter.run(done)  # type: ignore[arg-type]
+                seconds = time.perf_counter() - start
+            yield Embedded(row, vector, None, seconds)
 
 
 def extract_embeddings(
@@ -45,36 +183,41 @@ def extract_embeddings(
     on_error: Callable[[ImagePath, ImageError], None] | None = None,
     latencies: list[float] | None = None,
 ) -> np.ndarray:
-    """Run every image through ``interpreter``; return a float32 ``[n, output_size]`` array.
+    """Run every image through ``interpreter``; return a float32 ``[n, output_size]`` array in the order of ``paths``.
 
-    Decoding and resizing run in a thread pool (Pillow releases the GIL) while the main thread
-    invokes the model, so the interpreter is the bottleneck. A tqdm progress bar shows on stderr.
-    An unreadable image raises :class:`ImageError`, unless ``on_error(path, error)`` is given:
-    then it is called and that image's row is NaN. ``latencies`` collects each image's inference
-    time (set input, invoke, read output) in seconds.
+    On the CPU, ``workers`` images (default: the interpreter's ``num_threads``, at most the usable
+    cores) are decoded, resized and run at once, each on its own single-threaded copy of the
+    interpreter; an Edge TPU model runs on its one interpreter fed by ``workers`` decode threads
+    (see :func:`plan`). A tqdm progress bar shows on stderr. An unreadable image raises
+    :class:`ImageError`, unless ``on_error(path, error)`` is given: then it is called (in the
+    calling thread, in row order) and that image's row is NaN. ``latencies`` collects each readable
+    image's inference time (set input, invoke, read output) in seconds, in row order.
     """
-    from tqdm.auto import tqdm
-
     paths = list(paths)
     result = np.empty((len(paths), interpreter.output_size), dtype=np.float32)
-    workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
-    size = interpreter.input_size
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lastlayer-decode") as pool:
-        images = _prefetch(pool, paths, size, depth=2 * workers + 2)
-        bar = tqdm(images, total=len(paths), desc=description, unit="img", disable=not progress or len(paths) < 2 or not _is_terminal(), leave=False)
-        for row, (path, future) in enumerate(bar):
-            try:
-                pixels = future.result()
-            except ImageError as error:
-                if on_error is None:
-                    raise
-                on_error(path, error)
-                result[row] = np.nan
-                continue
-            start = time.perf_counter()
-            result[row] = interpreter.run(pixels)
-            if latencies is not None:
-                latencies.append(time.perf_counter() - start)
+    show = progress and len(paths) >= 2 and _is_terminal()
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(paths), desc=description, unit="img", leave=False)
+    try:
+        with closing(iter_embeddings(interpreter, paths, workers=workers)) as outcomes:
+            for row, vector, error, seconds in outcomes:
+                if error is not None:
+                    if on_error is None:
+                        raise error
+                    on_error(paths[row], error)
+                    result[row] = np.nan
+                else:
+                    result[row] = vector
+                    if latencies is not None:
+                        latencies.append(seconds)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return result
 
 

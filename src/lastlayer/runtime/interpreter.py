@@ -36,7 +36,9 @@ def as_model_file(model: ModelInput) -> ModelFile:
         return ModelFile.from_tree(model)
     if isinstance(model, (bytes, bytearray)):
         return ModelFile.from_bytes(bytes(model))
-    return ModelFile.read(model)
+    from lastlayer.zoo import open_model  # a known name is found as the CLI finds it
+
+    return open_model(model)
 
 
 @contextlib.contextmanager
@@ -69,6 +71,17 @@ def _prepare_hint(message: str) -> str:
     return "re-export the model, or check it with 'lastlayer inspect'"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask (``taskset``, cgroups cpusets) where the OS has one."""
+    counter = getattr(os, "process_cpu_count", None)  # Python 3.13+: the affinity-aware count
+    if counter is not None:
+        return max(1, counter() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -79,7 +92,7 @@ class Interpreter:
     Args:
         model: a :class:`~lastlayer.model.file.ModelFile` (preferred: opened once), a ``.tflite``
             path, the model's bytes, or a ``ModelT``.
-        num_threads: CPU threads for XNNPACK; default: all cores.
+        num_threads: CPU threads for XNNPACK; default: the cores this process may use (:func:`usable_cores`).
         device: ``"auto"`` (Edge TPU when the model holds ``edgetpu-custom-op``), ``"cpu"``.
         input_mean, input_std: pixel normalisation ``(p - mean) / std``: one value or one per
             channel (a sequence or ``"a,b,c"``). ``None`` (the default) decides from the model: its
@@ -105,13 +118,15 @@ class Interpreter:
         preserve_all_tensors: bool = False,
     ) -> None:
         self.model = as_model_file(model)
+        self.device = device
+        self.preserve_all_tensors = preserve_all_tensors
         self.name = self.model.name
         self.model_bytes = data = self.model.data
         self.uses_edgetpu = self.model.edgetpu
         if self.uses_edgetpu and device == "cpu":
             raise EdgeTpuError(f"{self.name} was compiled for the Edge TPU and cannot run on the CPU; use its CPU build")
         delegates = [load_edgetpu_delegate(self.name)] if self.uses_edgetpu else None
-        self.num_threads = num_threads or os.cpu_count() or 1
+        self.num_threads = num_threads or usable_cores()
         self.normalization = normalization or input_normalization(self.model, input_mean, input_std)
         try:
             with _native_stderr_silenced(), warnings.catch_warnings():
@@ -134,6 +149,24 @@ class Interpreter:
         if self.normalization.source == DEFAULT and self.input_details[0]["dtype"] == np.float32 \
                 and self.model.kind is ModelKind.EXTRACTOR:
             self._check = DegenerateOutputCheck(self.name)
+
+    def clone(self, num_threads: int | None = None) -> Interpreter:
+        """A second, independent interpreter of the same model, fed the same way (e.g. one per core in a pool).
+
+        It shares the model bytes and the decided normalisation but has its own tensors, so the two can
+        run at the same time in different threads (LiteRT releases the GIL while invoking). The first
+        images' degenerate-output check stays with this interpreter. An Edge TPU model has one device:
+        run it from one interpreter instead of cloning it.
+        """
+        twin = Interpreter(self.model, num_threads=num_threads or self.num_threads, device=self.device,
+                           normalization=self.normalization, preserve_all_tensors=self.preserve_all_tensors)
+        twin._check = None
+        return twin
+
+    @property
+    def degenerate_check(self) -> DegenerateOutputCheck | None:
+        """The pending check of the first images' embeddings (float extractors fed by the default), or ``None``."""
+        return self._check if self._check is not None and not self._check.done else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
