@@ -32,7 +32,7 @@ def link_flowers(flowers: Path, target: Path, classes: list[str], count: int) ->
 
 def command(verb: str, data: Path, out: Path) -> list[str]:
     """The ``python -m lastlayer`` command line of a small run."""
-    extra = ["--num-iter", "300"] if verb == "train" else ["--finetune"]
+    extra = ["--solver", "sgd", "--num-iter", "300"] if verb == "train" else ["--finetune"]
     return [sys.executable, "-m", "lastlayer", verb, str(data), "-o", str(out), *extra]
 
 

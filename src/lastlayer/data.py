@@ -7,7 +7,6 @@ stratified and seeded; every class keeps at least one training image.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import unicodedata
@@ -41,9 +40,15 @@ class Dataset:
     source: str = ""  # the folder or CSV it was read from, for messages
 
     def file_digests(self) -> list[str]:
-        """SHA-256 of each file's content (computed once); keys of the embedding cache."""
+        """SHA-256 of each file's content (computed once); keys of the embedding cache.
+
+        Files whose path, size, times and inode are unchanged since an earlier run take their hash
+        from the embedding cache's database instead of being read again (:mod:`lastlayer.digests`).
+        """
         if len(self.digests) != len(self.paths):
-            self.digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in self.paths]
+            from lastlayer.digests import file_digests
+
+            self.digests = file_digests(self.paths)
         return self.digests
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -23,8 +23,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from lastlayer.data import Dataset, DatasetWarning
+from lastlayer.digests import DATABASE_NAME, save_pending
 from lastlayer.errors import DatasetError, ImageError
-from lastlayer.runtime import Interpreter, extract_embeddings
+from lastlayer.runtime import Interpreter
+from lastlayer.runtime.batch import iter_embeddings
 from lastlayer.zoo import cache_dir
 
 try:  # POSIX: serialise the "is this database damaged?" check between processes
@@ -34,7 +36,6 @@ except ImportError:  # pragma: no cover
 
 # Bump when image decoding or resizing changes, so stale embeddings are not reused.
 PREPROCESSING_VERSION = "2"  # 2: the key also holds the input normalisation and layout
-DATABASE_NAME = "embeddings.sqlite3"
 COMMIT_EVERY = 64  # images per transaction during an extraction
 COMMIT_SECONDS = 1.0  # ... or at least this often
 _BUSY_TIMEOUT_S = 30.0
@@ -87,6 +88,12 @@ class EmbeddingCache:
         return db
 
     def _open(self) -> sqlite3.Connection | None:
+        db = self._open_database()
+        if db is not None:
+            save_pending(db)  # file hashes taken before this database existed: the next run skips re-reading those files
+        return db
+
+    def _open_database(self) -> sqlite3.Connection | None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -181,6 +188,37 @@ class EmbeddingCache:
                     found[digest] = vector.copy()
         return found
 
+    def fill(self, digests: list[str], X: np.ndarray) -> list[int]:
+        """Copy the cached vector of ``digests[row]`` into ``X[row]`` for every row that has one; return the other rows.
+
+        Vectors go straight from the database rows into ``X`` (no second copy of the embeddings is held).
+        """
+        rows_of: dict[str, list[int]] = {}
+        for row, digest in enumerate(digests):
+            rows_of.setdefault(digest, []).append(row)
+        wanted = list(rows_of)
+        filled = np.zeros(len(digests), dtype=bool)
+        size = X.shape[1]
+        for start in range(0, len(wanted), 500):
+            if self._db is None:
+                break
+            chunk = wanted[start:start + 500]
+            query = (f"SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? "
+                     f"AND image IN ({','.join('?' * len(chunk))})")
+            try:
+                rows = self._db.execute(query, [self.model, PREPROCESSING_VERSION, *chunk]).fetchall()
+            except sqlite3.Error as exc:
+                self._failed("read", exc)
+                break
+            for digest, blob in rows:
+                if len(blob) != 4 * size:
+                    continue
+                vector = np.frombuffer(blob, dtype=np.float32)
+                for row in rows_of[digest]:
+                    X[row] = vector
+                    filled[row] = True
+        return np.flatnonzero(~filled).tolist()
+
     def get(self, digest: str) -> np.ndarray | None:
         """One cached vector (any length), or ``None``."""
         if self._db is None:
@@ -244,24 +282,47 @@ class EmbeddedDataset:
     unreadable: list[str]
 
 
-def _chunks(rows: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
-
-
 def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np.ndarray, progress: bool,
-             on_error: Callable[[Path, ImageError], None], store: Callable[[int, np.ndarray], None]) -> None:
-    """Embed ``paths[rows]`` into ``X[rows]`` in chunks, handing each finished vector to ``store`` as it goes."""
-    from tqdm.auto import tqdm
+             on_error: Callable[[Path, ImageError], None], store: Callable[[int, np.ndarray], None]) -> list[int]:
+    """Embed ``paths[rows]`` into ``X[rows]``, handing each finished vector to ``store`` as it goes; return the failed rows."""
+    show = progress and len(rows) >= 2
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
 
-    with tqdm(total=len(rows), desc="embedding", unit="img", disable=not progress or len(rows) < 2, leave=False) as bar:
-        for chunk in _chunks(rows, COMMIT_EVERY):
-            vectors = extract_embeddings(interpreter, [paths[r] for r in chunk], progress=False, on_error=on_error)
-            for row, vector in zip(chunk, vectors):
-                X[row] = vector
-                if not np.isnan(vector).any():
-                    store(row, vector)
-            bar.update(len(chunk))
+        bar = tqdm(total=len(rows), desc="embedding", unit="img", leave=False)
+    failed: list[int] = []
+    try:
+        with closing(iter_embeddings(interpreter, [paths[r] for r in rows])) as outcomes:
+            for index, vector, error, _ in outcomes:
+                row = rows[index]
+                if error is not None:
+                    on_error(paths[row], error)
+                    failed.append(row)
+                elif np.isnan(vector).any():  # a model that outputs NaN: left out like an unreadable image, never cached
+                    failed.append(row)
+                else:
+                    X[row] = vector
+                    store(row, X[row])
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return failed
+
+
+def _drop_rows(X: np.ndarray, failed: list[int]) -> np.ndarray:
+    """``X`` without the ``failed`` rows, compacted in place (a view of the same memory, no copy)."""
+    if not failed:
+        return X
+    keep = np.ones(len(X), dtype=bool)
+    keep[failed] = False
+    kept = np.flatnonzero(keep)
+    for target, source in enumerate(kept.tolist()):
+        if target != source:
+            X[target] = X[source]
+    return X[:len(kept)]
 
 
 def embed_dataset(
@@ -279,17 +340,12 @@ def embed_dataset(
     runs, so an interrupted run keeps most of its work.
     """
     digests = dataset.file_digests()
-    X = np.full((len(dataset), interpreter.output_size), np.nan, dtype=np.float32)
+    X = np.empty((len(dataset), interpreter.output_size), dtype=np.float32)  # the only copy of the embeddings
     cache = EmbeddingCache(interpreter.cache_key) if use_cache else None
     try:
-        hits = cache.get_many(digests, X.shape[1]) if cache is not None else {}
-        todo = []
-        for row, digest in enumerate(digests):
-            if digest in hits:
-                X[row] = hits[digest]
-            else:
-                todo.append(row)
+        todo = cache.fill(digests, X) if cache is not None else list(range(len(dataset)))
         unreadable: list[str] = []
+        failed: list[int] = []
 
         def report(path: Path, error: ImageError) -> None:
             if strict:
@@ -302,15 +358,15 @@ def embed_dataset(
                 cache.put(digests[row], vector)
 
         if todo:
-            _extract(interpreter, dataset.paths, todo, X, progress, report, store)
+            failed = _extract(interpreter, dataset.paths, todo, X, progress, report, store)
     finally:
         if cache is not None:
             cache.close()  # also on errors and Ctrl-C: what was computed stays cached
-    keep = ~np.isnan(X).any(axis=1)
-    kept = dataset.subset(np.flatnonzero(keep))
+    kept = dataset.subset(np.setdiff1d(np.arange(len(dataset)), failed)) if failed else dataset.subset(np.arange(len(dataset)))
+    X = _drop_rows(X, failed)
     missing = set(dataset.labels.tolist()) - set(kept.labels.tolist())  # classes that had images, all unreadable
     if missing:
         names = ", ".join(dataset.classes[i] for i in sorted(missing))
         where = f" of {dataset.source}" if dataset.source else ""
         raise DatasetError(f"no readable image left in class(es) {names}{where}; replace the unreadable files", subject="data")
-    return EmbeddedDataset(kept, X[keep], kept.labels, len(dataset) - len(todo), unreadable)
+    return EmbeddedDataset(kept, X, kept.labels, len(dataset) - len(todo), unreadable)

@@ -114,13 +114,14 @@ def _header_size(path: ImagePath) -> Size:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
-    """Open an image file as an upright RGB ``PIL.Image`` (first frame for animations).
+_ORIENTATION = 0x0112  # EXIF tag; values 2..8 need a flip or rotation to view upright
 
-    With ``min_size``, a large JPEG is decoded at a reduced scale (Pillow's draft mode) that still
-    keeps both sides at least ``min_size`` pixels: much faster for camera photos. An image larger
-    than :func:`max_pixels` is refused from its header, before decoding. Every failure is an
-    :class:`ImageError` naming the file.
+
+def _decoded(path: ImagePath, min_size: int | None, size: Size | None) -> Image.Image | np.ndarray:
+    """Decode ``path`` upright as RGB; with ``size``, resize it while the file is open and return the pixels.
+
+    An image without an EXIF rotation is used as decoded, not copied: with ``size`` the resize is
+    the only copy, without it the decoded image is detached from the file once.
     """
     limit = max_pixels()
     try:
@@ -129,9 +130,15 @@ def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
             opened.seek(0)
             if min_size and opened.format == "JPEG":
                 opened.draft("RGB", (min_size, min_size))
-            image = ImageOps.exif_transpose(opened)
+            if opened.getexif().get(_ORIENTATION, 1) in range(2, 9):
+                image = ImageOps.exif_transpose(opened)
+            else:
+                image = opened  # exif_transpose would only copy it
             image.load()
-            return to_rgb(image)
+            image = to_rgb(image)
+            if size is not None:
+                return resize_image(image, size)
+            return image.copy() if image is opened else image  # closing the file releases ``opened``'s pixels
     except ImageError:
         raise
     except FileNotFoundError:
@@ -149,6 +156,17 @@ def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
         raise ImageError(f"cannot decode image {path} ({reason}); the file is corrupt or truncated, remove or replace it") from None
 
 
+def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
+    """Open an image file as an upright RGB ``PIL.Image`` (first frame for animations).
+
+    With ``min_size``, a large JPEG is decoded at a reduced scale (Pillow's draft mode) that still
+    keeps both sides at least ``min_size`` pixels: much faster for camera photos. An image larger
+    than :func:`max_pixels` is refused from its header, before decoding. Every failure is an
+    :class:`ImageError` naming the file.
+    """
+    return _decoded(path, min_size, None)  # type: ignore[return-value]
+
+
 def resize_image(image: Image.Image, size: Size) -> np.ndarray:
     """Resize to ``size`` = (width, height) and return an HxWx3 uint8 array."""
     if image.size != tuple(size):
@@ -157,8 +175,11 @@ def resize_image(image: Image.Image, size: Size) -> np.ndarray:
 
 
 def load_resized(path: ImagePath, size: Size) -> np.ndarray:
-    """Load ``path`` and resize it for a model with input ``size`` = (width, height)."""
-    return resize_image(load_image(path, min_size=max(size)), size)
+    """Load ``path`` and resize it for a model with input ``size`` = (width, height).
+
+    The same pixels as ``resize_image(load_image(path, max(size)), size)``, with one copy fewer.
+    """
+    return _decoded(path, max(size), size)  # type: ignore[return-value]
 
 
 def resize_array(pixels: np.ndarray, size: Size) -> np.ndarray:

@@ -245,10 +245,10 @@ def _file_at(e: Env, name: str) -> str:
 
 
 OUTPUT_CASES = [
-    Case("train into an unwritable folder", lambda e: ["train", e.dataset(), "-o", _unwritable(e), "--num-iter", "5"], says="lastlayer-out"),
-    Case("train into an existing read-only folder", lambda e: ["train", e.dataset(), "-o", _read_only(e), "--num-iter", "5"],
+    Case("train into an unwritable folder", lambda e: ["train", e.dataset(), "-o", _unwritable(e), "--solver", "sgd", "--num-iter", "5"], says="lastlayer-out"),
+    Case("train into an existing read-only folder", lambda e: ["train", e.dataset(), "-o", _read_only(e), "--solver", "sgd", "--num-iter", "5"],
          says="writable"),
-    Case("train, a file where the folder should be", lambda e: ["train", e.dataset(), "-o", _file_at(e, "out"), "--num-iter", "5"],
+    Case("train, a file where the folder should be", lambda e: ["train", e.dataset(), "-o", _file_at(e, "out"), "--solver", "sgd", "--num-iter", "5"],
          says="is a file, not a folder"),
     Case("imprint, a file where the folder should be", lambda e: ["imprint", e.dataset(), "-o", _file_at(e, "out")],
          says="is a file, not a folder"),

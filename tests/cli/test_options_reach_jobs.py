@@ -26,14 +26,14 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]) -> dict:
 
 def test_train_flags_become_options(monkeypatch, tmp_path):
     seen = _captured(monkeypatch, "train", "train", [
-        "train", "data", "-o", "out", "-e", "x.tflite", "--epochs", "3", "--lr", "0.5", "--batch-size", "7", "--momentum", "0.5",
+        "train", "data", "-o", "out", "-e", "x.tflite", "--solver", "sgd", "--epochs", "3", "--lr", "0.5", "--batch-size", "7", "--momentum", "0.5",
         "--reg", "0.1", "--val-ratio", "0.3", "--seed", "4", "--balanced", "--early-stopping", "--print-every", "9", "--no-cache",
         "--strict", "--quiet"])
     data, output, extractor, options = seen["args"]
     assert (data, output, extractor) == ("data", "out", "x.tflite")
     assert (options.epochs, options.learning_rate, options.batch_size, options.momentum, options.reg, options.val_ratio, options.seed) \
         == (3.0, 0.5, 7, 0.5, 0.1, 0.3, 4)
-    assert options.class_weight == "balanced" and options.early_stopping and options.print_every == 9
+    assert options.class_weight == "balanced" and options.early_stopping and options.print_every == 9 and options.solver == "sgd"
     assert not options.use_cache and options.strict and not options.progress
 
 
@@ -67,3 +67,12 @@ def test_resume_updates_in_place_only_when_asked(monkeypatch, capsys):
     assert stopped.value.code == 2 and "--in-place" in capsys.readouterr().err
     seen = _captured(monkeypatch, "imprint", "imprint", ["imprint", "data", "--resume", "old/model.tflite", "--in-place"])
     assert seen["args"][1] == "old"
+
+
+def test_sgd_options_need_the_sgd_solver(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "data", "-o", "out", "--lr", "0.1", "--early-stopping"])
+    assert stopped.value.code == 2 and "--lr, --early-stopping apply to --solver sgd" in capsys.readouterr().err
+    seen = _captured(monkeypatch, "train", "train", ["train", "data", "-o", "out"])
+    options = seen["args"][3]
+    assert options.solver == "tuned" and options.learning_rate == 0.01 and options.momentum == 0.9  # the SGD defaults stay

@@ -22,7 +22,7 @@ def trained(tmp_path_factory, datasets_dir):
             folder.mkdir(parents=True)
             for src in sorted((datasets_dir / "flowers" / name).iterdir())[files]:
                 (folder / src.name).write_bytes(src.read_bytes())
-    assert main(["train", str(root / "train"), "-o", str(root / "bp"), "--epochs", "40", "--val-ratio", "0", "--json"]) == 0
+    assert main(["train", str(root / "train"), "-o", str(root / "bp"), "--solver", "sgd", "--epochs", "40", "--val-ratio", "0", "--json"]) == 0
     assert main(["imprint", str(root / "train"), "-o", str(root / "imp"), "--test-ratio", "0", "--json"]) == 0
     return root
 

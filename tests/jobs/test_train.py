@@ -27,28 +27,31 @@ def test_train_writes_a_model_that_classifies_like_the_report(flowers_small, tmp
     model = ModelFile.read(result.model_path)
     assert model.kind is ModelKind.CLASSIFIER and model.label_list(3) == sorted(p.name for p in flowers_small.iterdir())
     report = json.loads(result.report_path.read_text())
-    assert report["iterations"] == 500 and report["train_images"] + report["val_images"] == 36
+    assert report["solver"] == "tuned" and report["refit_on_all_photos"] and 1e-6 <= report["reg"] <= 1.0
+    assert report["train_images"] + report["val_images"] == 36 and "refit on every photo" in result.headline
     assert result.labels_path.read_text().splitlines()[0].startswith("0 ")
     assert Interpreter(model).output_size == 3 and report["val_accuracy"] >= 0.5
 
 
 def test_early_stopping_stops_early_and_without_it_runs_every_iteration(flowers_small, tmp_path):
-    stopped = train(flowers_small, tmp_path / "a", options=TrainOptions(num_iter=3000, early_stopping=True, **QUIET)).report
-    full = train(flowers_small, tmp_path / "b", options=TrainOptions(num_iter=3000, **QUIET)).report
+    stopped = train(flowers_small, tmp_path / "a", options=TrainOptions(solver="sgd", num_iter=3000, early_stopping=True, **QUIET)).report
+    full = train(flowers_small, tmp_path / "b", options=TrainOptions(solver="sgd", num_iter=3000, **QUIET)).report
     assert stopped["stopped_early"] and stopped["iterations"] < 3000
     assert not full["stopped_early"] and full["iterations"] == 3000
 
 
-def test_balanced_class_weights_change_the_layer(flowers_imbalanced, tmp_path):
-    plain = train(flowers_imbalanced, tmp_path / "a", options=TrainOptions(num_iter=200, **QUIET))
-    balanced = train(flowers_imbalanced, tmp_path / "b", options=TrainOptions(num_iter=200, class_weight="balanced", **QUIET))
+@pytest.mark.parametrize("solver", ["tuned", "sgd"])
+def test_balanced_class_weights_change_the_layer(flowers_imbalanced, tmp_path, solver):
+    plain = train(flowers_imbalanced, tmp_path / "a", options=TrainOptions(solver=solver, num_iter=200, **QUIET))
+    balanced = train(flowers_imbalanced, tmp_path / "b", options=TrainOptions(solver=solver, num_iter=200, class_weight="balanced",
+                                                                             **QUIET))
     w_plain, w_balanced = _weights(plain.model_path), _weights(balanced.model_path)
     assert w_plain.shape == w_balanced.shape and np.abs(w_plain - w_balanced).max() > 1e-3
     assert balanced.report["settings"]["class_weight"] == "balanced"
 
 
 def test_epochs_set_the_iterations_and_the_ratio_the_split(flowers_small, tmp_path):
-    report = train(flowers_small, tmp_path / "a", options=TrainOptions(epochs=4, batch_size=10, val_ratio=0.25, **QUIET)).report
+    report = train(flowers_small, tmp_path / "a", options=TrainOptions(solver="sgd", epochs=4, batch_size=10, val_ratio=0.25, **QUIET)).report
     assert report["val_images"] == 9 and report["train_images"] == 27
     assert report["iterations"] == int(np.ceil(4 * 27 / 10))
 
@@ -84,3 +87,17 @@ def test_epochs_count_passes_even_when_the_batch_is_larger_than_the_data():
     assert TrainOptions(epochs=30, batch_size=100).iterations(16) == 30  # was 5: 30 * 16 / 100
     assert TrainOptions(epochs=2, batch_size=10).iterations(100) == 20
     assert TrainOptions().iterations(16) == 500 and TrainOptions(num_iter=7).iterations(16) == 7
+
+
+def test_tuned_solver_without_held_out_photos_reports_cross_validated_accuracy(flowers_small, tmp_path):
+    result = train(flowers_small, tmp_path / "a", options=TrainOptions(val_ratio=0, **QUIET))
+    report = result.report
+    assert report["val_images"] == 0 and not report["refit_on_all_photos"] and 0.5 <= report["cv_accuracy"] <= 1.0
+    assert f"cross-validated accuracy {report['cv_accuracy']:.3f}" in result.headline and report["confusion_png"] is None
+
+
+def test_an_unknown_solver_is_refused(flowers_small, tmp_path):
+    from lastlayer.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="solver"):
+        train(flowers_small, tmp_path / "a", options=TrainOptions(solver="adam", **QUIET))

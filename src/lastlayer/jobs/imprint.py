@@ -153,7 +153,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     origin = np.array([row_of[str(p)] for p in embedded.dataset.paths], dtype=int)
     train_rows = np.flatnonzero([roles[i] == "train" for i in origin])
     test_rows = np.flatnonzero([roles[i] == "test" for i in origin])
-    losses: list[float] = []
+    finetuned = None
     new_digests: dict[str, list[str]] = {}
     with timer.step("imprint_s"):
         for local in np.argsort(ids):  # ascending model ids, so each new class gets exactly the next id
@@ -166,8 +166,8 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
             head.add(X[rows], ids[local], dataset.classes[local])
             new_digests[str(ids[local])] = [digests[origin[r]] for r in rows]
         if options.finetune:
-            losses = head.finetune(options.finetune_steps)
-            say(f"fine-tuned {options.finetune_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+            finetuned = head.finetune(options.finetune_steps)
+            say(f"fine-tuned: {finetuned.summary()}")
     with timer.step("serialize_s"):
         layer = head.export()
         layer.state["digests"] = _merged(known, new_digests)  # so a later --resume can skip these photos
@@ -187,7 +187,9 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "skipped_already_imprinted": len(repeated),
         "not_held_out": kept_whole,
         "shots": {head.labels[i]: head.shots(i) for i in ids if i < head.num_classes},
-        "finetune_loss": [losses[0], losses[-1]] if losses else None,
+        "finetune_loss": [finetuned.loss_before, finetuned.loss_after] if finetuned else None,
+        "finetune": None if finetuned is None else {k: getattr(finetuned, k) for k in (
+            "monitored_on", "best_step", "steps_run", "step_reductions", "stopped_early", "held_out")},
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
         "test_accuracy": None,
     }

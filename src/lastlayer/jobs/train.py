@@ -6,11 +6,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.errors import TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.softmax import SoftmaxRegression
+from lastlayer.learn.tuned import TunedSoftmaxRegression
 from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
@@ -23,6 +26,7 @@ from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 class TrainOptions(skeleton.DataOptions):
     """Settings of ``lastlayer train`` (the backprop head)."""
 
+    solver: str = "tuned"  # "tuned": L2 strength by cross-validation, L-BFGS; "sgd": mini-batch SGD (PyCoral's way)
     num_iter: int | None = None
     epochs: float | None = None
     learning_rate: float = 0.01
@@ -43,6 +47,22 @@ class TrainOptions(skeleton.DataOptions):
         if self.epochs is not None:
             return max(1, math.ceil(self.epochs * n_train / min(self.batch_size, max(1, n_train))))
         return 500 if self.num_iter is None else self.num_iter
+
+
+def _fitted_layer(options: TrainOptions, num_classes: int, X: np.ndarray, y: np.ndarray, train_rows: np.ndarray,
+                  val_rows: np.ndarray, say: Log) -> Any:
+    """The softmax head of ``options.solver``, fitted on ``train_rows`` (``val_rows`` for SGD's early stopping and log)."""
+    if options.solver == "tuned":
+        return TunedSoftmaxRegression(class_weight=options.class_weight, num_classes=num_classes,
+                                      seed=options.seed).fit(X[train_rows], y[train_rows], log=say)
+    if options.solver != "sgd":
+        raise TrainingError(f"solver must be 'tuned' or 'sgd', got {options.solver!r}", subject="solver")
+    layer = SoftmaxRegression(
+        learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
+        momentum=options.momentum, reg=options.reg, class_weight=options.class_weight, early_stopping=options.early_stopping,
+        num_classes=num_classes, seed=options.seed,
+    )
+    return layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], print_every=options.print_every, log=say)
 
 
 def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRACTOR, options: TrainOptions | None = None,
@@ -66,19 +86,19 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     if kept_whole:
         say(f"no photos held out for validation from {', '.join(repr(n) for n in kept_whole[:5])}"
             f"{' and more' if len(kept_whole) > 5 else ''} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
-    layer = SoftmaxRegression(
-        learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
-        momentum=options.momentum, reg=options.reg, class_weight=options.class_weight, early_stopping=options.early_stopping,
-        num_classes=len(dataset.classes), seed=options.seed,
-    )
     X, y = embedded.X, embedded.y
     if len(set(y[train_rows].tolist())) < 2:
         raise TrainingError(f"{data} needs at least 2 classes with images to train a softmax head", subject="data")
     with timer.step("train_s"):
-        layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], print_every=options.print_every, log=say)
+        layer = _fitted_layer(options, len(dataset.classes), X, y, train_rows, val_rows, say)
+        val_accuracy = layer.score(X[val_rows], y[val_rows]) if len(val_rows) else None
+        val_scores = layer.saved_scores(X[val_rows], head_type) if len(val_rows) else None
+        train_accuracy = layer.score(X[train_rows], y[train_rows])
+        refit = options.solver == "tuned" and len(val_rows) > 0
+        if refit:  # the held-out photos measured the head; the saved head learns from every photo
+            layer = _fitted_layer(options, len(dataset.classes), X, y, np.arange(len(y)), np.array([], dtype=int), say)
     with timer.step("serialize_s"):
         model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type, normalization=normalization)
-    val_accuracy = layer.score(X[val_rows], y[val_rows]) if len(val_rows) else None
     report: dict[str, Any] = {
         "method": "backprop",
         "extractor": base.name,
@@ -87,24 +107,31 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "train_images": int(len(train_rows)),
         "val_images": int(len(val_rows)),
         "not_held_out": kept_whole,
+        "solver": options.solver,
         "iterations": layer.n_iter_,
-        "stopped_early": layer.stopped_early_,
+        "stopped_early": getattr(layer, "stopped_early_", False),
+        "reg": getattr(layer, "reg_", options.reg),
+        "cv_accuracy": getattr(layer, "cv_accuracy_", None),
+        "refit_on_all_photos": refit,
         "output_type": output_type,
         "head_type": head_type,
         "normalization": normalization.to_dict(),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
-        "train_accuracy": layer.score(X[train_rows], y[train_rows]),
+        "train_accuracy": train_accuracy,
         "val_accuracy": val_accuracy,
     }
     if len(val_rows):
-        scores = layer.saved_scores(X[val_rows], head_type)
-        report["val"] = classification_report(y[val_rows], scores, dataset.classes)
-        report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val_rows], y[val_rows], scores,
+        report["val"] = classification_report(y[val_rows], val_scores, dataset.classes)
+        report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val_rows], y[val_rows], val_scores,
                                                        dataset.classes, labels=dataset.classes)
     report["times"] = timer.rounded()
     headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images"
     if val_accuracy is not None:
         headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} held-out images"
+        if refit:
+            headline += " (the saved head was then refit on every photo)"
+    elif report["cv_accuracy"] is not None:
+        headline += f", cross-validated accuracy {report['cv_accuracy']:.3f}"
     else:
         headline += "; no validation accuracy (no photos held out)"
     written = skeleton.write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),

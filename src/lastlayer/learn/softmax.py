@@ -34,6 +34,8 @@ def loss_and_gradients(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean (weighted) softmax cross-entropy + ``0.5 * reg * ||W||^2`` and its gradients (dW, db)."""
     loss, d_logits = cross_entropy(X @ W + b, y, sample_weight)
+    if not reg:
+        return loss, X.T @ d_logits, d_logits.sum(axis=0)
     return loss + float(0.5 * reg * np.sum(W * W)), X.T @ d_logits + reg * W, d_logits.sum(axis=0)
 
 
@@ -261,12 +263,17 @@ class SoftmaxRegression(LinearSoftmaxHead):
         for step in range(num_iter):
             batch = self._rng.integers(0, len(X), size=batch_size)
             loss, dW, db = loss_and_gradients(self.W_, self.b_, X[batch], y[batch], reg, None if weights is None else weights[batch])
-            vW *= momentum
-            vW -= lr * dW
-            vb *= momentum
-            vb -= lr * db
-            self.W_ += vW
-            self.b_ += vb
+            if momentum:
+                vW *= momentum
+                vW -= lr * dW
+                vb *= momentum
+                vb -= lr * db
+                self.W_ += vW
+                self.b_ += vb
+            else:  # plain SGD (PyCoral): the same numbers without the velocity round trip
+                dW *= lr
+                self.W_ -= dW
+                self.b_ -= lr * db
             self.n_iter_ += 1
             if print_every > 0 and step % print_every == 0:
                 record = {"iteration": float(self.n_iter_), "loss": loss, "train_acc": self.score(X, y)}

@@ -1,11 +1,12 @@
 """How many BLAS threads the learners' matrix products use, chosen from the size of the product.
 
-OpenBLAS starts one thread per core and wakes them for every product above a tiny size. For the
-products on-device learning computes (a batch or a few thousand embeddings times a ``[D, C]``
-head) waking the threads costs more than the product: on the 2-core test machine a
-``1024 x 1024 x 16`` product took 1.2 ms on one thread and 18 ms on two, and even a
-``100k x 1024 x 100`` one was no faster on two (0.81 s vs 0.85 s); ``SoftmaxRegression.fit`` on
-flowers ran 3x and scikit-learn's ``LogisticRegressionCV`` 35x slower with the default threads.
+OpenBLAS starts one thread per core and wakes them for every product above a tiny size. When the
+cores are busy with anything else (a camera loop, the interpreter, other processes: measured with
+the 2-core test machine under load 3) that costs far more than the product: a
+``1024 x 1024 x 16`` product took 1.2 ms on one thread and 18 ms on two, ``SoftmaxRegression.fit``
+on PyCoral's 16 x 1024 case 0.47 s instead of 0.12 s, scikit-learn's ``LogisticRegressionCV`` on
+flowers 33 s instead of 0.9 s. On the same machine idle, two threads gained at most 1.3-1.7x
+(0.08 vs 0.11 s on that case; 0.39 vs 0.65 s for 100 batches of 1000 x 1024 x 100).
 ``benchmarks/softmax.py`` prints the measurement.
 
 So every learner wraps its math in :func:`blas_threads`: one thread below
@@ -20,9 +21,9 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-# Multiply-adds of one product from which more threads may be used. Measured on the 2-core test
-# machine, no size up to 1e10 gained from a second thread, so this is set above what on-device
-# learning computes; machines with more cores may gain earlier (lower it after measuring).
+# Multiply-adds of one product from which more threads may be used. The small gain of an idle
+# machine is not worth the large loss of a busy one at the sizes on-device learning computes, so
+# this is set above them; lower it (or set ``max_threads``) after measuring on a dedicated machine.
 MULTITHREAD_MIN_WORK = 2e10
 # Upper bound on BLAS threads for products above the threshold (``None``: the library's default).
 max_threads: int | None = None

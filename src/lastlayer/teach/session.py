@@ -341,16 +341,20 @@ class TeachingSession:
 
     # ----------------------------------------------------------------- refining, evaluating, exporting
     def finetune(self, steps: int = 300, learning_rate: float = 0.1) -> dict[str, Any]:
-        """Refine the rows on the stored examples (kept until the examples change); returns the losses."""
+        """Refine the rows on the stored examples (kept until the examples change; never worse than before).
+
+        Returns what happened: steps run, best step, loss before and after, and on what the loss was watched.
+        """
         with self._lock:
             if self._head is None or len(self._head_classes) < 2:
                 raise TrainingError("fine-tuning needs at least 2 classes with examples", subject="class")
-            losses = self._head.finetune(steps, learning_rate)
+            result = self._head.finetune(steps, learning_rate)
             rows = {cid: klass.weights for cid, klass in zip(self._head_classes, self._head.classes_)}
             self.store.set_finetuned_rows(rows)
             self._finetuned = rows
             self._rebuild_head()
-            return {"steps": len(losses), "loss_before": losses[0], "loss_after": losses[-1]}
+            return {"steps": result.steps_run, "loss_before": result.loss_before, "loss_after": result.loss_after,
+                    "best_step": result.best_step, "monitored_on": result.monitored_on, "summary": result.summary()}
 
     def evaluate(self) -> Evaluation:
         """Leave-one-out accuracy per class from the stored embeddings (no image is embedded again)."""

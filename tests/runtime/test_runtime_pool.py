@@ -1,0 +1,124 @@
+"""Batch extraction on a pool of single-threaded interpreters: same rows, same errors, same warnings as one by one."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lastlayer.errors import ImageError
+from lastlayer.images import load_resized
+from lastlayer.model.file import ModelFile
+from lastlayer.model.normalization import NormalizationWarning
+from lastlayer.runtime import Interpreter, extract_embeddings
+from lastlayer.runtime import batch as batch_module
+from lastlayer.runtime.batch import iter_embeddings, plan, replicas
+from lastlayer.runtime.interpreter import usable_cores
+
+from conftest import EXTRACTOR
+from graphs import colour_dataset, layout_extractor
+
+
+def _stub(num_threads: int, edgetpu: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(num_threads=num_threads, uses_edgetpu=edgetpu)
+
+
+def test_usable_cores_follows_the_affinity_mask():
+    assert 1 <= usable_cores() <= (__import__("os").cpu_count() or 1)
+
+
+@pytest.mark.parametrize(("cores", "threads", "workers", "images", "expected"), [
+    (2, 2, None, 100, (2, 0)),     # two cores: two single-threaded interpreters side by side
+    (16, 16, None, 100, (16, 0)),  # a workstation: one per core
+    (16, 4, None, 100, (4, 0)),    # the interpreter's thread budget caps the pool
+    (16, 16, None, 3, (3, 0)),     # never more interpreters than images
+    (1, 1, None, 100, (1, 1)),     # one core: one interpreter, one decode thread ahead
+    (4, 1, None, 100, (1, 3)),     # a one-thread budget: one interpreter, decoding on the other cores
+    (2, 2, 3, 100, (3, 0)),        # workers chosen by the caller
+])
+def test_plan_follows_cores_and_thread_budget(monkeypatch, cores, threads, workers, images, expected):
+    monkeypatch.setattr(batch_module, "usable_cores", lambda: cores)
+    chosen = plan(_stub(threads), workers, images)  # type: ignore[arg-type]
+    assert (chosen.interpreters, chosen.decoders) == expected and chosen.pooled == (expected[0] > 1)
+
+
+def test_an_edge_tpu_model_keeps_one_interpreter(monkeypatch):
+    monkeypatch.setattr(batch_module, "usable_cores", lambda: 16)
+    chosen = plan(_stub(16, edgetpu=True), None, 1000)  # type: ignore[arg-type]
+    assert chosen.interpreters == 1 and not chosen.pooled and chosen.decoders == batch_module.MAX_DECODERS
+    assert plan(_stub(16, edgetpu=True), 3, 1000).decoders == 3  # type: ignore[arg-type]
+
+
+def _photos(images_dir: Path) -> list[Path]:
+    return sorted(images_dir.glob("*.bmp")) + sorted(images_dir.glob("*.jpg"))
+
+
+def test_a_pool_gives_the_rows_of_one_interpreter_in_order(model_file, images_dir):
+    interpreter = Interpreter(model_file(EXTRACTOR))
+    paths = _photos(images_dir) * 2
+    expected = np.stack([interpreter.run(load_resized(p, interpreter.input_size)) for p in paths])
+    for workers in (1, 2, 3):
+        latencies: list[float] = []
+        rows = extract_embeddings(interpreter, paths, progress=False, workers=workers, latencies=latencies)
+        np.testing.assert_array_equal(rows, expected)
+        assert len(latencies) == len(paths) and all(t > 0 for t in latencies)
+
+
+def test_the_pool_is_made_once_and_kept_with_the_interpreter(model_file):
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=2)
+    first = replicas(interpreter, 3)
+    assert len(first) == 3 and all(r.num_threads == 1 and r is not interpreter for r in first)
+    assert replicas(interpreter, 2) == first[:2] and replicas(interpreter, 3) == first
+    assert len({id(r.litert) for r in first}) == 3  # independent tensors
+    single = Interpreter(model_file(EXTRACTOR), num_threads=1)
+    assert replicas(single, 2)[0] is single  # a one-thread interpreter is a member of its own pool
+
+
+def test_a_clone_runs_the_same_model_fed_the_same_way(model_file, images_dir):
+    interpreter = Interpreter(model_file(EXTRACTOR), input_mean=100, input_std=80)
+    twin = interpreter.clone(num_threads=1)
+    assert twin.num_threads == 1 and twin.normalization == interpreter.normalization
+    assert twin.cache_key == interpreter.cache_key and twin.litert is not interpreter.litert
+    pixels = load_resized(images_dir / "cat.bmp", interpreter.input_size)
+    np.testing.assert_array_equal(twin.run(pixels), interpreter.run(pixels))
+
+
+def test_unreadable_images_are_reported_in_row_order_with_nan_rows(model_file, images_dir, tmp_path):
+    good = _photos(images_dir)[:4]
+    broken = []
+    for i in range(3):
+        path = tmp_path / f"broken{i}.jpg"
+        path.write_bytes((images_dir / "owl.jpg").read_bytes()[:200 + i])
+        broken.append(path)
+    paths = [good[0], broken[0], good[1], broken[1], broken[2], good[2], good[3]]
+    interpreter = Interpreter(model_file(EXTRACTOR))
+    reported: list[Path] = []
+    latencies: list[float] = []
+    rows = extract_embeddings(interpreter, paths, progress=False, workers=2, latencies=latencies,
+                              on_error=lambda path, error: reported.append(path))
+    assert reported == broken and len(latencies) == 4
+    assert np.isnan(rows[[1, 3, 4]]).all() and not np.isnan(rows[[0, 2, 5, 6]]).any()
+    with pytest.raises(ImageError, match="broken0.jpg"):
+        extract_embeddings(interpreter, paths, progress=False, workers=2)
+
+
+def test_leaving_the_iteration_early_stops_the_work(model_file, images_dir):
+    interpreter = Interpreter(model_file(EXTRACTOR))
+    outcomes = iter_embeddings(interpreter, _photos(images_dir) * 10, workers=2)
+    first = next(outcomes)
+    outcomes.close()  # cancels what was queued and waits for the images in flight
+    assert first.row == 0 and first.error is None and first.vector is not None and first.vector.shape == (1024,)
+
+
+def test_the_wrong_normalisation_warning_still_fires_on_a_pool(tmp_path):
+    folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)
+    paths = sorted(folder.rglob("*.png"))[::2][:8]
+    wrong = Interpreter(ModelFile.from_tree(layout_extractor(size=32, rescale=(1 / 127.5, -1.0)), "keras-style"))
+    with pytest.warns(NormalizationWarning, match="hardly differ"):
+        extract_embeddings(wrong, paths, progress=False, workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extract_embeddings(wrong, paths, progress=False, workers=2)  # once only
