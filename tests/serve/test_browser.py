@@ -174,7 +174,7 @@ def test_teach_in_a_real_browser(server: Server, browser: Any, tmp_path: Path) -
     wait_for(lambda: _count(driver, "washer") == 2, 10, what="the example removed")
 
     driver.find_element("id", "evaluate").click()
-    wait_for(lambda: driver.find_element("css selector", "#evaluation table.confusion"), 10, what="the evaluation")
+    wait_for(lambda: driver.find_elements("css selector", "#evaluation table.confusion"), 10, what="the evaluation")
     _screenshots(driver, "teach")
 
     # download the model through the page's link and run it in a stock LiteRT interpreter
