@@ -28,16 +28,13 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/lastlayer demo --output lastlayer-demo
 
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests benchmarks examples fuzz
+	$(BIN)/ruff check src tests benchmarks examples fuzz scripts
 	$(BIN)/python -m pytest
 
+# All benchmarks (embed, warm, softmax, imprint, accuracy, live, serve, report, validate) with their durations;
+# under 10 minutes on 2 cores. BENCH_ARGS=--quick for fewer rounds.
 bench: $(VENV)/.test-installed
-	$(BIN)/python benchmarks/embed.py
-	$(BIN)/python benchmarks/softmax.py
-	$(BIN)/python benchmarks/imprint.py
-	$(BIN)/python benchmarks/accuracy.py
-	$(BIN)/python benchmarks/live.py
-	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 fuzz: $(VENV)/.test-installed
 	$(BIN)/python fuzz/run.py --count 2000 --seed 0

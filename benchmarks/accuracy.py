@@ -63,7 +63,15 @@ def run_cell(X, y, Xt, yt, shots: int | None, seed: int, times: dict[str, list[f
 
 
 def main() -> None:
+    import argparse
+
     from threadpoolctl import threadpool_limits
+
+    global DRAWS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 draws per cell instead of 5")
+    if parser.parse_args().quick:
+        DRAWS = 3
 
     interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
 

@@ -54,7 +54,7 @@ def _digests(paths: list[Path], store: Path) -> tuple[list[str], list[str]]:
 
 
 def test_unchanged_files_are_not_read_again(tmp_path, store):
-    files = [_write(tmp_path / f"{i}.jpg", bytes([i]) * (100 + i)) for i in range(20)]  # enough for the thread pool
+    files = [_write(tmp_path / f"{i}.jpg", bytes([i]) * (100 + i)) for i in range(20)]
     first, hashed = _digests(files, store)
     assert first == [_sha(p.read_bytes()) for p in files] and len(hashed) == 20
     second, hashed = _digests(files, store)
@@ -112,6 +112,14 @@ def test_without_a_usable_database_every_file_is_hashed(tmp_path):
         assert digest == _sha(b"content") and hashed == [str(path)]
     assert not (tmp_path / "no such folder").exists()  # never created here
     assert (damaged / DATABASE_NAME).read_bytes().startswith(b"this is not a database")
+
+
+def test_large_files_are_hashed_on_a_pool_in_order(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(digests, "PARALLEL_BYTES", 1000)
+    monkeypatch.setattr("lastlayer.runtime.interpreter.usable_cores", lambda: 2)
+    files = [_write(tmp_path / f"{i}.jpg", bytes([i]) * (2000 + i)) for i in range(8)]
+    first, hashed = _digests(files, store)
+    assert first == [_sha(p.read_bytes()) for p in files] and hashed == [str(p) for p in files]
 
 
 def test_a_missing_file_raises(tmp_path, store):

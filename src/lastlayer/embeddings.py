@@ -283,8 +283,11 @@ class EmbeddedDataset:
 
 
 def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np.ndarray, progress: bool,
-             on_error: Callable[[Path, ImageError], None], store: Callable[[int, np.ndarray], None]) -> list[int]:
-    """Embed ``paths[rows]`` into ``X[rows]``, handing each finished vector to ``store`` as it goes; return the failed rows."""
+             on_error: Callable[[int, ImageError], None], store: Callable[[int, np.ndarray], None]) -> list[int]:
+    """Embed ``paths[rows]`` into ``X[rows]``, handing each finished vector to ``store`` as it goes; return the failed rows.
+
+    ``on_error(row, error)`` is called for each unreadable image (in row order, in this thread).
+    """
     show = progress and len(rows) >= 2
     bar = None
     if show:
@@ -297,7 +300,7 @@ def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np
             for index, vector, error, _ in outcomes:
                 row = rows[index]
                 if error is not None:
-                    on_error(paths[row], error)
+                    on_error(row, error)
                     failed.append(row)
                 elif np.isnan(vector).any():  # a model that outputs NaN: left out like an unreadable image, never cached
                     failed.append(row)
@@ -310,6 +313,40 @@ def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np
         if bar is not None:
             bar.close()
     return failed
+
+
+def _extract_distinct(interpreter: Interpreter, paths: list[Path], digests: list[str], rows: list[int], X: np.ndarray,
+                      progress: bool, on_error: Callable[[Path, ImageError], None],
+                      store: Callable[[int, np.ndarray], None]) -> list[int]:
+    """:func:`_extract` running each distinct content once: rows of identical files (copies, symlinks) share its result.
+
+    Returns the failed rows, sorted; ``on_error(path, error)`` is called for each unreadable one.
+    """
+    first: dict[str, int] = {}
+    distinct: list[int] = []
+    repeats: list[tuple[int, int]] = []  # (row, the row with the same content that is run)
+    for row in rows:
+        source = first.setdefault(digests[row], row)
+        if source == row:
+            distinct.append(row)
+        else:
+            repeats.append((row, source))
+    errors: dict[int, ImageError] = {}
+
+    def unreadable(row: int, error: ImageError) -> None:
+        errors[row] = error
+        on_error(paths[row], error)
+
+    failed = _extract(interpreter, paths, distinct, X, progress, unreadable, store)
+    lost = set(failed)
+    for row, source in repeats:
+        if source in lost:
+            failed.append(row)
+            if source in errors:
+                on_error(paths[row], errors[source])
+        else:
+            X[row] = X[source]
+    return sorted(failed)
 
 
 def _drop_rows(X: np.ndarray, failed: list[int]) -> np.ndarray:
@@ -358,7 +395,7 @@ def embed_dataset(
                 cache.put(digests[row], vector)
 
         if todo:
-            failed = _extract(interpreter, dataset.paths, todo, X, progress, report, store)
+            failed = _extract_distinct(interpreter, dataset.paths, digests, todo, X, progress, report, store)
     finally:
         if cache is not None:
             cache.close()  # also on errors and Ctrl-C: what was computed stays cached

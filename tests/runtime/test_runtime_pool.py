@@ -33,6 +33,7 @@ def test_usable_cores_follows_the_affinity_mask():
 @pytest.mark.parametrize(("cores", "threads", "workers", "images", "expected"), [
     (2, 2, None, 100, (2, 0)),     # two cores: two single-threaded interpreters side by side
     (16, 16, None, 100, (16, 0)),  # a workstation: one per core
+    (64, 64, None, 100, (16, 0)),  # capped where the Python around each image would limit the rate
     (16, 4, None, 100, (4, 0)),    # the interpreter's thread budget caps the pool
     (16, 16, None, 3, (3, 0)),     # never more interpreters than images
     (1, 1, None, 100, (1, 1)),     # one core: one interpreter, one decode thread ahead
@@ -84,6 +85,24 @@ def test_a_clone_runs_the_same_model_fed_the_same_way(model_file, images_dir):
     assert twin.cache_key == interpreter.cache_key and twin.litert is not interpreter.litert
     pixels = load_resized(images_dir / "cat.bmp", interpreter.input_size)
     np.testing.assert_array_equal(twin.run(pixels), interpreter.run(pixels))
+
+
+def test_two_batches_at_once_on_one_interpreter_do_not_share_interpreters(model_file, images_dir):
+    import threading
+
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=2)
+    paths = _photos(images_dir) * 3
+    expected = extract_embeddings(interpreter, paths, progress=False)
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(extract_embeddings(interpreter, paths, progress=False)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3
+    for rows in results:
+        np.testing.assert_array_equal(rows, expected)
 
 
 def test_unreadable_images_are_reported_in_row_order_with_nan_rows(model_file, images_dir, tmp_path):

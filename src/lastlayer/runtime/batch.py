@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -30,6 +30,7 @@ from lastlayer.images import ImagePath, Size, load_resized
 from lastlayer.runtime.interpreter import Interpreter, usable_cores
 
 MAX_DECODERS = 8  # decode threads ahead of a single interpreter (an Edge TPU is fed by at most this many)
+MAX_INTERPRETERS = 16  # default cap on the pool: past ~20 cores the Python around each image (GIL-bound) limits the rate
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def plan(interpreter: Interpreter, workers: int | None = None, images: int | Non
     if interpreter.uses_edgetpu:
         decoders = workers or min(cores, MAX_DECODERS)
         return Plan(1, max(1, min(decoders, limit or decoders)))
-    count = workers or min(interpreter.num_threads, cores)
+    count = workers or min(interpreter.num_threads, cores, MAX_INTERPRETERS)
     count = max(1, min(count, limit or count))
     if count > 1:
         return Plan(count, 0)
@@ -67,8 +68,24 @@ def plan(interpreter: Interpreter, workers: int | None = None, images: int | Non
     return Plan(1, max(1, min(decoders, limit or decoders)))
 
 
-_REPLICAS: weakref.WeakKeyDictionary[Interpreter, list[Interpreter]] = weakref.WeakKeyDictionary()
-_REPLICAS_LOCK = threading.Lock()
+class _Pool:
+    """The single-threaded clones kept with one interpreter, and who is using them."""
+
+    def __init__(self) -> None:
+        self.clones: list[Interpreter] = []
+        self.busy = threading.Lock()
+
+
+_POOLS: weakref.WeakKeyDictionary[Interpreter, _Pool] = weakref.WeakKeyDictionary()
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_of(interpreter: Interpreter) -> _Pool:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(interpreter)
+        if pool is None:
+            pool = _POOLS[interpreter] = _Pool()
+        return pool
 
 
 def replicas(interpreter: Interpreter, count: int) -> list[Interpreter]:
@@ -76,12 +93,25 @@ def replicas(interpreter: Interpreter, count: int) -> list[Interpreter]:
 
     ``interpreter`` itself is the first of them when it already runs one thread.
     """
-    with _REPLICAS_LOCK:
-        clones = _REPLICAS.setdefault(interpreter, [])
+    pool = _pool_of(interpreter)
+    with _POOLS_LOCK:
         own = [interpreter] if interpreter.num_threads == 1 else []
-        while len(own) + len(clones) < count:
-            clones.append(interpreter.clone(num_threads=1))
-        return (own + clones)[:count]
+        while len(own) + len(pool.clones) < count:
+            pool.clones.append(interpreter.clone(num_threads=1))
+        return (own + pool.clones)[:count]
+
+
+@contextmanager
+def _leased(interpreter: Interpreter, count: int) -> Iterator[list[Interpreter]]:
+    """The kept replicas for one batch; a batch running at the same time on the same interpreter gets its own clones."""
+    pool = _pool_of(interpreter)
+    if not pool.busy.acquire(blocking=False):
+        yield [interpreter.clone(num_threads=1) for _ in range(count)]
+        return
+    try:
+        yield replicas(interpreter, count)
+    finally:
+        pool.busy.release()
 
 
 class Embedded(NamedTuple):
@@ -141,21 +171,22 @@ def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, wor
     size = interpreter.input_size
     layout = plan(interpreter, workers, len(paths))
     check = interpreter.degenerate_check
-    if layout.pooled:
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for replica in replicas(interpreter, layout.interpreters):
-            free.put(replica)
-        threads = layout.interpreters
+    with ExitStack() as stack:
+        if layout.pooled:
+            free: queue.SimpleQueue = queue.SimpleQueue()
+            for member in stack.enter_context(_leased(interpreter, layout.interpreters)):
+                free.put(member)
+            threads = layout.interpreters
 
-        def work(path: ImagePath) -> object:
-            return _embed_one(free, size, check is not None and not check.done, path)
-    else:
-        threads = layout.decoders
+            def work(path: ImagePath) -> object:
+                return _embed_one(free, size, check is not None and not check.done, path)
+        else:
+            threads = layout.decoders
 
-        def work(path: ImagePath) -> object:
-            return load_resized(path, size)
+            def work(path: ImagePath) -> object:
+                return load_resized(path, size)
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed") as pool:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed"))
         for row, future in _in_order(pool, work, paths, depth=2 * threads + 2):
             try:
                 done = future.result()
