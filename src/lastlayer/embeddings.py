@@ -167,25 +167,28 @@ class EmbeddingCache:
 
     # -- reading and writing -------------------------------------------------------------------
 
-    def get_many(self, digests: Iterable[str], size: int) -> dict[str, np.ndarray]:
-        """The cached vectors of length ``size`` among ``digests``."""
-        found: dict[str, np.ndarray] = {}
-        wanted = list(dict.fromkeys(digests))
-        for start in range(0, len(wanted), 500):
+    def _stored(self, digests: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(image digest, vector bytes) of the cached ones among ``digests``, read in chunks of 500."""
+        for start in range(0, len(digests), 500):
             if self._db is None:
-                break
-            chunk = wanted[start:start + 500]
+                return
+            chunk = digests[start:start + 500]
             query = (f"SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? "
                      f"AND image IN ({','.join('?' * len(chunk))})")
             try:
                 rows = self._db.execute(query, [self.model, PREPROCESSING_VERSION, *chunk]).fetchall()
             except sqlite3.Error as exc:
                 self._failed("read", exc)
-                break
-            for digest, blob in rows:
-                vector = np.frombuffer(blob, dtype=np.float32)
-                if vector.shape == (size,):
-                    found[digest] = vector.copy()
+                return
+            yield from rows
+
+    def get_many(self, digests: Iterable[str], size: int) -> dict[str, np.ndarray]:
+        """The cached vectors of length ``size`` among ``digests``."""
+        found: dict[str, np.ndarray] = {}
+        for digest, blob in self._stored(list(dict.fromkeys(digests))):
+            vector = np.frombuffer(blob, dtype=np.float32)
+            if vector.shape == (size,):
+                found[digest] = vector.copy()
         return found
 
     def fill(self, digests: list[str], X: np.ndarray) -> list[int]:
@@ -196,27 +199,15 @@ class EmbeddingCache:
         rows_of: dict[str, list[int]] = {}
         for row, digest in enumerate(digests):
             rows_of.setdefault(digest, []).append(row)
-        wanted = list(rows_of)
         filled = np.zeros(len(digests), dtype=bool)
         size = X.shape[1]
-        for start in range(0, len(wanted), 500):
-            if self._db is None:
-                break
-            chunk = wanted[start:start + 500]
-            query = (f"SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? "
-                     f"AND image IN ({','.join('?' * len(chunk))})")
-            try:
-                rows = self._db.execute(query, [self.model, PREPROCESSING_VERSION, *chunk]).fetchall()
-            except sqlite3.Error as exc:
-                self._failed("read", exc)
-                break
-            for digest, blob in rows:
-                if len(blob) != 4 * size:
-                    continue
-                vector = np.frombuffer(blob, dtype=np.float32)
-                for row in rows_of[digest]:
-                    X[row] = vector
-                    filled[row] = True
+        for digest, blob in self._stored(list(rows_of)):
+            if len(blob) != 4 * size:
+                continue
+            vector = np.frombuffer(blob, dtype=np.float32)
+            for row in rows_of[digest]:
+                X[row] = vector
+                filled[row] = True
         return np.flatnonzero(~filled).tolist()
 
     def get(self, digest: str) -> np.ndarray | None:
