@@ -42,6 +42,9 @@ _BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """CREATE TABLE IF NOT EXISTS embeddings (
     model TEXT NOT NULL, preprocessing TEXT NOT NULL, image TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (model, preprocessing, image)) WITHOUT ROWID"""
+_CHECKS_SCHEMA = """CREATE TABLE IF NOT EXISTS checks (
+    model TEXT NOT NULL, preprocessing TEXT NOT NULL, embedding_spread REAL NOT NULL, image_spread REAL NOT NULL,
+    PRIMARY KEY (model, preprocessing)) WITHOUT ROWID"""
 
 
 class CacheWarning(DatasetWarning):
@@ -81,6 +84,7 @@ class EmbeddingCache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            db.execute(_CHECKS_SCHEMA)
             db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchall()
         except BaseException:
             db.close()
@@ -246,6 +250,27 @@ class EmbeddingCache:
 
     save = flush  # the name of the former .npz cache's method
 
+    def stored_spreads(self) -> tuple[float, float] | None:
+        """The wrong-normalisation check's (embedding, image) spreads measured when these embeddings were made."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT embedding_spread, image_spread FROM checks WHERE model=? AND preprocessing=?",
+                                   (self.model, PREPROCESSING_VERSION)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else (float(row[0]), float(row[1]))
+
+    def store_spreads(self, spreads: tuple[float, float]) -> None:
+        """Keep the check's verdict beside the embeddings, so a run served from the cache warns the same way."""
+        if self._db is None:
+            return
+        try:
+            self._db.execute("INSERT OR REPLACE INTO checks(model, preprocessing, embedding_spread, image_spread) VALUES (?, ?, ?, ?)",
+                             (self.model, PREPROCESSING_VERSION, *spreads))
+        except sqlite3.Error as exc:
+            self._failed("write", exc)
+
     def close(self) -> None:
         """Flush and close the database."""
         self.flush()
@@ -370,8 +395,11 @@ def embed_dataset(
     digests = dataset.file_digests()
     X = np.empty((len(dataset), interpreter.output_size), dtype=np.float32)  # the only copy of the embeddings
     cache = EmbeddingCache(interpreter.cache_key) if use_cache else None
+    check = interpreter.degenerate_check
     try:
         todo = cache.fill(digests, X) if cache is not None else list(range(len(dataset)))
+        if cache is not None and check is not None and not check.done and (stored := cache.stored_spreads()) is not None:
+            check.recall(*stored)  # the images are not run again: repeat the earlier verdict
         unreadable: list[str] = []
         failed: list[int] = []
 
@@ -387,6 +415,8 @@ def embed_dataset(
 
         if todo:
             failed = _extract_distinct(interpreter, dataset.paths, digests, todo, X, progress, report, store)
+        if cache is not None and check is not None and check.spreads is not None:
+            cache.store_spreads(check.spreads)
     finally:
         if cache is not None:
             cache.close()  # also on errors and Ctrl-C: what was computed stays cached

@@ -248,3 +248,16 @@ def test_stock_litert_runs_a_model_with_the_metadata():
     stock.set_tensor(stock.get_input_details()[0]["index"], np.zeros((1, 8, 8, 3), np.float32))
     stock.invoke()
     assert stock.get_output_details()[0]["dtype"] == np.float32
+
+
+def test_the_warning_is_repeated_when_the_embeddings_come_from_the_cache(tmp_path):
+    from lastlayer.data import load_dataset
+    from lastlayer.embeddings import embed_dataset
+
+    folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)
+    model = open_tree(layout_extractor(size=32, rescale=(1 / 127.5, -1.0)))
+    with pytest.warns(NormalizationWarning, match="hardly differ"):
+        first = embed_dataset(Interpreter(model), load_dataset(folder), progress=False)
+    with pytest.warns(NormalizationWarning, match="hardly differ"):
+        second = embed_dataset(Interpreter(model), load_dataset(folder), progress=False)
+    assert first.cached == 0 and second.cached == len(second.X)

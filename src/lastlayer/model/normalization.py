@@ -233,12 +233,22 @@ class DegenerateOutputCheck:
         self._outputs.append(np.asarray(output, dtype=np.float64).reshape(-1).copy())
         if len(self._pixels) < self.images:
             return
-        self.done = True
         image_spread = relative_spread(np.stack(self._pixels))
         output_spread = relative_spread(np.stack(self._outputs))
         self._pixels, self._outputs = [], []
+        self.recall(output_spread, image_spread)
+
+    @property
+    def spreads(self) -> tuple[float, float] | None:
+        """(embedding spread, image spread) once the check ran on images that differ; else ``None``."""
+        return getattr(self, "_spreads", None)
+
+    def recall(self, output_spread: float, image_spread: float) -> None:
+        """Conclude the check from measured spreads (also from an earlier run's, kept beside cached embeddings)."""
+        self.done = True
         if image_spread < _MIN_IMAGE_SPREAD:
             return
+        self._spreads = (float(output_spread), float(image_spread))
         self.ratio = output_spread / image_spread
         if self.ratio < DEGENERATE_RATIO:
             warnings.warn(
