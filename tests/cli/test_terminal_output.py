@@ -21,11 +21,12 @@ def test_a_logged_run_has_no_carriage_returns_and_warnings_on_their_own_lines(tm
             (data / name / image.name).symlink_to(image)
     (data / "dog" / "notes.txt").write_text("not an image")
     done = subprocess.run([sys.executable, "-m", "lastlayer", "imprint", str(data), "-m", EXTRACTOR, "-o", str(tmp_path / "out"),
-                           "--test-ratio", "0"], capture_output=True, text=True, env={**os.environ, "LASTLAYER_MODELS": str(models_dir)},
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "\r" not in done.stderr and "\x1b[" not in done.stderr
-    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+                           "--test-ratio", "0"], capture_output=True, env={**os.environ, "LASTLAYER_MODELS": str(models_dir)},
+                          timeout=300)  # bytes: text mode would turn the "\r" of a progress bar into "\n"
+    stderr = done.stderr.decode("utf-8")
+    assert done.returncode == 0, stderr
+    assert "\r" not in stderr and "\x1b[" not in stderr
+    warnings = [line for line in stderr.splitlines() if "warning" in line]
     assert warnings and all(line.startswith("lastlayer: warning: ") for line in warnings)
     quiet = subprocess.run([sys.executable, "-m", "lastlayer", "imprint", str(data), "-m", EXTRACTOR, "-o", str(tmp_path / "out2"),
                             "--test-ratio", "0", "--quiet"], capture_output=True, text=True,
