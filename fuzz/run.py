@@ -65,14 +65,7 @@ def _stages(path: str) -> list[tuple[str, Callable[[], object]]]:
         interp.output()
 
     def cut() -> None:
-        model = load_model(path)
-        try:  # the commands hand surgery the tree of a ModelFile, with plain-list indices
-            from lastlayer.model.file import normalise
-        except ImportError:
-            pass
-        else:
-            model = normalise(model)
-        model, _ = cut_at_embedding(model, None, path)
+        model, _ = cut_at_embedding(load_model(path), None, path)
         load_model(model_to_bytes(model), source=f"{path} (cut)")
 
     return [

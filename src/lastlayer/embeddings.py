@@ -26,7 +26,7 @@ from lastlayer.data import Dataset, DatasetWarning
 from lastlayer.digests import DATABASE_NAME, save_pending
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.runtime import Interpreter
-from lastlayer.runtime.batch import iter_embeddings
+from lastlayer.runtime.batch import iter_embeddings, progress_bar
 from lastlayer.zoo import cache_dir
 
 try:  # POSIX: serialise the "is this database damaged?" check between processes
@@ -304,30 +304,20 @@ def _extract(interpreter: Interpreter, paths: list[Path], rows: list[int], X: np
 
     ``on_error(row, error)`` is called for each unreadable image (in row order, in this thread).
     """
-    show = progress and len(rows) >= 2
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc="embedding", unit="img", leave=False)
     failed: list[int] = []
-    try:
-        with closing(iter_embeddings(interpreter, [paths[r] for r in rows])) as outcomes:
-            for index, vector, error, _ in outcomes:
-                row = rows[index]
-                if error is not None:
-                    on_error(row, error)
-                    failed.append(row)
-                elif np.isnan(vector).any():  # a model that outputs NaN: left out like an unreadable image, never cached
-                    failed.append(row)
-                else:
-                    X[row] = vector
-                    store(row, X[row])
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_bar(len(rows), "embedding", progress) as advance, \
+            closing(iter_embeddings(interpreter, [paths[r] for r in rows])) as outcomes:
+        for index, vector, error, _ in outcomes:
+            row = rows[index]
+            if error is not None:
+                on_error(row, error)
+                failed.append(row)
+            elif np.isnan(vector).any():  # a model that outputs NaN: left out like an unreadable image, never cached
+                failed.append(row)
+            else:
+                X[row] = vector
+                store(row, X[row])
+            advance()
     return failed
 
 

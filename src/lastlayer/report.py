@@ -11,8 +11,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.plot import save_confusion_png  # noqa: F401  (drawing moved to lastlayer.plot)
-
 OTHER = "(other class)"
 
 

@@ -108,8 +108,8 @@ def job_log(args: argparse.Namespace) -> Callable[[str], None]:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars only on a terminal, and not with ``--json`` / ``--quiet``."""
-    return not (args.json or args.quiet) and sys.stderr.isatty()
+    """No progress bars with ``--json`` / ``--quiet`` (the library shows them only on a terminal anyway)."""
+    return not (args.json or args.quiet)
 
 
 def render(args: argparse.Namespace, result: Any) -> int:

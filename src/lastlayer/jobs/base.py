@@ -19,7 +19,7 @@ from lastlayer.data import Dataset, load_dataset
 from lastlayer.embeddings import EmbeddedDataset, embed_dataset
 from lastlayer.files import OutputSet
 from lastlayer.model.labels import format_labels
-from lastlayer.report import save_confusion_png
+from lastlayer.plot import save_confusion_png
 from lastlayer.runtime import Interpreter
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -74,6 +74,11 @@ def embed(interpreter: Interpreter, dataset: Dataset, options: DataOptions, time
     if embedded.cached:
         log(f"{embedded.cached} embeddings from the cache")
     return embedded
+
+
+def settings(options: DataOptions) -> dict[str, Any]:
+    """A job's options as the report records them (JSON-ready; display-only ones left out)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"}
 
 
 def data_report(source: PathLike, embedded: EmbeddedDataset) -> dict[str, Any]:

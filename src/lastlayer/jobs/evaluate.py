@@ -17,7 +17,8 @@ from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
-from lastlayer.report import classification_report, misclassified, save_confusion_png, text_table
+from lastlayer.plot import save_confusion_png
+from lastlayer.report import classification_report, misclassified, text_table
 from lastlayer.runtime import Interpreter, extract_embeddings
 from lastlayer.zoo import open_model, resolve_labels
 

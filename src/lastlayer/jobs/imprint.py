@@ -11,6 +11,7 @@ from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots,
 from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
+from lastlayer.layer import DenseLayer
 from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead, leave_one_out
 from lastlayer.model.export import (
     cosine_class_rows,
@@ -43,14 +44,19 @@ class ImprintOptions(skeleton.DataOptions):
     output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
 
 
-def open_head(base: ModelFile, options: ImprintOptions, resume: bool) -> ImprintingHead:
-    """The head to imprint into: the classes of a saved model (resume), or a new head on ``base``."""
-    if resume:
-        if base.kind is not ModelKind.IMPRINTING:
-            what = "a classifier (for example one written by 'lastlayer train')" if base.kind is ModelKind.CLASSIFIER else f"a {base.kind.value}"
-            raise ModelError(f"{base.name} is {what}, not an imprinted model, so it cannot take new classes by imprinting; "
-                             "imprint on its extractor (or on the classifier itself) to start a new imprinted model", subject="resume")
-        return ImprintingHead.from_layer(read_imprinting_layer(base))
+def resumed_layer(base: ModelFile) -> DenseLayer:
+    """The classes of a model to resume, or why it cannot be resumed by imprinting."""
+    if base.kind is not ModelKind.IMPRINTING:
+        what = "a classifier (for example one written by 'lastlayer train')" if base.kind is ModelKind.CLASSIFIER else f"a {base.kind.value}"
+        raise ModelError(f"{base.name} is {what}, not an imprinted model, so it cannot take new classes by imprinting; "
+                         "imprint on its extractor (or on the classifier itself) to start a new imprinted model", subject="resume")
+    return read_imprinting_layer(base)
+
+
+def open_head(base: ModelFile, options: ImprintOptions, resumed: DenseLayer | None) -> ImprintingHead:
+    """The head to imprint into: the classes of a resumed model, or a new head on ``base``."""
+    if resumed is not None:
+        return ImprintingHead.from_layer(resumed)
     if base.kind is ModelKind.IMPRINTING:
         if options.keep_classes:
             return ImprintingHead.from_layer(read_imprinting_layer(base))
@@ -87,9 +93,9 @@ def _names(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _known_digests(base: ModelFile) -> dict[str, str]:
+def _known_digests(resumed: DenseLayer | None) -> dict[str, str]:
     """Digest -> class id of the photos a resumed model was imprinted from (empty for models without them)."""
-    stored = read_imprinting_layer(base).state.get("digests", {})
+    stored = resumed.state.get("digests", {}) if resumed is not None else {}
     return {digest: class_id for class_id, digests in stored.items() for digest in digests}
 
 
@@ -122,7 +128,8 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     say = log or skeleton.stderr_log
     timer = skeleton.Timer()
     base = open_model(resume if resume is not None else model)
-    head = open_head(base, options, resume is not None)
+    resumed = resumed_layer(base) if resume is not None else None
+    head = open_head(base, options, resumed)
     structure = find_structure(base.tree)
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
     dataset = skeleton.announced_dataset(data, say)
@@ -135,7 +142,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         say(f"no photos held out from {_names(kept_whole)} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
     if options.shots:
         train_rows = take_shots(train_rows, dataset.labels, options.shots, options.seed)
-    known = _known_digests(base) if resume is not None else {}
+    known = _known_digests(resumed)
     digests = [d[:DIGEST_CHARS] for d in dataset.file_digests()]
     repeated = [r for r in train_rows if digests[r] in known]
     if repeated:
@@ -190,7 +197,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "finetune_loss": [finetuned.loss_before, finetuned.loss_after] if finetuned else None,
         "finetune": None if finetuned is None else {k: getattr(finetuned, k) for k in (
             "monitored_on", "best_step", "steps_run", "step_reductions", "stopped_early", "held_out")},
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
+        "settings": skeleton.settings(options),
         "test_accuracy": None,
     }
     if len(test_rows):

@@ -116,7 +116,7 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "output_type": output_type,
         "head_type": head_type,
         "normalization": normalization.to_dict(),
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items() if k != "progress"},
+        "settings": skeleton.settings(options),
         "train_accuracy": train_accuracy,
         "val_accuracy": val_accuracy,
     }

@@ -46,7 +46,7 @@ def check_class_id(class_id: int, num_classes: int, *, allow_new: bool = False) 
         value = int(class_id)
     except (TypeError, ValueError):
         raise TrainingError(f"class id {class_id!r} is not an integer") from None
-    if value != class_id and not isinstance(class_id, (np.integer, int)):
+    if value != class_id:  # 1.5 is not a class id (1.0 and numpy integers are)
         raise TrainingError(f"class id {class_id!r} is not an integer")
     if value < 0:
         raise TrainingError(f"class id {value} is negative; class ids start at 0")

@@ -62,7 +62,7 @@ def output_type_of(model: ModelFile) -> str:
     The saved model's output type may differ (see :func:`original_output_type`); this one decides how
     the head's weights and logits are quantized.
     """
-    tree, _ = extractor_tree(model)
+    tree = model.tree if model.kind is ModelKind.EXTRACTOR else extractor_tree(model)[0]  # only read: no copy needed
     return str(check_extractor(tree, model.name).dtype)
 
 

@@ -20,7 +20,7 @@ from typing import Union
 
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.model.io import load_model, model_to_bytes, normalise, read_file  # noqa: F401  (normalise: re-exported)
+from lastlayer.model.io import load_model, model_to_bytes, read_file
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, custom_code
 
 

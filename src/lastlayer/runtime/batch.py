@@ -226,30 +226,38 @@ def extract_embeddings(
     """
     paths = list(paths)
     result = np.empty((len(paths), interpreter.output_size), dtype=np.float32)
-    show = progress and len(paths) >= 2 and _is_terminal()
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(paths), desc=description, unit="img", leave=False)
-    try:
-        with closing(iter_embeddings(interpreter, paths, workers=workers)) as outcomes:
-            for row, vector, error, seconds in outcomes:
-                if error is not None:
-                    if on_error is None:
-                        raise error
-                    on_error(paths[row], error)
-                    result[row] = np.nan
-                else:
-                    result[row] = vector
-                    if latencies is not None:
-                        latencies.append(seconds)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_bar(len(paths), description, progress) as advance, \
+            closing(iter_embeddings(interpreter, paths, workers=workers)) as outcomes:
+        for row, vector, error, seconds in outcomes:
+            if error is not None:
+                if on_error is None:
+                    raise error
+                on_error(paths[row], error)
+                result[row] = np.nan
+            else:
+                result[row] = vector
+                if latencies is not None:
+                    latencies.append(seconds)
+            advance()
     return result
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """A tqdm bar on stderr for ``total`` items, shown only when ``enabled``, on a terminal, for 2 or more items.
+
+    Yields the function to call once per finished item (a no-op when no bar is shown).
+    """
+    if not (enabled and total >= 2 and _is_terminal()):
+        yield lambda: None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="img", leave=False)
+    try:
+        yield lambda: bar.update(1)
+    finally:
+        bar.close()
 
 
 def _is_terminal() -> bool:
