@@ -7,7 +7,7 @@
   (the source is a 15 fps video looped in real time, so 15 is the ceiling).
 * the cost of the stream itself: JPEG bytes and encode time per frame (encoded once, shared by clients).
 
-Usage: ``python benchmarks/serve.py [--trials 20] [--seconds 5]``. Needs lastlayer[web,camera] and httpx.
+Usage: ``python benchmarks/serve.py [--trials 20] [--seconds 5]``. Needs lastlayer[web,camera] and httpx2 (the test extra).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED  # noqa: E402

@@ -13,7 +13,7 @@ from serve.webtools import FPS, SEGMENTS
 from conftest import EXTRACTOR, MODELS, need
 
 pytest.importorskip("starlette", reason="the web tests need lastlayer[web] (starlette, uvicorn, python-multipart)")
-pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
+pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
 
 @pytest.fixture(scope="session")
 def extractor() -> Path:

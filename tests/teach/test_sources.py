@@ -145,6 +145,15 @@ def test_realtime_paces_frames_and_default_does_not(tmp_path, cv2):
     assert len(list(open_source(video, fps=100))) == 6  # an explicit fps paces too (0.05 s here)
 
 
+def test_sources_say_whether_they_are_paced(tmp_path, cv2):
+    video = write_video(tmp_path / "paced.avi", [("gear", 3)], size=(64, 48))
+    write_image_folder(tmp_path / "frames", [("gear", 2)])
+    with open_source(video) as fast, open_source(video, realtime=True) as paced, \
+            open_source(video, fps=10, prefetch=2) as prefetched, open_source(tmp_path / "frames") as folder, \
+            open_source(tmp_path / "frames", fps=5) as timed:
+        assert [s.paced for s in (fast, paced, prefetched, folder, timed)] == [False, True, True, False, True]
+
+
 def test_prefetch_gives_the_same_frames(tmp_path, cv2):
     video = write_video(tmp_path / "p.avi", [("gear", 5), ("bracket", 5)], size=(96, 64))
     plain = list(open_source(video))

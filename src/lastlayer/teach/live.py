@@ -9,7 +9,6 @@ returning a :class:`~lastlayer.teach.session.Prediction`: a :class:`TeachingSess
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -23,7 +22,10 @@ from lastlayer.teach.sources import Frame, FrameSource
 
 
 class Predictor(Protocol):
-    def predict(self, image: Any, top_k: int = 3) -> Prediction: ...
+    """What the live loop predicts with. ``lanes`` (optional, default 1): how many ``predict(..., lane=i)``
+    calls may run at the same time from different threads."""
+
+    def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction: ...
 
 
 class ModelPredictor:
@@ -31,6 +33,7 @@ class ModelPredictor:
 
     def __init__(self, model: Any, num_threads: int | None = None, *, input_mean: Any = None, input_std: Any = None) -> None:
         from lastlayer.runtime import Interpreter
+        from lastlayer.runtime.lanes import Lanes
         from lastlayer.zoo import open_model
 
         self.model = open_model(model)
@@ -38,13 +41,22 @@ class ModelPredictor:
         self.labels = self.model.label_list(self.interpreter.output_size) or [str(i) for i in range(self.interpreter.output_size)]
         self.input_size = self.interpreter.input_size
         self._lock = threading.Lock()
+        self._lanes = Lanes(self.interpreter, self._lock)
 
-    def predict(self, image: Any, top_k: int = 3) -> Prediction:
+    @property
+    def lanes(self) -> int:
+        """How many predictions may run at the same time (``predict(..., lane=i)`` from different threads)."""
+        return len(self._lanes)
+
+    def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
         from lastlayer.images import resize_array
 
         pixels = resize_array(image.pixels if hasattr(image, "pixels") else image, self.interpreter.input_size)
-        with self._lock:
-            scores = self.interpreter.run(pixels)
+        if lane is None:
+            with self._lock:
+                scores = self.interpreter.run(pixels)
+        else:
+            scores = self._lanes.run(lane, pixels)
         order = np.argsort(-scores, kind="stable")[: max(1, int(top_k))]
         return Prediction([(self.labels[i], float(scores[i])) for i in order], [int(i) for i in order])
 
@@ -101,76 +113,140 @@ class _Rate:
         return (len(self.times) - 1) / (self.times[-1] - self.times[0]) if len(self.times) > 1 and self.times[-1] > self.times[0] else 0.0
 
 
-_END = object()
+class _Pipeline:
+    """Frames read in order, predicted by several threads at once, handed back in order.
 
+    Each worker thread takes the next frame from the source (under a lock, so frames keep their
+    order), resizes it and predicts it on its own lane of the predictor; decoding, resizing and
+    inference all release the GIL, so the workers keep every core busy. Results wait in a small
+    reorder buffer: no frame is read more than ``depth`` frames ahead of the consumer.
+    """
 
-def _resized(source: FrameSource, size: tuple[int, int] | None, every: int, stop: threading.Event) -> Iterator[tuple[Frame, Any]]:
-    """``(frame, model-sized pixels)``, read and resized on a background thread so that it overlaps inference."""
-    from lastlayer.images import resize_array
+    def __init__(self, predictor: Predictor, source: FrameSource, *, top_k: int, every: int,
+                 max_fps: float | None, stop: threading.Event | None, lanes: int | None = None) -> None:
+        self.predictor, self.source, self.top_k, self.every, self.max_fps = predictor, source, top_k, every, max_fps
+        self.size = getattr(predictor, "input_size", None)
+        if lanes is None and source.paced:
+            # A paced source (a camera) gains nothing from more frames in flight, and one frame on all
+            # the cores is the least delay; a file played as fast as it decodes gains frames per second.
+            lanes = 1
+        if lanes is not None and lanes <= 1:
+            self.lane_count = 1  # the predictor's lanes (extra interpreters) are not even made
+        else:
+            available = int(getattr(predictor, "lanes", 1) or 1)
+            self.lane_count = max(1, min(lanes or available, available))
+        # With one lane, a second worker still decodes and resizes the next frame during inference.
+        workers = max(2, self.lane_count)
+        self.depth = 2 * workers
+        self._stop, self._halt = stop, threading.Event()
+        self._read_lock = threading.Lock()
+        self._done = threading.Condition()
+        self._results: dict[int, tuple[str, Any]] = {}
+        self._next_read = 0  # sequence number of the next frame read
+        self._consumed = 0  # sequence number the consumer waits for
+        self._finished = False  # the source ended or failed: read no further
+        self._last_read = 0.0
+        self._threads = [threading.Thread(target=self._work, args=(worker,), name=f"lastlayer-live-{worker}", daemon=True)
+                         for worker in range(workers)]
 
-    ready: queue.Queue = queue.Queue(maxsize=4)
+    def _stopped(self) -> bool:
+        return self._halt.is_set() or self._finished or (self._stop is not None and self._stop.is_set())
 
-    def produce() -> None:
-        try:
-            for frame in source:
-                if stop.is_set():
-                    break
-                if every > 1 and frame.index % every:
-                    continue
-                pixels = frame.pixels if size is None else resize_array(frame.pixels, size)
-                while not stop.is_set():
-                    try:
-                        ready.put((frame, pixels), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # handed to the consumer
-            ready.put(exc)
-            return
-        ready.put(_END)
+    def _next_frame(self) -> Frame | None:
+        if self.max_fps:
+            wait = self._last_read + 1.0 / self.max_fps - time.monotonic()
+            if wait > 0 and self._halt.wait(wait):
+                return None
+            self._last_read = time.monotonic()
+        for frame in self.source:
+            if self._stopped():
+                return None
+            if self.every <= 1 or frame.index % self.every == 0:
+                return frame
+        return None
 
-    thread = threading.Thread(target=produce, name="lastlayer-frames", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
+    def _read(self) -> tuple[int, Frame | BaseException | None]:
+        """The next sequence number and its frame (``None``: the source ended; an exception: it failed)."""
+        with self._read_lock:
+            with self._done:
+                self._done.wait_for(lambda: self._next_read - self._consumed < self.depth or self._stopped())
+            sequence = self._next_read
+            self._next_read += 1
+            if self._stopped():
+                return sequence, None
             try:
-                ready.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+                return sequence, self._next_frame()
+            except BaseException as exc:  # handed to the consumer, in order
+                return sequence, exc
+
+    def _predict(self, worker: int, frame: Frame) -> Prediction:
+        from lastlayer.images import resize_array
+
+        pixels = frame.pixels if self.size is None else resize_array(frame.pixels, self.size)
+        if self.lane_count > 1:
+            return self.predictor.predict(pixels, top_k=self.top_k, lane=worker % self.lane_count)
+        return self.predictor.predict(pixels, top_k=self.top_k)  # the predictor's own (multi-threaded) interpreter
+
+    def _work(self, worker: int) -> None:
+        while True:
+            sequence, frame = self._read()
+            if frame is None:
+                result: tuple[str, Any] = ("end", None)
+            elif isinstance(frame, BaseException):
+                result = ("error", frame)
+            else:
+                try:
+                    result = ("ok", (frame, self._predict(worker, frame)))
+                except BaseException as exc:  # handed to the consumer, in order
+                    result = ("error", exc)
+            with self._done:
+                self._results[sequence] = result
+                if result[0] != "ok":
+                    self._finished = True
+                self._done.notify_all()
+            if result[0] != "ok":
+                return
+
+    def __iter__(self) -> Iterator[tuple[Frame, Prediction]]:
+        for thread in self._threads:
+            thread.start()
+        try:
+            while True:
+                with self._done:
+                    self._done.wait_for(lambda: self._consumed in self._results)
+                    kind, value = self._results.pop(self._consumed)
+                    self._consumed += 1
+                    self._done.notify_all()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            self._halt.set()
+            with self._done:
+                self._done.notify_all()
+            for thread in self._threads:
+                thread.join()
 
 
 def predictions(predictor: Predictor, source: FrameSource, *, window: int = 5, top_k: int = 3, every: int = 1,
                 max_fps: float | None = None, max_frames: int | None = None,
-                stop: threading.Event | None = None) -> Iterator[LiveState]:
+                stop: threading.Event | None = None, lanes: int | None = None) -> Iterator[LiveState]:
     """Predict frame after frame: every ``every``-th frame, at most ``max_fps`` per second, smoothed over ``window``.
 
-    Frames are read and resized to the model's input on a background thread, overlapping inference.
+    Frames are read in order, then resized and predicted by worker threads, and the states come
+    out in frame order. ``lanes``: how many frames are predicted at once, each on a single-threaded
+    interpreter (the predictor's ``lanes``); default: all of them for a source read as fast as it
+    decodes (the most frames per second), one for a paced source such as a camera (the predictor's
+    own multi-threaded interpreter: the least delay per frame), with the next frame decoded and
+    resized meanwhile.
     """
     smoother, rate = Smoother(window), _Rate()
-    last = 0.0
-    halt = threading.Event()
-    frames = _resized(source, getattr(predictor, "input_size", None), every, halt)
-    for processed, (frame, pixels) in enumerate(frames, start=1):
+    frames = _Pipeline(predictor, source, top_k=max(top_k, 1), every=every, max_fps=max_fps, stop=stop, lanes=lanes)
+    for processed, (frame, raw) in enumerate(frames, start=1):
         if stop is not None and stop.is_set():
             return
-        if max_fps:
-            wait = last + 1.0 / max_fps - time.monotonic()
-            if wait > 0:
-                if stop is not None and stop.wait(wait):
-                    return
-                if stop is None:
-                    time.sleep(wait)
-            last = time.monotonic()
-        raw = predictor.predict(pixels, top_k=max(top_k, 1))
         yield LiveState(frame, raw, smoother.update(raw, top_k), rate.tick(), processed)
         if max_frames is not None and processed >= max_frames:
             return

@@ -5,7 +5,8 @@ and one row update (no re-embedding, no interpreter rebuilt), so the next predic
 once. Every change is committed to the state folder before the call returns (see
 :mod:`lastlayer.teach.store`), and reopening the folder gives back exactly what was taught.
 One lock serialises the interpreter and the state, so the camera loop, a web server and a
-terminal can predict and teach from different threads.
+terminal can predict and teach from different threads; a live loop predicts on :attr:`lanes`
+(single-threaded clones of the interpreter on a multi-core CPU) so that frames overlap.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lastlayer.model.labels import format_labels
 from lastlayer.model.normalization import Values, as_values, input_normalization
 from lastlayer.report import confusion_matrix
 from lastlayer.runtime import Interpreter
+from lastlayer.runtime.lanes import Lanes
 from lastlayer.teach.store import StateError, StateStore
 from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
@@ -165,6 +167,7 @@ class TeachingSession:
         self.input_size = self.interpreter.input_size
         self.dim = self.interpreter.output_size
         self._classes: list[_Class] = []
+        self._lanes = Lanes(self.interpreter, self._lock)
         self._reload()
 
     # ----------------------------------------------------------------- state
@@ -266,11 +269,14 @@ class TeachingSession:
             return resize_array(image, self.input_size)
         return load_resized(image, self.input_size)
 
-    def embed(self, image: Any) -> np.ndarray:
-        """The unit embedding of one image (array, frame or file)."""
+    def embed(self, image: Any, *, lane: int | None = None) -> np.ndarray:
+        """The unit embedding of one image (array, frame or file); ``lane``: see :meth:`predict`."""
         pixels = self._pixels(image)
-        with self._lock:
-            vector = self.interpreter.run(pixels)
+        if lane is None:
+            with self._lock:
+                vector = self.interpreter.run(pixels)
+        else:
+            vector = self._lanes.run(lane, pixels)
         return unit_rows(vector[np.newaxis].astype(np.float64))[0]
 
     def add_examples(self, ref: ClassRef, images: Any | Sequence[Any]) -> list[ExampleInfo]:
@@ -326,9 +332,18 @@ class TeachingSession:
         return data
 
     # ----------------------------------------------------------------- predicting
-    def predict(self, image: Any, top_k: int = 3) -> Prediction:
-        """The ``top_k`` classes for one image (array, frame or file)."""
-        return self.predict_embedding(self.embed(image), top_k)
+    @property
+    def lanes(self) -> int:
+        """How many predictions may run at the same time (``predict(..., lane=i)`` from different threads)."""
+        return len(self._lanes)
+
+    def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
+        """The ``top_k`` classes for one image (array, frame or file).
+
+        ``lane`` (``0 .. lanes - 1``) runs the extractor on that lane's interpreter, outside the session's
+        lock, so that a live loop predicts several frames at once while teaching goes on.
+        """
+        return self.predict_embedding(self.embed(image, lane=lane), top_k)
 
     def predict_embedding(self, unit: np.ndarray, top_k: int = 3) -> Prediction:
         with self._lock:

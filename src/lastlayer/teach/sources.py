@@ -99,6 +99,12 @@ class FrameSource(ABC):
         return None
 
     @property
+    def paced(self) -> bool:
+        """Whether frames come at the source's own rate (a camera, a stream, a file played in real time)
+        rather than as fast as they are read."""
+        return self.live
+
+    @property
     def closed(self) -> bool:
         return self._stop.is_set()
 
@@ -271,6 +277,10 @@ class ImageFolderSource(FrameSource):
     def fps(self) -> float:
         return self._fps
 
+    @property
+    def paced(self) -> bool:
+        return self._pacer is not None
+
     def _next_path(self) -> Path | None:
         if self._position >= len(self.paths):
             if self._good_in_pass == 0:
@@ -344,6 +354,10 @@ class VideoFileSource(FrameSource):
     @property
     def fps(self) -> float:
         return self._rate
+
+    @property
+    def paced(self) -> bool:
+        return self._pacer is not None
 
     def _open(self) -> Any:
         with _QuietOpenCV(self._cv2):
@@ -695,6 +709,10 @@ class _ThreadedReader(FrameSource):
     @property
     def fps(self) -> float | None:
         return self.source.fps
+
+    @property
+    def paced(self) -> bool:
+        return self.source.paced
 
     def _guarded(self) -> None:
         try:
