@@ -21,11 +21,24 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, rows: int, columns:
     return matrix
 
 
+_ROWS_AT_ONCE = 1024  # bounds the memory of top_k_accuracy to rows x classes booleans
+
+
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
-    """Fraction of rows whose true class is among the ``k`` highest scores."""
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == np.asarray(y_true)[:, None], axis=1)))
+    """Fraction of rows whose true class is among the ``k`` highest scores (ties go to the lower class id).
+
+    Counts the classes ranked ahead of the true one instead of sorting: linear in the classes, and
+    a few rows at a time, so 10,000 images x 1,000 classes need about a megabyte.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    columns = np.arange(scores.shape[1])
+    hits = 0
+    for start in range(0, len(y_true), _ROWS_AT_ONCE):
+        block, truth = scores[start:start + _ROWS_AT_ONCE], y_true[start:start + _ROWS_AT_ONCE]
+        own = block[np.arange(len(block)), truth][:, None]
+        ahead = np.count_nonzero(block > own, axis=1) + np.count_nonzero((block == own) & (columns < truth[:, None]), axis=1)
+        hits += int(np.count_nonzero((ahead < k) & ~np.isnan(own[:, 0])))
+    return hits / len(y_true) if len(y_true) else 0.0
 
 
 def classification_report(
