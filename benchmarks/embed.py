@@ -1,8 +1,8 @@
 """Batch embedding extraction against the minimum CPU it needs and the wall-clock limit of the cores.
 
 One process, the same image files (half flowers, half clothing), read once so every variant reads
-from memory. Each round measures, interleaved chunk by chunk (every variant on the same 40 images
-before the next 40):
+from memory. Each round measures, interleaved chunk by chunk (every variant on the same 100 images
+before the next 100):
 
 - ``decode``: ``load_resized`` of every file in one thread (CPU ms per image);
 - ``invoke``: one single-threaded interpreter on the pre-decoded images (set input, invoke, read
@@ -54,11 +54,11 @@ from PIL import Image
 
 from lastlayer import Interpreter, extract_embeddings, resolve_model
 from lastlayer.images import load_resized
-from lastlayer.runtime.batch import plan
+from lastlayer.runtime.batch import chunk_size, plan
 from lastlayer.runtime.interpreter import usable_cores
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 
-CHUNK = 40  # images per job in turn
+CHUNK = 100  # images per job in turn
 
 
 def spread(values: list[float], digits: int = 3) -> str:
@@ -88,7 +88,8 @@ def measure(count: int, rounds: int, verbose: bool = True) -> dict[str, list[flo
     chosen = plan(default, images=len(paths))
     extract_embeddings(default, paths[:8], progress=False)  # make the pool's interpreters before timing
     if verbose:
-        how = (f"{chosen.interpreters} single-threaded interpreters side by side" if chosen.pooled
+        how = (f"{chosen.interpreters} single-threaded interpreter(s) side by side, each decoding "
+               f"{chunk_size(len(paths), chosen.interpreters)} images, then running them" if chosen.pooled
                else f"one {default.num_threads}-thread interpreter fed by {chosen.decoders} decode thread(s)")
         print(f"{len(paths)} images, {DEFAULT_EXTRACTOR}, {cores} usable core(s): {how}")
 

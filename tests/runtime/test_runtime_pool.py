@@ -36,14 +36,16 @@ def test_usable_cores_follows_the_affinity_mask():
     (64, 64, None, 100, (16, 0)),  # capped where the Python around each image would limit the rate
     (16, 4, None, 100, (4, 0)),    # the interpreter's thread budget caps the pool
     (16, 16, None, 3, (3, 0)),     # never more interpreters than images
-    (1, 1, None, 100, (1, 1)),     # one core: one interpreter, one decode thread ahead
+    (1, 1, None, 100, (1, 0)),     # one core: one interpreter decoding a chunk, then running it
+    (1, 1, 1, 100, (1, 1)),        # ... unless the caller asks for one image in flight: one decode thread ahead
+    (2, 2, 1, 100, (1, 1)),
     (4, 1, None, 100, (1, 3)),     # a one-thread budget: one interpreter, decoding on the other cores
     (2, 2, 3, 100, (3, 0)),        # workers chosen by the caller
 ])
 def test_plan_follows_cores_and_thread_budget(monkeypatch, cores, threads, workers, images, expected):
     monkeypatch.setattr(batch_module, "usable_cores", lambda: cores)
     chosen = plan(_stub(threads), workers, images)  # type: ignore[arg-type]
-    assert (chosen.interpreters, chosen.decoders) == expected and chosen.pooled == (expected[0] > 1)
+    assert (chosen.interpreters, chosen.decoders) == expected and chosen.pooled == (expected[1] == 0)
 
 
 def test_an_edge_tpu_model_keeps_one_interpreter(monkeypatch):
@@ -141,3 +143,52 @@ def test_the_wrong_normalisation_warning_still_fires_on_a_pool(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         extract_embeddings(wrong, paths, progress=False, workers=2)  # once only
+
+
+@pytest.mark.parametrize(("images", "workers", "expected"), [(1000, 2, 16), (80, 2, 10), (12, 2, 1), (3, 4, 1), (64, 1, 16)])
+def test_chunks_are_small_enough_for_every_worker(images, workers, expected):
+    assert batch_module.chunk_size(images, workers) == expected
+
+
+def _numbered_images(folder: Path, count: int) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir()
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:03d}.png"
+        Image.new("RGB", (40, 30), (i, 255 - i, (7 * i) % 256)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_a_failure_in_the_middle_of_a_chunk_comes_after_the_rows_before_it(model_file, tmp_path, monkeypatch):
+    from lastlayer.errors import InferenceError
+
+    paths = _numbered_images(tmp_path / "numbered", 80)
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=2)
+    assert batch_module.chunk_size(len(paths), 2) == 10
+    marker = load_resized(paths[23], interpreter.input_size)
+    original = Interpreter.set_image
+
+    def set_image(self, pixels):
+        if np.array_equal(pixels, marker):
+            raise InferenceError("running the model failed on image 23")
+        original(self, pixels)
+
+    monkeypatch.setattr(Interpreter, "set_image", set_image)
+    rows = []
+    with pytest.raises(InferenceError, match="image 23"):
+        for outcome in iter_embeddings(interpreter, paths, workers=2):
+            rows.append(outcome.row)
+    assert rows == list(range(23))  # image 23 sits in the middle of the third chunk
+
+
+def test_one_core_decodes_a_chunk_then_runs_it_with_the_same_rows(model_file, images_dir, monkeypatch):
+    monkeypatch.setattr(batch_module, "usable_cores", lambda: 1)
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=1)
+    paths = _photos(images_dir) * 3
+    assert plan(interpreter, images=len(paths)) == batch_module.Plan(1, 0)
+    expected = np.stack([interpreter.run(load_resized(p, interpreter.input_size)) for p in paths])
+    np.testing.assert_array_equal(extract_embeddings(interpreter, paths, progress=False), expected)
+    assert replicas(interpreter, 1) == [interpreter]  # the interpreter itself ran them: no clone made
