@@ -8,6 +8,9 @@ before the next 100):
 - ``invoke``: one single-threaded interpreter on the pre-decoded images (set input, invoke, read
   output; CPU ms per image). CPU time, not wall time: other processes on the machine do not
   inflate this floor;
+- ``invoke everywhere``: ``invoke`` on every usable core at once (one single-threaded interpreter
+  per core, each on its share of the pre-decoded images; CPU ms per image): what running the cores
+  side by side costs by itself;
 - ``by hand``: the loop written by hand for every usable core at once: one thread and one
   single-threaded interpreter per core, each decoding and invoking its share of the images (wall
   time and CPU time): the floor with the cores competing for caches and memory, and decoding
@@ -105,6 +108,13 @@ def measure(count: int, rounds: int, verbose: bool = True) -> dict[str, list[flo
 
     lanes = [single] + [single.clone(num_threads=1) for _ in range(cores - 1)]
 
+    def on_every_core(run) -> None:
+        threads = [threading.Thread(target=run, args=(lane, index)) for index, lane in enumerate(lanes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     def by_hand(part: slice) -> None:
         mine = paths[part]
 
@@ -113,11 +123,17 @@ def measure(count: int, rounds: int, verbose: bool = True) -> dict[str, list[flo
                 lane.set_image(load_resized(path, (width, height)))
                 lane.invoke()
                 lane.output()
-        threads = [threading.Thread(target=run, args=(lane, index)) for index, lane in enumerate(lanes)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        on_every_core(run)
+
+    def invoke_everywhere(part: slice) -> None:
+        mine = decoded[part]
+
+        def run(lane: Interpreter, index: int) -> None:
+            for pixels in mine[index::cores]:
+                lane.set_image(pixels)
+                lane.invoke()
+                lane.output()
+        on_every_core(run)
 
     def naive(part: slice) -> None:
         for path in paths[part]:
@@ -131,9 +147,11 @@ def measure(count: int, rounds: int, verbose: bool = True) -> dict[str, list[flo
 
     figures: dict[str, list[float]] = {k: [] for k in ("decode_ms", "invoke_ms", "extract_ms", "extract_cpu_ms", "naive_ms",
                                                       "cpu_ratio", "wall_ratio", "naive_ratio", "images_per_s", "busy",
-                                                      "by_hand_ms", "cpu_ratio_by_hand", "wall_ratio_by_hand")}
+                                                      "by_hand_ms", "cpu_ratio_by_hand", "wall_ratio_by_hand",
+                                                      "invoke_everywhere_ms", "contention")}
     n = len(paths)
-    jobs = (("decode", decode), ("invoke", invoke), ("by_hand", by_hand), ("extract", extract), ("naive", naive))
+    jobs = (("decode", decode), ("invoke", invoke), ("invoke_everywhere", invoke_everywhere), ("by_hand", by_hand),
+            ("extract", extract), ("naive", naive))
     for number in range(rounds):
         wall = dict.fromkeys((key for key, _ in jobs), 0.0)
         cpu = dict.fromkeys((key for key, _ in jobs), 0.0)
@@ -150,6 +168,7 @@ def measure(count: int, rounds: int, verbose: bool = True) -> dict[str, list[flo
         round_figures = {
             "by_hand_ms": wall["by_hand"] / n * 1e3, "cpu_ratio_by_hand": cpu["extract"] / cpu["by_hand"],
             "wall_ratio_by_hand": wall["extract"] / wall["by_hand"],
+            "invoke_everywhere_ms": cpu["invoke_everywhere"] / n * 1e3, "contention": cpu["invoke_everywhere"] / cpu["invoke"],
             "decode_ms": cpu["decode"] / n * 1e3, "invoke_ms": cpu["invoke"] / n * 1e3,
             "extract_ms": wall["extract"] / n * 1e3, "extract_cpu_ms": cpu["extract"] / n * 1e3,
             "naive_ms": wall["naive"] / n * 1e3,
@@ -267,6 +286,8 @@ def main() -> None:
           f"extract {spread(figures['extract_ms'], 2)} ms wall, {spread(figures['extract_cpu_ms'], 2)} ms CPU per image")
     print(f"  CPU ratio   extract CPU / (invoke + decode)           {spread(figures['cpu_ratio'])}  (goal <= 1.05)")
     print(f"  wall ratio  extract wall / ((invoke + decode) / cores) {spread(figures['wall_ratio'])}  (goal <= 1.15)")
+    print(f"  invoke on every core at once: {spread(figures['invoke_everywhere_ms'], 2)} ms CPU per image, "
+          f"{spread(figures['contention'])} x one core alone (cores sharing caches and memory)")
     print(f"  by hand on every core (decode + invoke per thread): {spread(figures['by_hand_ms'], 2)} ms wall per image")
     print(f"  CPU ratio   extract CPU / by-hand CPU                 {spread(figures['cpu_ratio_by_hand'])}  (what lastlayer adds)")
     print(f"  wall ratio  extract wall / by-hand wall               {spread(figures['wall_ratio_by_hand'])}")
