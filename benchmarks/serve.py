@@ -135,14 +135,15 @@ def stream_rates(base: str, clients: int, seconds: float) -> list[float]:
 
 
 def jpeg_cost() -> tuple[float, int]:
-    from lastlayer.serve.feed import encode_jpeg
+    from lastlayer.images import encode_jpeg
+    from lastlayer.serve.feed import JPEG_QUALITY
     from lastlayer.teach.render import render_frame
 
     frame = render_frame("gear", 0)
-    encode_jpeg(frame)
+    encode_jpeg(frame, JPEG_QUALITY)
     start = time.perf_counter()
     for _ in range(50):
-        data = encode_jpeg(frame)
+        data = encode_jpeg(frame, JPEG_QUALITY)
     return (time.perf_counter() - start) / 50, len(data)
 
 

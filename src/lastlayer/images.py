@@ -7,6 +7,7 @@ bilinear (antialiased) filtering, the same for training and inference so the two
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -197,5 +198,12 @@ def resize_array(pixels: np.ndarray, size: Size) -> np.ndarray:
     pixels = np.ascontiguousarray(pixels)
     if (width, height) == tuple(size):
         return pixels
-    image = Image.fromarray(pixels)  # uint8 HxWx3 -> mode "RGB"
-    return np.asarray(image.resize(tuple(size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return resize_image(Image.fromarray(pixels), size)  # uint8 HxWx3 -> mode "RGB"
+
+
+def encode_jpeg(image: np.ndarray | Image.Image, quality: int) -> bytes:
+    """JPEG bytes of an HxWx3 uint8 RGB array or a Pillow image (converted to RGB)."""
+    picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

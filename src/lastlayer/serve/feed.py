@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import threading
 import time
 from collections import deque
@@ -23,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
+from lastlayer.images import encode_jpeg
 from lastlayer.teach.live import LiveLoop, LiveState
 from lastlayer.teach.session import Prediction, TeachingSession
 
@@ -93,13 +92,6 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.state.to_dict(), "revision": self.revision, "sequence": self.sequence}
-
-
-def encode_jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG bytes of HxWx3 uint8 RGB pixels."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 class Feed:
@@ -178,7 +170,7 @@ class Feed:
                 processed = 0
 
     def _publish(self, state: LiveState) -> None:
-        jpeg = encode_jpeg(state.frame.pixels)
+        jpeg = encode_jpeg(state.frame.pixels, JPEG_QUALITY)
         tagger = getattr(self.live, "predictor", None)
         revision = tagger.tag(state.prediction) if isinstance(tagger, TaggedPredictor) else None
         with self._cond:

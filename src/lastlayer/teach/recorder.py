@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -19,14 +18,12 @@ class FrameRecorder:
 
     def offer(self, state: object) -> bool:
         """Save ``state.frame`` if its top class is the recorded one; returns whether it was saved."""
-        from PIL import Image
+        from lastlayer.images import encode_jpeg
 
         top = state.top
         if top is None or top[0] != self.class_name:
             return False
         target = ensure_output_dir(self.folder / self.class_name)
-        buffer = io.BytesIO()
-        Image.fromarray(state.frame.pixels).save(buffer, format="JPEG", quality=92)
-        atomic_write_bytes(target / f"frame_{state.frame.index:06d}.jpg", buffer.getvalue())
+        atomic_write_bytes(target / f"frame_{state.frame.index:06d}.jpg", encode_jpeg(state.frame.pixels, quality=92))
         self.saved += 1
         return True

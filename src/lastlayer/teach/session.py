@@ -12,7 +12,6 @@ terminal can predict and teach from different threads; a live loop predicts on :
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 
 from lastlayer.errors import TrainingError
 from lastlayer.files import OutputSet
-from lastlayer.images import load_image, load_resized, resize_array
+from lastlayer.images import encode_jpeg, load_image, load_resized, resize_array
 from lastlayer.learn.imprinting import DEFAULT_SCALE, head_from_sums, leave_one_out, unit_rows
 from lastlayer.model.export import extractor_model, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
@@ -437,9 +436,7 @@ def _thumbnail(image: Any) -> bytes | None:
             image = image.pixels
         picture = Image.fromarray(np.asarray(image, dtype=np.uint8)) if isinstance(image, np.ndarray) else load_image(image)
         picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        buffer = io.BytesIO()
-        picture.convert("RGB").save(buffer, format="JPEG", quality=80)
-        return buffer.getvalue()
+        return encode_jpeg(picture, quality=80)
     except (OSError, ValueError, TypeError):
         return None
 
