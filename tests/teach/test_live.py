@@ -152,13 +152,15 @@ def test_lanes_clone_single_threaded_interpreters_or_share_the_one(monkeypatch):
     owner, lock = _Stub(4), threading.RLock()
     lanes = Lanes(owner, lock)  # type: ignore[arg-type]
     assert owner.clones == 0  # made on first use only
-    assert len(lanes) == 4 and owner.clones == 4 and lanes.run(5, np.zeros(1)).tolist() == [1]
+    assert len(lanes) == 4 and owner.clones == 4 and lanes.run(np.zeros(1), 5).tolist() == [1]
     assert len(lanes) == 4 and owner.clones == 4  # and kept
+    fresh = _Stub(4)
+    assert Lanes(fresh, lock).run(np.zeros(1)).tolist() == [4] and fresh.clones == 0  # type: ignore[arg-type]  (no lane: the owner itself)
     single = _Stub(1)
     shared = Lanes(single, lock)  # type: ignore[arg-type]
     assert len(shared) == 1 and single.clones == 0
     with lock:  # the owner's own lock guards its only lane (re-entrant here, as the session's is)
-        assert shared.run(0, np.zeros(1)).tolist() == [1]
+        assert shared.run(np.zeros(1), 0).tolist() == [1]
 
 
 @pytest.mark.shared

@@ -46,9 +46,15 @@ class Lanes:
     def __len__(self) -> int:
         return len(self._made())
 
-    def run(self, lane: int, pixels: np.ndarray) -> np.ndarray:
-        """The output for model-sized ``pixels`` on lane ``lane`` (any integer: taken modulo the lane count)."""
-        lanes = self._made()
-        interpreter, lock = lanes[lane % len(lanes)]
+    def run(self, pixels: np.ndarray, lane: int | None = None) -> np.ndarray:
+        """The output for model-sized ``pixels`` on lane ``lane`` (any integer: taken modulo the lane count).
+
+        ``lane=None`` runs the owner's own interpreter under the owner's lock, and makes no clones.
+        """
+        if lane is None:
+            interpreter, lock = self._interpreter, self._owner_lock
+        else:
+            lanes = self._made()
+            interpreter, lock = lanes[lane % len(lanes)]
         with lock:
             return interpreter.run(pixels)

@@ -22,10 +22,10 @@ from lastlayer.teach.sources import Frame, FrameSource
 
 
 class Predictor(Protocol):
-    """What the live loop predicts with. ``lanes`` (optional, default 1): how many ``predict(..., lane=i)``
-    calls may run at the same time from different threads."""
+    """What the live loop predicts with. A predictor may also have ``lanes``: how many calls
+    ``predict(..., lane=i)`` may run at the same time from different threads (without it, one)."""
 
-    def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction: ...
+    def predict(self, image: Any, top_k: int = 3) -> Prediction: ...
 
 
 class ModelPredictor:
@@ -52,11 +52,7 @@ class ModelPredictor:
         from lastlayer.images import resize_array
 
         pixels = resize_array(image.pixels if hasattr(image, "pixels") else image, self.interpreter.input_size)
-        if lane is None:
-            with self._lock:
-                scores = self.interpreter.run(pixels)
-        else:
-            scores = self._lanes.run(lane, pixels)
+        scores = self._lanes.run(pixels, lane)
         order = np.argsort(-scores, kind="stable")[: max(1, int(top_k))]
         return Prediction([(self.labels[i], float(scores[i])) for i in order], [int(i) for i in order])
 

@@ -270,12 +270,7 @@ class TeachingSession:
 
     def embed(self, image: Any, *, lane: int | None = None) -> np.ndarray:
         """The unit embedding of one image (array, frame or file); ``lane``: see :meth:`predict`."""
-        pixels = self._pixels(image)
-        if lane is None:
-            with self._lock:
-                vector = self.interpreter.run(pixels)
-        else:
-            vector = self._lanes.run(lane, pixels)
+        vector = self._lanes.run(self._pixels(image), lane)
         return unit_rows(vector[np.newaxis].astype(np.float64))[0]
 
     def add_examples(self, ref: ClassRef, images: Any | Sequence[Any]) -> list[ExampleInfo]:
