@@ -84,6 +84,7 @@ class FrameSource(ABC):
     """
 
     live: bool = False  # True for cameras and streams: frames arrive in real time and can be dropped
+    _pacer: _Pacer | None = None  # files and folders played in real time wait on it before each frame
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -102,7 +103,7 @@ class FrameSource(ABC):
     def paced(self) -> bool:
         """Whether frames come at the source's own rate (a camera, a stream, a file played in real time)
         rather than as fast as they are read."""
-        return self.live
+        return self.live or self._pacer is not None
 
     @property
     def closed(self) -> bool:
@@ -277,10 +278,6 @@ class ImageFolderSource(FrameSource):
     def fps(self) -> float:
         return self._fps
 
-    @property
-    def paced(self) -> bool:
-        return self._pacer is not None
-
     def _next_path(self) -> Path | None:
         if self._position >= len(self.paths):
             if self._good_in_pass == 0:
@@ -354,10 +351,6 @@ class VideoFileSource(FrameSource):
     @property
     def fps(self) -> float:
         return self._rate
-
-    @property
-    def paced(self) -> bool:
-        return self._pacer is not None
 
     def _open(self) -> Any:
         with _QuietOpenCV(self._cv2):
