@@ -1,7 +1,8 @@
 """The skeleton every job shares: announce the dataset, embed it (cached), time the steps, write outputs.
 
-A job returns a result dataclass with ``to_dict`` (for ``--json`` and the web app) and
-``to_text`` (for the terminal); it never prints, it reports progress through ``log``.
+A job returns a result dataclass with ``to_dict`` (for ``--json``) and ``to_text`` (for the
+terminal). It reports progress through ``log``, which defaults to :func:`stderr_log` (one line on
+stderr); the CLI passes its own (quiet with ``--quiet``).
 """
 
 from __future__ import annotations

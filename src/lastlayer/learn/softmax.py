@@ -95,7 +95,7 @@ class LinearSoftmaxHead:
         return softmax(fake_quantize(logits, l_scale, l_zero, dtype))
 
     def export(self, labels: Sequence[str] | None = None) -> DenseLayer:
-        """The trained layer as plain arrays for :func:`lastlayer.model.heads.write_head`."""
+        """The trained layer as plain arrays for :func:`lastlayer.model.export.write_head`."""
         check_fitted(self, "W_")
         names = list(labels) if labels is not None else [str(i) for i in range(self.num_classes_)]
         if len(names) != self.num_classes_:

@@ -2,11 +2,12 @@
 
 :class:`TunedSoftmaxRegression` minimises the same objective as
 :class:`~lastlayer.learn.softmax.SoftmaxRegression` (mean softmax cross-entropy +
-``0.5 * reg * ||W||^2``, bias not penalised), but exactly, with SciPy's L-BFGS on the whole
-training set, and picks ``reg`` itself: for each ``reg`` of a grid, from strong to weak, it fits
-every stratified fold (warm-started from the fold's previous ``reg``), scores the held-out fold,
-and stops walking the grid once the score has not improved for ``patience`` grid points. It then
-refits on all examples with the best ``reg``. This is what scikit-learn's ``LogisticRegressionCV``
+``0.5 * reg * ||W||^2``, bias not penalised), but exactly, with full-batch L-BFGS
+(:func:`lastlayer.learn.optimize.lbfgs`, NumPy only) on the whole training set, and picks ``reg``
+itself: for each ``reg`` of a grid, from strong to weak, it fits every stratified fold
+(warm-started from the fold's previous ``reg``), scores the held-out fold, and stops walking the
+grid once the score has not improved for ``patience`` grid points. It then refits on all examples
+with the best ``reg``. This is what scikit-learn's ``LogisticRegressionCV``
 does (``reg = 1 / (C * n_samples)``); no photos are held out of the final fit.
 """
 
