@@ -18,7 +18,7 @@ import warnings
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -186,15 +186,6 @@ class EmbeddingCache:
                 return
             yield from rows
 
-    def get_many(self, digests: Iterable[str], size: int) -> dict[str, np.ndarray]:
-        """The cached vectors of length ``size`` among ``digests``."""
-        found: dict[str, np.ndarray] = {}
-        for digest, blob in self._stored(list(dict.fromkeys(digests))):
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (size,):
-                found[digest] = vector.copy()
-        return found
-
     def fill(self, digests: list[str], X: np.ndarray) -> list[int]:
         """Copy the cached vector of ``digests[row]`` into ``X[row]`` for every row that has one; return the other rows.
 
@@ -247,8 +238,6 @@ class EmbeddingCache:
                 self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             self._failed("write", exc)
-
-    save = flush  # the name of the former .npz cache's method
 
     def stored_spreads(self) -> tuple[float, float] | None:
         """The wrong-normalisation check's (embedding, image) spreads measured when these embeddings were made."""
