@@ -13,13 +13,12 @@ from typing import Sequence
 import numpy as np
 
 from lastlayer.errors import TrainingError
-from lastlayer.layer import DenseLayer
+from lastlayer.layer import OUTPUT_TYPES, DenseLayer
 from lastlayer.learn.losses import softmax
 from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_features, check_fitted, check_labels
 from lastlayer.quantization import fake_quantize, range_quantization
 
-OUTPUT_TYPES = ("uint8", "int8", "float32")
 CLASS_WEIGHTS = (None, "balanced")
 
 

@@ -18,8 +18,9 @@ from typing import Any, Union
 import numpy as np
 
 from lastlayer.errors import TrainingError
+from lastlayer.layer import OUTPUT_TYPES
 from lastlayer.learn.base import FitReport, Log, Params
-from lastlayer.learn.linear import OUTPUT_TYPES, LinearSoftmaxHead, balanced_sample_weights, check_class_weight
+from lastlayer.learn.linear import LinearSoftmaxHead, balanced_sample_weights, check_class_weight
 from lastlayer.learn.losses import cross_entropy
 from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_features, check_fitted, check_labels
