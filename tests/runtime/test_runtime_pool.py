@@ -194,32 +194,21 @@ def test_one_core_decodes_a_chunk_then_runs_it_with_the_same_rows(model_file, im
     assert replicas(interpreter, 1) == [interpreter]  # the interpreter itself ran them: no clone made
 
 
-class _Stub:
-    """An interpreter stand-in that counts its clones."""
-
-    def __init__(self, num_threads: int) -> None:
-        self.num_threads, self.uses_edgetpu, self.clones = num_threads, False, 0
-
-    def clone(self, num_threads: int) -> _Stub:
-        self.clones += 1
-        return _Stub(num_threads)
-
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        return np.array([self.num_threads])
-
-
-def test_lanes_and_batches_draw_on_one_pool_of_clones(monkeypatch):
+def test_lanes_and_batches_draw_on_one_pool_of_clones(model_file, images_dir, monkeypatch):
     import threading
 
     from lastlayer.runtime.lanes import Lanes
 
     monkeypatch.setattr(batch_module, "usable_cores", lambda: 3)
-    owner = _Stub(3)
-    lanes = Lanes(owner, threading.Lock())  # type: ignore[arg-type]
-    assert len(lanes) == 3 and owner.clones == 3
-    kept = replicas(owner, 3)  # type: ignore[arg-type]
-    assert owner.clones == 3 and len({id(r) for r in kept}) == 3  # the lanes' clones, not new ones
-    assert Lanes(owner, threading.Lock()).run(np.zeros(1), 2).tolist() == [1] and owner.clones == 3  # type: ignore[arg-type]
+    made: list[Interpreter] = []
+    clone = Interpreter.clone
+    monkeypatch.setattr(Interpreter, "clone", lambda self, num_threads=None: made.append(clone(self, num_threads)) or made[-1])
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=3)
+    lanes = Lanes(interpreter, threading.Lock())
+    assert len(lanes) == 3 and len(made) == 3 and all(twin.num_threads == 1 for twin in made)
+    assert replicas(interpreter, 3) == made  # the lanes' clones, not new ones
+    extract_embeddings(interpreter, _photos(images_dir) * 3, progress=False)
+    assert len(made) == 3 and len(Lanes(interpreter, threading.Lock())) == 3 and len(made) == 3
 
 
 def test_a_batch_and_a_stream_on_the_same_interpreter_at_the_same_time_give_the_results_of_each_alone(model_file, images_dir):
