@@ -125,7 +125,7 @@ class NearestMeanHead(Params, LinearSoftmaxHead):
         means = np.stack([X[y == c].mean(axis=0) for c in range(self.num_classes_)])
         self.W_ = (self.gain * means / np.linalg.norm(means, axis=1, keepdims=True)).T.astype(np.float32)
         self.b_ = np.zeros(self.num_classes_, np.float32)
-        self._finish(X, None)
+        self.finish_fit(X, None)
         (log or print)(f"nearest mean of {len(X)} examples")
         return self
 

@@ -41,8 +41,9 @@ def balanced_sample_weights(y: np.ndarray, num_classes: int, class_weight: str |
 class LinearSoftmaxHead:
     """What every dense + softmax learner shares once trained: inference, saved scores and export.
 
-    Subclasses set ``W_`` ``[D, C]`` float32, ``b_`` ``[C]``, ``n_features_in_``, ``num_classes_`` and
-    ``logit_range_`` (the logits seen in training, which set the saved model's output quantization).
+    A learner's ``fit`` sets ``W_`` ``[D, C]`` float32, ``b_`` ``[C]``, ``n_features_in_`` and
+    ``num_classes_``, then calls :meth:`finish_fit`, which sets ``logit_range_`` (the logits seen in
+    training, which set the saved model's output quantization).
     """
 
     W_: np.ndarray | None
@@ -101,8 +102,11 @@ class LinearSoftmaxHead:
             raise TrainingError(f"{len(names)} labels given for {self.num_classes_} classes")
         return DenseLayer(weights=self.W_.T.copy(), bias=self.b_.copy(), logit_range=self.logit_range_, labels=names)
 
-    def _finish(self, X: np.ndarray, X_val: np.ndarray | None, advice: str = "") -> None:
-        """After a fit: refuse diverged weights, and set ``logit_range_`` from the training (and held-out) logits."""
+    def finish_fit(self, X: np.ndarray, X_val: np.ndarray | None = None, advice: str = "") -> None:
+        """End a ``fit``: refuse diverged weights, and set ``logit_range_`` from the training (and held-out) logits.
+
+        The range sets the saved model's output quantization, so every learner on this head calls it last.
+        """
         if not np.isfinite(self.W_).all():
             raise TrainingError(f"training diverged (weights became NaN/inf){advice}")
         logits = (X if X_val is None else np.concatenate([X, X_val])) @ self.W_ + self.b_

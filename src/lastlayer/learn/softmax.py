@@ -226,7 +226,7 @@ class SoftmaxRegression(Params, LinearSoftmaxHead):
         if self.early_stopping and has_val and np.isfinite(best[0]):
             self.W_, self.b_ = best[1], best[2]
             self._velocity = (np.zeros_like(self.W_), np.zeros_like(self.b_))
-        self._finish(X, X_val if has_val else None, "; lower the learning rate")
+        self.finish_fit(X, X_val if has_val else None, "; lower the learning rate")
         return self
 
     def fit_report(self) -> FitReport:

@@ -161,7 +161,7 @@ class TunedSoftmaxRegression(Params, LinearSoftmaxHead):
             V = theta[: dim * classes].reshape(dim, classes)
             self.W_ = (V if Q is None else Q @ V).astype(np.float32)
             self.b_ = theta[dim * classes:].astype(np.float32)
-            self._finish(X, extra)
+            self.finish_fit(X, extra)
         say(f"chose L2 strength {self.reg_:.3g} from {len(self.cv_scores_)} value(s); {self.n_iter_} L-BFGS iterations on all "
             f"{len(X)} examples")
         return self
