@@ -63,6 +63,7 @@ def tiny_dataset(folder: Path, count: int) -> Path:
 def time_rounds(data: Path, rounds: int) -> None:
     from lastlayer import Interpreter, resolve_model
     from lastlayer import digests as digest_module
+    from lastlayer.cache_database import CacheDatabase
     from lastlayer.data import load_dataset
     from lastlayer.embeddings import embed_dataset
     from lastlayer.zoo import DEFAULT_EXTRACTOR
@@ -82,7 +83,8 @@ def time_rounds(data: Path, rounds: int) -> None:
             total = time.perf_counter() - start
             assert embedded.cached == len(dataset)
             start = time.perf_counter()
-            digest_module.file_digests(dataset.paths)
+            with CacheDatabase() as database:
+                digest_module.file_digests(dataset.paths, database)
             digests_s = time.perf_counter() - start
             figures[f"{key}_s"].append(total)
             figures[f"{key}_share"].append(min(1.0, digests_s / total))
@@ -100,14 +102,14 @@ import json, os, sys, tracemalloc
 import numpy as np
 from lastlayer import Interpreter, resolve_model
 from lastlayer.data import load_dataset
-from lastlayer.embeddings import EmbeddingCache, embed_dataset
+from lastlayer.embeddings import EmbeddingCache, dataset_digests, embed_dataset
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
 dataset = load_dataset(sys.argv[1])
 if sys.argv[2] == "fill":
     cache = EmbeddingCache(interpreter.cache_key)
     rng = np.random.default_rng(0)
-    for digest in dataset.file_digests():
+    for digest in dataset_digests(dataset, cache.database):
         cache.put(digest, rng.random(interpreter.output_size, dtype=np.float32))
     cache.close()
     sys.exit(0)

@@ -60,12 +60,26 @@ def test_empty_class_and_only_non_images_are_errors(folder):
         load_dataset(folder / "nope")
 
 
-def test_duplicate_across_classes_is_a_warning_naming_both(tmp_path, images_dir):
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_duplicate_across_classes_is_a_warning_naming_both_where_the_images_are_embedded(tmp_path, images_dir, models_dir,
+                                                                                        use_cache):
     _copy(images_dir / "cat.bmp", tmp_path / "d" / "a" / "x.bmp")
     _copy(images_dir / "cat.bmp", tmp_path / "d" / "b" / "y.bmp")
+    dataset = load_dataset(tmp_path / "d")
+    assert dataset.notes == []  # loading reads no image content
     with pytest.warns(DatasetWarning, match=r"several classes: .*x\.bmp, .*y\.bmp"):
-        dataset = load_dataset(tmp_path / "d")
-    assert any("several classes" in note for note in dataset.notes)
+        embedded = embed_dataset(Interpreter(models_dir / EXTRACTOR), dataset, progress=False, use_cache=use_cache)
+    assert any("several classes" in note for note in embedded.dataset.notes)
+
+
+def test_loading_a_dataset_reads_no_image_and_opens_no_cache(folder, tmp_path, monkeypatch):
+    from lastlayer import digests
+
+    monkeypatch.setenv("LASTLAYER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(digests, "sha256_file", lambda path: pytest.fail(f"{path} was read"))
+    with pytest.warns(DatasetWarning, match="skipped 1 file"):
+        dataset = load_dataset(folder)
+    assert len(dataset) == 4 and not (tmp_path / "cache").exists()
 
 
 def test_unreadable_image_is_skipped_by_name_or_fatal_when_strict(folder, models_dir):

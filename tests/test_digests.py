@@ -12,8 +12,9 @@ import pytest
 
 from jobs.conftest import link_dataset
 from lastlayer import digests
+from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
 from lastlayer.data import load_dataset
-from lastlayer.digests import DATABASE_NAME, file_digests
+from lastlayer.digests import file_digests
 from lastlayer.embeddings import embed_dataset
 from lastlayer.runtime import Interpreter
 
@@ -22,17 +23,9 @@ from conftest import EXTRACTOR
 HOUR_NS = 3600 * 10**9
 
 
-@pytest.fixture(autouse=True)
-def _no_pending(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts without hashes remembered in memory by an earlier one."""
-    monkeypatch.setattr(digests, "_PENDING", {})
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    folder = tmp_path / "store"
-    folder.mkdir()
-    return folder
+    return tmp_path / "store"
 
 
 def _write(path: Path, content: bytes, age_hours: float = 1.0) -> Path:
@@ -48,9 +41,13 @@ def _sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def _digests(paths: list[Path], store: Path) -> tuple[list[str], list[str]]:
+def _digests(paths: list[Path], store: Path | None) -> tuple[list[str], list[str]]:
+    """The digests of ``paths`` through a database in ``store`` (a fresh connection, as a new run makes), and what was read."""
     hashed: list[str] = []
-    return file_digests(paths, folder=store, hashed=hashed), hashed
+    if store is None:
+        return file_digests(paths, hashed=hashed), hashed
+    with CacheDatabase(store) as database:
+        return file_digests(paths, database, hashed=hashed), hashed
 
 
 def test_unchanged_files_are_not_read_again(tmp_path, store):
@@ -101,17 +98,31 @@ def test_a_file_modified_just_before_hashing_is_not_trusted_next_time(tmp_path, 
     assert hashed == [str(path)] and again == _sha(b"just written")
 
 
-def test_without_a_usable_database_every_file_is_hashed(tmp_path):
+def test_without_a_database_every_file_is_hashed_every_time(tmp_path):
     path = _write(tmp_path / "a.jpg", b"content")
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    (damaged / DATABASE_NAME).write_bytes(b"this is not a database " * 100)
-    for folder in (damaged, tmp_path / "no such folder"):
-        digests._PENDING.clear()  # hashes remembered in memory for a database to come would serve the second call
-        (digest,), hashed = _digests([path], folder)
+    for _ in range(2):
+        (digest,), hashed = _digests([path], None)
         assert digest == _sha(b"content") and hashed == [str(path)]
-    assert not (tmp_path / "no such folder").exists()  # never created here
-    assert (damaged / DATABASE_NAME).read_bytes().startswith(b"this is not a database")
+
+
+def test_a_database_that_cannot_be_used_is_one_warning_and_every_file_is_hashed(tmp_path):
+    path = _write(tmp_path / "a.jpg", b"content")
+    (tmp_path / "a file").write_text("not a folder")
+    for _ in range(2):
+        with pytest.warns(CacheWarning, match="embedding cache not used"):
+            (digest,), hashed = _digests([path], tmp_path / "a file" / "store")
+        assert digest == _sha(b"content") and hashed == [str(path)]
+
+
+def test_a_damaged_database_is_rebuilt_and_then_remembers(tmp_path, store):
+    path = _write(tmp_path / "a.jpg", b"content")
+    store.mkdir()
+    (store / DATABASE_NAME).write_bytes(b"this is not a database " * 100)
+    with pytest.warns(CacheWarning, match="is damaged"):
+        (digest,), hashed = _digests([path], store)
+    assert digest == _sha(b"content") and hashed == [str(path)]
+    (again,), hashed = _digests([path], store)
+    assert again == digest and hashed == []
 
 
 def test_large_files_are_hashed_on_a_pool_in_order(tmp_path, store, monkeypatch):
@@ -124,7 +135,7 @@ def test_large_files_are_hashed_on_a_pool_in_order(tmp_path, store, monkeypatch)
 
 def test_a_missing_file_raises(tmp_path, store):
     with pytest.raises(FileNotFoundError):
-        file_digests([tmp_path / "gone.jpg"], folder=store)
+        _digests([tmp_path / "gone.jpg"], store)
 
 
 def _age(folder: Path) -> None:
@@ -145,7 +156,7 @@ def test_a_warm_run_reads_no_file_and_a_touched_file_still_hits_the_embedding_ca
     hash_file = digests.sha256_file
     monkeypatch.setattr(digests, "sha256_file", lambda path: read.append(str(path)) or hash_file(path))
     interpreter = Interpreter(model_file(EXTRACTOR))
-    # First run: hashed before the cache database exists; remembered once the embedding cache creates it.
+    # First run: the cache database is created, then every file hashed and remembered.
     first = embed_dataset(interpreter, load_dataset(data), progress=False)
     assert first.cached == 0 and len(read) == 6
     read.clear()

@@ -115,3 +115,18 @@ def test_an_unusable_cache_folder_is_a_warning_not_a_failure(model_file, flowers
     with pytest.warns(CacheWarning, match="embedding cache not used"):
         embedded = embed_dataset(Interpreter(model_file(EXTRACTOR)), data, progress=False)
     assert len(embedded.y) == 4 and embedded.cached == 0
+
+
+def test_without_the_cache_no_database_is_opened_and_every_file_is_read(model_file, flowers, tmp_path, monkeypatch):
+    from lastlayer import digests
+
+    data = load_dataset(link_dataset(flowers, tmp_path / "d", {"daisy": 2, "roses": 2}))
+    monkeypatch.setenv("LASTLAYER_CACHE", str(tmp_path / "cache"))
+    read: list[str] = []
+    hash_file = digests.sha256_file
+    monkeypatch.setattr(digests, "sha256_file", lambda path: read.append(str(path)) or hash_file(path))
+    interpreter = Interpreter(model_file(EXTRACTOR))
+    for _ in range(2):
+        embedded = embed_dataset(interpreter, data, progress=False, use_cache=False)
+        assert embedded.cached == 0 and len(embedded.y) == 4
+    assert len(read) == 8 and not (tmp_path / "cache").exists()

@@ -85,6 +85,45 @@ def test_too_large_images_are_refused_by_a_configurable_limit(tmp_path, monkeypa
     assert load_resized(tmp_path / "big.png", (8, 8)).shape == (8, 8, 3)
 
 
+def test_the_limit_is_per_decode_and_pillows_global_is_left_as_it_was(tmp_path, monkeypatch):
+    import lastlayer.images as images
+
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(tmp_path / "small.png")
+    before = Image.MAX_IMAGE_PIXELS
+    assert load_resized(tmp_path / "small.png", (8, 8)).shape == (8, 8, 3)
+    assert before == Image.MAX_IMAGE_PIXELS  # no process-wide change for anyone else using Pillow
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)  # Pillow refuses anything over 1,800 pixels outright
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png").size == (50, 40)  # lastlayer's own limit (100 MP) decides
+    assert Image.MAX_IMAGE_PIXELS == 900
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(images.ImageTooLargeError, match=r"image too large \(50 x 40 = 0.002 MP, limit 0.001 MP\)") as caught:
+        load_image(tmp_path / "small.png")
+    assert caught.value.size == (50, 40) and Image.MAX_IMAGE_PIXELS == 900
+
+
+def test_images_in_memory_take_the_same_decoder_with_a_format_list(tmp_path):
+    import io
+
+    from lastlayer.images import UnsupportedImageError, decode_image_bytes
+
+    image = Image.new("RGB", (30, 20), (200, 10, 10))
+    png, ico = io.BytesIO(), io.BytesIO()
+    image.save(png, "PNG")
+    image.save(ico, "ICO")
+    (tmp_path / "a.png").write_bytes(png.getvalue())
+    np.testing.assert_array_equal(decode_image_bytes(png.getvalue()), np.asarray(load_image(tmp_path / "a.png")))
+    with pytest.raises(UnsupportedImageError, match="photo 1 is a ICO image") as caught:
+        decode_image_bytes(ico.getvalue(), name="photo 1", formats={"PNG", "JPEG"})
+    assert caught.value.format == "ICO"
+    with pytest.raises(UnsupportedImageError) as caught:
+        decode_image_bytes(b"%PDF-1.4 hello")
+    assert caught.value.format is None
+    with pytest.raises(ImageError, match="is empty"):
+        decode_image_bytes(b"")
+
+
 _PEAK = """
 import resource, sys
 from lastlayer.errors import ImageError

@@ -1,7 +1,10 @@
 """Datasets: a folder with one sub-folder per class, or a CSV of ``path,label`` rows.
 
-Class ids follow the sorted class names, so they are the same on every machine. Splits are
-stratified and seeded; every class keeps at least one training image.
+A :class:`Dataset` is file paths and labels: loading one lists files and reads no image. Class ids
+follow the sorted class names, so they are the same on every machine. Splits are stratified and
+seeded; every class keeps at least one training image. The images' content hashes are taken where
+they are embedded (:func:`lastlayer.embeddings.dataset_digests`), which also reports the same file
+in several classes (:func:`note_duplicates`).
 """
 
 from __future__ import annotations
@@ -36,20 +39,7 @@ class Dataset:
     paths: list[Path]
     labels: np.ndarray
     notes: list[str] = field(default_factory=list)
-    digests: list[str] = field(default_factory=list, repr=False)
     source: str = ""  # the folder or CSV it was read from, for messages
-
-    def file_digests(self) -> list[str]:
-        """SHA-256 of each file's content (computed once); keys of the embedding cache.
-
-        Files whose path, size, times and inode are unchanged since an earlier run take their hash
-        from the embedding cache's database instead of being read again (:mod:`lastlayer.digests`).
-        """
-        if len(self.digests) != len(self.paths):
-            from lastlayer.digests import file_digests
-
-            self.digests = file_digests(self.paths)
-        return self.digests
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,8 +51,7 @@ class Dataset:
     def subset(self, indices: np.ndarray) -> Dataset:
         """The images at ``indices`` (same classes)."""
         indices = np.asarray(indices, dtype=int)
-        digests = [self.digests[i] for i in indices] if len(self.digests) == len(self.paths) else []
-        return Dataset(self.classes, [self.paths[i] for i in indices], self.labels[indices], list(self.notes), digests, self.source)
+        return Dataset(self.classes, [self.paths[i] for i in indices], self.labels[indices], list(self.notes), self.source)
 
 
 def _note(notes: list[str], message: str) -> None:
@@ -141,9 +130,7 @@ def scan_folder(root: DataSource) -> Dataset:
         labels.extend([label] * len(images))
     if skipped:
         _note(notes, f"skipped {skipped} file(s) in {folder} that are not images (by extension)")
-    dataset = Dataset([d.name for d in class_dirs], paths, np.array(labels, dtype=np.int64), notes, source=str(folder))
-    _warn_duplicates(dataset)
-    return dataset
+    return Dataset([d.name for d in class_dirs], paths, np.array(labels, dtype=np.int64), notes, source=str(folder))
 
 
 def _csv_rows(csv_path: Path) -> list[list[str]]:
@@ -188,9 +175,7 @@ def read_csv(path: DataSource) -> Dataset:
         entries.append((image, label))
     classes = sorted({label for _, label in entries})
     ids = {name: i for i, name in enumerate(classes)}
-    dataset = Dataset(classes, [p for p, _ in entries], np.array([ids[n] for _, n in entries], dtype=np.int64), source=str(csv_path))
-    _warn_duplicates(dataset)
-    return dataset
+    return Dataset(classes, [p for p, _ in entries], np.array([ids[n] for _, n in entries], dtype=np.int64), source=str(csv_path))
 
 
 def load_dataset(source: DataSource) -> Dataset:
@@ -208,13 +193,9 @@ def _has_class_folders(folder: Path) -> bool:
         return False
 
 
-def _warn_duplicates(dataset: Dataset) -> None:
+def note_duplicates(dataset: Dataset, digests: list[str]) -> None:
+    """Note (and warn) where the same image content, ``digests[row]`` of each row, is in several classes."""
     by_hash: dict[str, list[int]] = defaultdict(list)
-    try:
-        digests = dataset.file_digests()
-    except OSError as exc:
-        name = getattr(exc, "filename", None) or dataset.source
-        raise DatasetError(f"cannot read {name}: {exc.strerror or exc}; check the file's permissions or remove it", subject="data") from None
     for index, digest in enumerate(digests):
         by_hash[digest].append(index)
     for indices in by_hash.values():

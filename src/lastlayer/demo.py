@@ -1,14 +1,14 @@
 """The tour behind ``make demo``: teach a camera new kinds of parts and defects from five photos each.
 
 Renders a small, deterministic, photo-free dataset of machine parts (gears, washers, brackets) and
-defects (a chipped gear, a scratched washer, a bracket missing a hole) with random pose, light and
-background noise; imprints it from 5 shots per class; adds one class later without the old images;
-trains a backprop head on the same images; and compares them on held-out renders.
+defects (a chipped gear, a scratched washer, a bracket missing a hole) with
+:mod:`lastlayer.teach.render` (random pose, light, work surface and sensor noise); imprints it from
+5 shots per class; adds one class later without the old images; trains a backprop head on the same
+images; and compares them on held-out renders.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import zlib
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from lastlayer.data import load_dataset
 from lastlayer.embeddings import embed_dataset
@@ -27,106 +27,29 @@ from lastlayer.model.export import extractor_model, output_type_of, read_imprint
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import format_labels
 from lastlayer.runtime import Interpreter
+from lastlayer.teach.render import render_frame
 from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 
 DEFAULT_OUTPUT = "lastlayer-demo"
 FIRST_CLASSES = ["bracket", "gear", "gear_chipped", "washer", "washer_scratched"]
 LATER_CLASS = "bracket_missing_hole"
 SHOTS = 5
+IMAGE_SIDE = 224
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]:
-    base = rng.uniform(40, 200)
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    angle = rng.uniform(0, 2 * math.pi)
-    gradient = (np.cos(angle) * xs + np.sin(angle) * ys - 0.5) * rng.uniform(20, 60)
-    gray = base + gradient + rng.normal(0, 8, (size, size))
-    tint = rng.uniform(0.9, 1.1, size=3)
-    return np.clip(gray[..., None] * tint, 0, 255), base
-
-
-def _gear(draw: ImageDraw.ImageDraw, c: float, r: float, teeth: int, chipped: bool, rng: np.random.Generator) -> None:
-    points = []
-    for i in range(teeth * 4):
-        a = 2 * math.pi * i / (teeth * 4)
-        radius = r * (1.18 if (i // 2) % 2 else 1.0)
-        points.append((c + radius * math.cos(a), c + radius * math.sin(a)))
-    draw.polygon(points, fill=255)
-    draw.ellipse([c - r * 0.3, c - r * 0.3, c + r * 0.3, c + r * 0.3], fill=0)
-    if chipped:  # a wedge broken off the rim
-        a = rng.uniform(0, 2 * math.pi)
-        width = rng.uniform(0.35, 0.55)
-        draw.polygon([(c + r * 0.55 * math.cos(a), c + r * 0.55 * math.sin(a)),
-                      (c + r * 1.4 * math.cos(a - width), c + r * 1.4 * math.sin(a - width)),
-                      (c + r * 1.4 * math.cos(a + width), c + r * 1.4 * math.sin(a + width))], fill=0)
-
-
-def _washer(draw: ImageDraw.ImageDraw, c: float, r: float) -> None:
-    draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
-    draw.ellipse([c - r * 0.45, c - r * 0.45, c + r * 0.45, c + r * 0.45], fill=0)
-
-
-def _bracket(draw: ImageDraw.ImageDraw, c: float, r: float, holes: int) -> None:
-    t = r * 0.45
-    draw.polygon([(c - r, c - r), (c - r + t, c - r), (c - r + t, c + r - t), (c + r, c + r - t), (c + r, c + r), (c - r, c + r)], fill=255)
-    hole = t * 0.28
-    spots = [(c - r + t / 2, c - r + t * 1.2), (c + r - t * 1.2, c + r - t / 2)][:holes]
-    for x, y in spots:
-        draw.ellipse([x - hole, y - hole, x + hole, y + hole], fill=0)
-
-
-def render_part(kind: str, rng: np.random.Generator, size: int = 224) -> Image.Image:
-    """One photo-like render of a part of class ``kind`` (one of the demo's class names)."""
-    background, base = _background(rng, size)
-    canvas = size * 2  # draw at 2x, then rotate and shrink: smooth edges
-    mask = Image.new("L", (canvas, canvas), 0)
-    draw = ImageDraw.Draw(mask)
-    c, r = canvas / 2, canvas * rng.uniform(0.26, 0.33)
-    if kind.startswith("gear"):
-        _gear(draw, c, r, int(rng.integers(8, 12)), kind == "gear_chipped", rng)
-    elif kind.startswith("washer"):
-        _washer(draw, c, r)
-    else:
-        _bracket(draw, c, r, 1 if kind == LATER_CLASS else 2)
-    direction = 1 if base < 110 else -1 if base > 150 else rng.choice([-1, 1])  # keep the part visible
-    tone = float(np.clip(base + direction * rng.uniform(55, 90), 15, 245))
-    ys, xs = np.mgrid[0:canvas, 0:canvas] / canvas
-    shade = tone + (xs - ys) * rng.uniform(-35, 35)  # light falling across the metal
-    surface = Image.fromarray(np.clip(shade, 0, 255).astype(np.uint8))
-    if kind == "washer_scratched":
-        scratch = ImageDraw.Draw(surface)
-        a = rng.uniform(0, math.pi)
-        length, offset = r * rng.uniform(0.9, 1.3), rng.uniform(-0.3, 0.3) * r
-        x0, y0 = c + offset * math.sin(a), c - offset * math.cos(a)
-        scratch.line([(x0 - length * math.cos(a), y0 - length * math.sin(a)), (x0 + length * math.cos(a), y0 + length * math.sin(a))],
-                     fill=int(np.clip(tone - 110 if tone > 128 else tone + 110, 0, 255)), width=int(canvas * 0.012) + 2)
-    angle = rng.uniform(0, 360)
-    mask = mask.rotate(angle, resample=Image.Resampling.BILINEAR)
-    surface = surface.rotate(angle, resample=Image.Resampling.BILINEAR)
-    scale = rng.uniform(0.85, 1.1)
-    part_size = int(size * scale)
-    mask = mask.resize((part_size, part_size), Image.Resampling.BILINEAR)
-    surface = surface.resize((part_size, part_size), Image.Resampling.BILINEAR)
-    image = Image.fromarray(background.astype(np.uint8))
-    shift = int((size - part_size) / 2)
-    offset = (shift + int(rng.integers(-18, 19)), shift + int(rng.integers(-18, 19)))
-    image.paste(Image.merge("RGB", [surface] * 3), offset, mask)
-    light = rng.uniform(0.8, 1.2)
-    pixels = np.asarray(image, dtype=np.float32) * light + rng.normal(0, 4, (size, size, 3))
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
-
-
 def make_dataset(folder: Path, classes: list[str], per_class: int, seed: int) -> Path:
-    """Write ``per_class`` PNG renders of each class into ``folder/<class>/``; deterministic in ``seed``."""
+    """Write ``per_class`` PNG renders of each class into ``folder/<class>/``; deterministic in ``seed``.
+
+    Photo ``number`` of every class is taken on its own work surface (the same for each class, so
+    the surface tells nothing about the class), with the part's pose and light jittered per class.
+    """
     for kind in classes:
-        rng = np.random.default_rng([seed, zlib.crc32(kind.encode()), per_class])  # per kind: poses differ across kinds
         (folder / kind).mkdir(parents=True, exist_ok=True)
         for number in range(per_class):
-            image = render_part(kind, rng)
-            path = folder / kind / f"{kind}_{number:03d}.png"
-            image.save(path)
+            surface = zlib.crc32(f"{seed}:{number}".encode())
+            pixels = render_frame(kind, number, (IMAGE_SIDE, IMAGE_SIDE), surface)
+            Image.fromarray(pixels).save(folder / kind / f"{kind}_{number:03d}.png")
     return folder
 
 

@@ -1,199 +1,67 @@
 """Embeddings of a dataset, with a cache keyed by file content and model, so a second run is instant.
 
-The cache is one SQLite database in WAL mode (``<cache>/embeddings/embeddings.sqlite3``), a table
-keyed by (model SHA-256, preprocessing version, image SHA-256) holding float32 vectors. Concurrent
-runs (same or different datasets) each add their rows; an extraction commits every
+The cache is the ``embeddings`` table of the cache database
+(:class:`~lastlayer.cache_database.CacheDatabase`, ``<cache>/embeddings/embeddings.sqlite3``),
+keyed by (model SHA-256, preprocessing version, image SHA-256) and holding float32 vectors.
+Concurrent runs (same or different datasets) each add their rows; an extraction commits every
 :data:`COMMIT_EVERY` images or :data:`COMMIT_SECONDS`, so an interrupted run keeps what it computed.
-A damaged database is reported once, deleted and rebuilt; a cache that cannot be written is a
-warning, never a failure.
+The image hashes come from :func:`lastlayer.digests.file_digests` over the same database (a warm
+run reads no unchanged file). A cache that cannot be used is a warning, never a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 import time
 import warnings
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from lastlayer.data import Dataset, DatasetWarning
-from lastlayer.digests import DATABASE_NAME, save_pending
+from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
+from lastlayer.data import Dataset, DatasetWarning, note_duplicates
+from lastlayer.digests import file_digests
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.runtime import Interpreter
 from lastlayer.runtime.batch import iter_embeddings, progress_bar
-from lastlayer.zoo import cache_dir
 
-try:  # POSIX: serialise the "is this database damaged?" check between processes
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["COMMIT_EVERY", "COMMIT_SECONDS", "DATABASE_NAME", "PREPROCESSING_VERSION", "CacheWarning", "EmbeddedDataset",
+           "EmbeddingCache", "dataset_digests", "embed_dataset"]
 
 # Bump when image decoding or resizing changes, so stale embeddings are not reused.
 PREPROCESSING_VERSION = "2"  # 2: the key also holds the input normalisation and layout
 COMMIT_EVERY = 64  # images per transaction during an extraction
 COMMIT_SECONDS = 1.0  # ... or at least this often
-_BUSY_TIMEOUT_S = 30.0
-_SCHEMA = """CREATE TABLE IF NOT EXISTS embeddings (
-    model TEXT NOT NULL, preprocessing TEXT NOT NULL, image TEXT NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (model, preprocessing, image)) WITHOUT ROWID"""
-_CHECKS_SCHEMA = """CREATE TABLE IF NOT EXISTS checks (
-    model TEXT NOT NULL, preprocessing TEXT NOT NULL, embedding_spread REAL NOT NULL, image_spread REAL NOT NULL,
-    PRIMARY KEY (model, preprocessing)) WITHOUT ROWID"""
-
-
-class CacheWarning(DatasetWarning):
-    """The embedding cache could not be used or had to be rebuilt; the run goes on without it."""
-
-
-def _is_corruption(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return not isinstance(exc, sqlite3.OperationalError) or "malformed" in text or "not a database" in text
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, CacheWarning, stacklevel=4)
 
 
 class EmbeddingCache:
-    """Embeddings of one model, by image content hash, in the shared SQLite cache.
+    """Embeddings of one model, by image content hash: a view of the ``embeddings`` and ``checks`` tables.
 
-    Every failure of the database turns the cache off for this run with one warning naming the file.
+    Args:
+        model_bytes: what decides the outputs (``Interpreter.cache_key``); its SHA-256 is the key.
+        folder: the database's folder when no ``database`` is given (default: the user's cache).
+        database: an open :class:`~lastlayer.cache_database.CacheDatabase` to use (not closed by :meth:`close`).
     """
 
-    def __init__(self, model_bytes: bytes, folder: Path | None = None) -> None:
+    def __init__(self, model_bytes: bytes, folder: Path | None = None, *, database: CacheDatabase | None = None) -> None:
         self.model = hashlib.sha256(model_bytes).hexdigest()
-        self.folder = Path(folder) if folder is not None else cache_dir() / "embeddings"
-        self.path = self.folder / DATABASE_NAME
-        self._db: sqlite3.Connection | None = None
+        self._owns_database = database is None
+        self.database = CacheDatabase(folder) if database is None else database
+        self.path = self.database.path
         self._pending: list[tuple[str, str, str, bytes]] = []
         self._last_commit = time.monotonic()
-        self._warned = False
-        self._db = self._open()
-
-    # -- opening -------------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            db.execute(_CHECKS_SCHEMA)
-            db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchall()
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _open(self) -> sqlite3.Connection | None:
-        db = self._open_database()
-        if db is not None:
-            save_pending(db)  # file hashes taken before this database existed: the next run skips re-reading those files
-        return db
-
-    def _open_database(self) -> sqlite3.Connection | None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return self._disable(f"cannot create {self.folder} ({exc.strerror or exc})")
-        try:
-            with self._repair_lock():
-                try:
-                    return self._connect()
-                except sqlite3.DatabaseError as exc:
-                    if not _is_corruption(exc):
-                        raise
-                    _warn(f"embedding cache {self.path} is damaged ({exc}); it was deleted and is rebuilt")
-                    self._warned = True
-                    self._delete_files()
-                    return self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            return self._disable(f"cannot use {self.path} ({exc})")
-
-    @contextmanager
-    def _repair_lock(self) -> Iterator[None]:
-        """Hold ``<db>.lock`` so two processes never delete and rebuild the database at the same time."""
-        fd = None
-        with suppress(OSError):  # a read-only folder: opening the database fails later, or works without a lock
-            fd = os.open(self.folder / (DATABASE_NAME + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            if fd is not None and fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def _delete_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(self.path) + suffix).unlink(missing_ok=True)
-
-    def _disable(self, reason: str) -> None:
-        """Turn the cache off for this run, with one warning."""
-        self._close_quietly()
-        self._pending.clear()
-        if not self._warned:
-            self._warned = True
-            _warn(f"embedding cache not used: {reason}; embeddings are computed without it")
-        return None
-
-    def _failed(self, action: str, exc: sqlite3.Error) -> None:
-        """A query failed: a damaged database is deleted (rebuilt by the next run), anything else turns the cache off."""
-        if not _is_corruption(exc):
-            self._disable(f"cannot {action} {self.path} ({exc})")
-            return
-        self._close_quietly()
-        self._pending.clear()
-        try:
-            with self._repair_lock():
-                self._delete_files()
-        except OSError:
-            pass
-        if not self._warned:
-            self._warned = True
-            _warn(f"embedding cache {self.path} is damaged ({exc}); it was deleted and will be rebuilt")
-
-    def _close_quietly(self) -> None:
-        if self._db is not None:
-            with suppress(sqlite3.Error):
-                self._db.close()
-        self._db = None
 
     @property
     def enabled(self) -> bool:
-        return self._db is not None
-
-    # -- reading and writing -------------------------------------------------------------------
+        return self.database.enabled
 
     def _stored(self, digests: list[str]) -> Iterator[tuple[str, bytes]]:
-        """(image digest, vector bytes) of the cached ones among ``digests``, read in chunks of 500."""
-        for start in range(0, len(digests), 500):
-            if self._db is None:
-                return
-            chunk = digests[start:start + 500]
-            query = (f"SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? "
-                     f"AND image IN ({','.join('?' * len(chunk))})")
-            try:
-                rows = self._db.execute(query, [self.model, PREPROCESSING_VERSION, *chunk]).fetchall()
-            except sqlite3.Error as exc:
-                self._failed("read", exc)
-                return
-            yield from rows
-
-    def get_many(self, digests: Iterable[str], size: int) -> dict[str, np.ndarray]:
-        """The cached vectors of length ``size`` among ``digests``."""
-        found: dict[str, np.ndarray] = {}
-        for digest, blob in self._stored(list(dict.fromkeys(digests))):
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (size,):
-                found[digest] = vector.copy()
-        return found
+        """(image digest, vector bytes) of the cached ones among ``digests``."""
+        query = "SELECT image, vector FROM embeddings WHERE model=? AND preprocessing=? AND image IN ({})"
+        yield from self.database.rows_in(query, digests, (self.model, PREPROCESSING_VERSION))
 
     def fill(self, digests: list[str], X: np.ndarray) -> list[int]:
         """Copy the cached vector of ``digests[row]`` into ``X[row]`` for every row that has one; return the other rows.
@@ -216,19 +84,13 @@ class EmbeddingCache:
 
     def get(self, digest: str) -> np.ndarray | None:
         """One cached vector (any length), or ``None``."""
-        if self._db is None:
-            return None
-        try:
-            row = self._db.execute("SELECT vector FROM embeddings WHERE model=? AND preprocessing=? AND image=?",
-                                   (self.model, PREPROCESSING_VERSION, digest)).fetchone()
-        except sqlite3.Error as exc:
-            self._failed("read", exc)
-            return None
-        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+        found = self.database.rows("read", "SELECT vector FROM embeddings WHERE model=? AND preprocessing=? AND image=?",
+                                   (self.model, PREPROCESSING_VERSION, digest))
+        return np.frombuffer(found[0][0], dtype=np.float32).copy() if found else None
 
     def put(self, digest: str, vector: np.ndarray) -> None:
         """Queue one vector; it is written at the next :meth:`flush` (due every COMMIT_EVERY images or seconds)."""
-        if self._db is None:
+        if not self.enabled:
             return
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         self._pending.append((self.model, PREPROCESSING_VERSION, digest, blob))
@@ -238,53 +100,32 @@ class EmbeddingCache:
     def flush(self) -> None:
         """Write the queued vectors in one transaction."""
         self._last_commit = time.monotonic()
-        if self._db is None or not self._pending:
-            return
         rows, self._pending = self._pending, []
-        try:
-            with self._db:  # BEGIN ... COMMIT (ROLLBACK on error)
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:
-            self._failed("write", exc)
-
-    save = flush  # the name of the former .npz cache's method
+        if rows:
+            self.database.write("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
 
     def stored_spreads(self) -> tuple[float, float] | None:
         """The wrong-normalisation check's (embedding, image) spreads measured when these embeddings were made."""
-        if self._db is None:
-            return None
-        try:
-            row = self._db.execute("SELECT embedding_spread, image_spread FROM checks WHERE model=? AND preprocessing=?",
-                                   (self.model, PREPROCESSING_VERSION)).fetchone()
-        except sqlite3.Error:
-            return None
-        return None if row is None else (float(row[0]), float(row[1]))
+        found = self.database.rows("read", "SELECT embedding_spread, image_spread FROM checks WHERE model=? AND preprocessing=?",
+                                   (self.model, PREPROCESSING_VERSION))
+        return (float(found[0][0]), float(found[0][1])) if found else None
 
     def store_spreads(self, spreads: tuple[float, float]) -> None:
         """Keep the check's verdict beside the embeddings, so a run served from the cache warns the same way."""
-        if self._db is None:
-            return
-        try:
-            self._db.execute("INSERT OR REPLACE INTO checks(model, preprocessing, embedding_spread, image_spread) VALUES (?, ?, ?, ?)",
-                             (self.model, PREPROCESSING_VERSION, *spreads))
-        except sqlite3.Error as exc:
-            self._failed("write", exc)
+        self.database.write("INSERT OR REPLACE INTO checks(model, preprocessing, embedding_spread, image_spread) VALUES (?, ?, ?, ?)",
+                            [(self.model, PREPROCESSING_VERSION, *spreads)])
 
     def close(self) -> None:
-        """Flush and close the database."""
+        """Flush; close the database too when this cache opened it."""
         self.flush()
-        self._close_quietly()
+        if self._owns_database:
+            self.database.close()
 
     def __len__(self) -> int:
         """Vectors stored for this model."""
-        if self._db is None:
-            return 0
-        try:
-            return int(self._db.execute("SELECT COUNT(*) FROM embeddings WHERE model=? AND preprocessing=?",
-                                        (self.model, PREPROCESSING_VERSION)).fetchone()[0])
-        except sqlite3.Error:
-            return 0
+        found = self.database.rows("count", "SELECT COUNT(*) FROM embeddings WHERE model=? AND preprocessing=?",
+                                   (self.model, PREPROCESSING_VERSION))
+        return int(found[0][0]) if found else 0
 
 
 @dataclass
@@ -368,6 +209,46 @@ def _drop_rows(X: np.ndarray, failed: list[int]) -> np.ndarray:
     return X[:len(kept)]
 
 
+def dataset_digests(dataset: Dataset, database: CacheDatabase | None = None) -> list[str]:
+    """The SHA-256 of each image of ``dataset``, in row order; a :class:`DatasetError` names an unreadable file.
+
+    Files unchanged since a run that used ``database`` are not read again (:func:`lastlayer.digests.file_digests`).
+    """
+    try:
+        return file_digests(dataset.paths, database)
+    except OSError as exc:
+        name = getattr(exc, "filename", None) or dataset.source
+        raise DatasetError(f"cannot read {name}: {exc.strerror or exc}; check the file's permissions or remove it", subject="data") from None
+
+
+def _embed_rows(interpreter: Interpreter, dataset: Dataset, digests: list[str], cache: EmbeddingCache | None, strict: bool,
+                progress: bool) -> tuple[np.ndarray, int, list[int], list[str]]:
+    """``(X, rows from the cache, failed rows, unreadable paths)``: cached rows filled in, the others run and cached."""
+    X = np.empty((len(dataset), interpreter.output_size), dtype=np.float32)  # the only copy of the embeddings
+    check = interpreter.degenerate_check
+    todo = cache.fill(digests, X) if cache is not None else list(range(len(dataset)))
+    if cache is not None and check is not None and not check.done and (stored := cache.stored_spreads()) is not None:
+        check.recall(*stored)  # the images are not run again: repeat the earlier verdict
+    unreadable: list[str] = []
+    failed: list[int] = []
+
+    def report(path: Path, error: ImageError) -> None:
+        if strict:
+            raise error
+        unreadable.append(str(path))
+        warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
+
+    def store(row: int, vector: np.ndarray) -> None:
+        if cache is not None:
+            cache.put(digests[row], vector)
+
+    if todo:
+        failed = _extract_distinct(interpreter, dataset.paths, digests, todo, X, progress, report, store)
+    if cache is not None and check is not None and check.spreads is not None:
+        cache.store_spreads(check.spreads)
+    return X, len(dataset) - len(todo), failed, unreadable
+
+
 def embed_dataset(
     interpreter: Interpreter,
     dataset: Dataset,
@@ -376,40 +257,23 @@ def embed_dataset(
     strict: bool = False,
     progress: bool = True,
 ) -> EmbeddedDataset:
-    """Embed every image of ``dataset`` (cached ones are not run again).
+    """Embed every image of ``dataset`` (cached ones are not run again; identical files run once).
 
-    Unreadable images are left out with a warning naming each file; ``strict=True`` makes the
-    first one an error instead. New embeddings enter the cache in batches while the extraction
-    runs, so an interrupted run keeps most of its work.
+    The images' content hashes key the cache (see :mod:`lastlayer.digests`); the same file in
+    several classes is reported (a note on the dataset and a warning). Unreadable images are left
+    out with a warning naming each file; ``strict=True`` makes the first one an error instead. New
+    embeddings enter the cache in batches while the extraction runs, so an interrupted run keeps
+    most of its work. ``use_cache=False`` neither reads nor writes the cache database.
     """
-    digests = dataset.file_digests()
-    X = np.empty((len(dataset), interpreter.output_size), dtype=np.float32)  # the only copy of the embeddings
-    cache = EmbeddingCache(interpreter.cache_key) if use_cache else None
-    check = interpreter.degenerate_check
-    try:
-        todo = cache.fill(digests, X) if cache is not None else list(range(len(dataset)))
-        if cache is not None and check is not None and not check.done and (stored := cache.stored_spreads()) is not None:
-            check.recall(*stored)  # the images are not run again: repeat the earlier verdict
-        unreadable: list[str] = []
-        failed: list[int] = []
-
-        def report(path: Path, error: ImageError) -> None:
-            if strict:
-                raise error
-            unreadable.append(str(path))
-            warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
-
-        def store(row: int, vector: np.ndarray) -> None:
+    with CacheDatabase() if use_cache else nullcontext() as database:
+        digests = dataset_digests(dataset, database)
+        note_duplicates(dataset, digests)
+        cache = EmbeddingCache(interpreter.cache_key, database=database) if database is not None else None
+        try:
+            X, cached, failed, unreadable = _embed_rows(interpreter, dataset, digests, cache, strict, progress)
+        finally:
             if cache is not None:
-                cache.put(digests[row], vector)
-
-        if todo:
-            failed = _extract_distinct(interpreter, dataset.paths, digests, todo, X, progress, report, store)
-        if cache is not None and check is not None and check.spreads is not None:
-            cache.store_spreads(check.spreads)
-    finally:
-        if cache is not None:
-            cache.close()  # also on errors and Ctrl-C: what was computed stays cached
+                cache.close()  # also on errors and Ctrl-C: what was computed stays cached
     kept = dataset.subset(np.setdiff1d(np.arange(len(dataset)), failed)) if failed else dataset.subset(np.arange(len(dataset)))
     X = _drop_rows(X, failed)
     missing = set(dataset.labels.tolist()) - set(kept.labels.tolist())  # classes that had images, all unreadable
@@ -417,4 +281,4 @@ def embed_dataset(
         names = ", ".join(dataset.classes[i] for i in sorted(missing))
         where = f" of {dataset.source}" if dataset.source else ""
         raise DatasetError(f"no readable image left in class(es) {names}{where}; replace the unreadable files", subject="data")
-    return EmbeddedDataset(kept, X, kept.labels, len(dataset) - len(todo), unreadable)
+    return EmbeddedDataset(kept, X, kept.labels, cached, unreadable)

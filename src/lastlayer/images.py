@@ -11,8 +11,9 @@ import io
 import os
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Collection, Iterator, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -71,90 +72,130 @@ def max_pixels() -> int:
         return DEFAULT_MAX_PIXELS
 
 
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than allowed; ``size`` is its (width, height) as its header gives it, ``limit`` the limit."""
+
+    def __init__(self, message: str, size: Size, limit: int) -> None:
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+
+class UnsupportedImageError(ImageError):
+    """Not an image Pillow can read (``format`` is ``None``), or one of a format the caller does not accept."""
+
+    def __init__(self, message: str, image_format: str | None = None) -> None:
+        super().__init__(message)
+        self.format = image_format
+
+
 def _megapixels(pixels: float) -> str:
     return f"{pixels / 1e6:.4g} MP"
 
 
-def _too_large(path: ImagePath, limit: int, size: Size | None = None, pixels: int | None = None) -> ImageError:
-    shown = f"{size[0]} x {size[1]} = {_megapixels(size[0] * size[1])}" if size else _megapixels(pixels or 0)
-    return ImageError(f"{path}: image too large ({shown}, limit {_megapixels(limit)}); shrink it, or raise the limit "
-                      f"(lastlayer.images.MAX_PIXELS or ${MAX_PIXELS_ENV})")
+def _too_large(name: str, limit: int, size: Size) -> ImageTooLargeError:
+    shown = f"{size[0]} x {size[1]} = {_megapixels(size[0] * size[1])}"
+    return ImageTooLargeError(f"{name}: image too large ({shown}, limit {_megapixels(limit)}); shrink it, or raise the limit "
+                              f"(lastlayer.images.MAX_PIXELS or ${MAX_PIXELS_ENV})", size, limit)
 
 
-def _check_size(path: ImagePath, image: Image.Image, limit: int) -> None:
+def _check_size(name: str, image: Image.Image, limit: int) -> None:
     width, height = image.size
     if width < 1 or height < 1:
-        raise ImageError(f"{path} has no pixels ({width} x {height}); remove or replace the file")
+        raise ImageError(f"{name} has no pixels ({width} x {height}); remove or replace the file")
     if width * height > limit:
-        raise _too_large(path, limit, (width, height))
+        raise _too_large(name, limit, (width, height))
 
 
-def _open_lazily(path: ImagePath, limit: int) -> Image.Image:
-    """``Image.open`` (header only), with Pillow's own decompression-bomb guard kept from firing below ``limit``."""
-    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = limit  # lastlayer enforces its own, configurable limit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            return Image.open(path)
-        except Image.DecompressionBombError:
-            raise _too_large(path, limit, _header_size(path)) from None
+class _BeyondPillowGuard(Exception):
+    """Pillow refused an image as a decompression bomb, before lastlayer's own (maybe higher) limit was checked."""
 
 
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
-def _header_size(path: ImagePath) -> Size:
-    """The (width, height) in the header of an image Pillow refused as a decompression bomb (no pixel is decoded)."""
-    with _PILLOW_LIMIT_LOCK:  # serialised, so the global is always restored to the value before
+@contextmanager
+def _pillow_guard_lifted() -> Iterator[None]:
+    """Run the block with Pillow's global decompression-bomb limit off (lastlayer checks its own limit from the header).
+
+    Only for an image Pillow refused: the global is lifted under a lock and restored after this one decode.
+    """
+    with _PILLOW_LIMIT_LOCK:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(path) as opened:
-                return opened.size
+            yield
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
 
 _ORIENTATION = 0x0112  # EXIF tag; values 2..8 need a flip or rotation to view upright
+_DRAFT_FORMATS = frozenset({"JPEG"})
 
 
-def _decoded(path: ImagePath, min_size: int | None, size: Size | None) -> Image.Image | np.ndarray:
-    """Decode ``path`` upright as RGB; with ``size``, resize it while the file is open and return the pixels.
+def _decode(source: ImagePath | bytes, name: str, limit: int, min_size: int | None, size: Size | None, as_array: bool,
+            formats: Collection[str] | None, draft_formats: Collection[str]) -> Image.Image | np.ndarray:
+    """:func:`_decoded` with Pillow's own guard in force (:class:`_BeyondPillowGuard` when it refuses the image)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # between Pillow's warning and error: ours decides
+        try:
+            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        except Image.DecompressionBombError:
+            raise _BeyondPillowGuard from None
+    with opened:
+        if formats is not None and opened.format not in formats:
+            raise UnsupportedImageError(f"{name} is a {opened.format} image, which is not accepted here", opened.format)
+        _check_size(name, opened, limit)
+        opened.seek(0)
+        if min_size and opened.format in draft_formats:
+            opened.draft("RGB", (min_size, min_size))
+        if opened.getexif().get(_ORIENTATION, 1) in range(2, 9):
+            image = ImageOps.exif_transpose(opened)
+        else:
+            image = opened  # exif_transpose would only copy it
+        image.load()
+        image = to_rgb(image)
+        if size is not None:
+            return resize_image(image, size)
+        if as_array:
+            return np.asarray(image, dtype=np.uint8)
+        return image.copy() if image is opened else image  # closing the file releases ``opened``'s pixels
 
-    An image without an EXIF rotation is used as decoded, not copied: with ``size`` the resize is
-    the only copy, without it the decoded image is detached from the file once.
+
+def _decoded(source: ImagePath | bytes, *, name: str | None = None, min_size: int | None = None, size: Size | None = None,
+             as_array: bool = False, limit: int | None = None, formats: Collection[str] | None = None,
+             draft_formats: Collection[str] = _DRAFT_FORMATS) -> Image.Image | np.ndarray:
+    """The one image decoder: a file or bytes, upright, RGB; with ``size`` resized while the file is open.
+
+    Returns an ``Image`` (or an HxWx3 uint8 array with ``size`` or ``as_array``). An image without an
+    EXIF rotation is used as decoded, not copied. The pixel count is checked from the header before
+    any pixel is decoded (``limit``, default :func:`max_pixels`); ``formats`` limits the
+    accepted Pillow formats; a JPEG of a format in ``draft_formats`` is decoded at a reduced scale
+    keeping both sides at least ``min_size``. Every failure is an :class:`ImageError` naming
+    ``name`` (default: the path): :class:`ImageTooLargeError`, :class:`UnsupportedImageError`, or a
+    plain one for a missing, unreadable, damaged or truncated image.
     """
-    limit = max_pixels()
+    label = name if name is not None else str(source if not isinstance(source, bytes) else "the image")
+    arguments = (source, label, max_pixels() if limit is None else limit, min_size, size, as_array, formats, draft_formats)
     try:
-        with _open_lazily(path, limit) as opened:
-            _check_size(path, opened, limit)
-            opened.seek(0)
-            if min_size and opened.format == "JPEG":
-                opened.draft("RGB", (min_size, min_size))
-            if opened.getexif().get(_ORIENTATION, 1) in range(2, 9):
-                image = ImageOps.exif_transpose(opened)
-            else:
-                image = opened  # exif_transpose would only copy it
-            image.load()
-            image = to_rgb(image)
-            if size is not None:
-                return resize_image(image, size)
-            return image.copy() if image is opened else image  # closing the file releases ``opened``'s pixels
+        try:
+            return _decode(*arguments)
+        except _BeyondPillowGuard:
+            with _pillow_guard_lifted():
+                return _decode(*arguments)
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"image file {path} does not exist; check the path") from None
+        raise ImageError(f"image file {label} does not exist; check the path") from None
     except IsADirectoryError:
-        raise ImageError(f"image path {path} is a folder; pass image files") from None
+        raise ImageError(f"image path {label} is a folder; pass image files") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path} is not a readable image (unknown or corrupt format); remove or replace the file") from None
+        raise UnsupportedImageError(f"{label} is not a readable image (unknown or corrupt format); remove or replace the file") from None
     except PermissionError:
-        raise ImageError(f"cannot read image {path}: permission denied; check the file's permissions") from None
+        raise ImageError(f"cannot read image {label}: permission denied; check the file's permissions") from None
     except MemoryError:
-        raise ImageError(f"not enough memory to decode image {path}; shrink it") from None
+        raise ImageError(f"not enough memory to decode image {label}; shrink it") from None
     except Exception as exc:  # noqa: BLE001  (any decoder failure on untrusted bytes is a bad image, never a crash)
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ImageError(f"cannot decode image {path} ({reason}); the file is corrupt or truncated, remove or replace it") from None
+        raise ImageError(f"cannot decode image {label} ({reason}); the file is corrupt or truncated, remove or replace it") from None
 
 
 def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
@@ -165,7 +206,22 @@ def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
     than :func:`max_pixels` is refused from its header, before decoding. Every failure is an
     :class:`ImageError` naming the file.
     """
-    return _decoded(path, min_size, None)  # type: ignore[return-value]
+    return _decoded(path, min_size=min_size)  # type: ignore[return-value]
+
+
+def decode_image_bytes(data: bytes, *, name: str = "the image", max_pixels: int | None = None,
+                       formats: Collection[str] | None = None, min_size: int | None = None) -> np.ndarray:
+    """The upright RGB pixels (HxWx3 uint8) of an image held in memory, e.g. an upload.
+
+    ``name`` is how messages call it; ``formats`` the Pillow formats accepted (default: any);
+    ``max_pixels`` the largest width x height (default :func:`max_pixels`), checked from the header;
+    with ``min_size`` a JPEG (or MPO) is decoded at a reduced scale keeping both sides >= it.
+    Failures are :class:`ImageError`: :class:`ImageTooLargeError`, :class:`UnsupportedImageError` or plain.
+    """
+    if not data:
+        raise ImageError(f"{name} is empty")
+    return _decoded(bytes(data), name=name, min_size=min_size, as_array=True, limit=max_pixels, formats=formats,  # type: ignore[return-value]
+                    draft_formats=("JPEG", "MPO"))
 
 
 def resize_image(image: Image.Image, size: Size) -> np.ndarray:
@@ -180,7 +236,7 @@ def load_resized(path: ImagePath, size: Size) -> np.ndarray:
 
     The same pixels as ``resize_image(load_image(path, max(size)), size)``, with one copy fewer.
     """
-    return _decoded(path, max(size), size)  # type: ignore[return-value]
+    return _decoded(path, min_size=max(size), size=size)  # type: ignore[return-value]
 
 
 def resize_array(pixels: np.ndarray, size: Size) -> np.ndarray:

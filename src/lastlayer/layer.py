@@ -8,9 +8,13 @@ any new head type that can express itself this way needs no change there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # the CLI reads OUTPUT_TYPES while parsing: this module stays light
+    import numpy as np
+
+OUTPUT_TYPES = ("uint8", "int8", "float32")
+"""The output types a written model can have (its scores' tensor type); a learned model keeps its base model's."""
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ def test_lazy_names_resolve_to_the_real_objects():
     assert all(hasattr(lastlayer, name) for name in lastlayer.__all__)
 
 
-def test_check_knows_the_latest_runtime_of_the_rule_table():
-    from lastlayer.cli.check import LATEST_RUNTIME
-    from lastlayer.edgetpu import LATEST_RUNTIME as TABLE_LATEST
+def test_constants_the_cli_needs_while_parsing_are_the_librarys_own():
+    from lastlayer.cli import check, common
+    from lastlayer.edgetpu import LATEST_RUNTIME
+    from lastlayer.model.heads import OUTPUT_TYPES
 
-    assert LATEST_RUNTIME == TABLE_LATEST
+    assert check.LATEST_RUNTIME is LATEST_RUNTIME and common.OUTPUT_TYPES is OUTPUT_TYPES

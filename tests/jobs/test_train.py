@@ -96,8 +96,55 @@ def test_tuned_solver_without_held_out_photos_reports_cross_validated_accuracy(f
     assert f"cross-validated accuracy {report['cv_accuracy']:.3f}" in result.headline and report["confusion_png"] is None
 
 
-def test_an_unknown_solver_is_refused(flowers_small, tmp_path):
+def test_an_unknown_solver_is_refused_before_anything_is_embedded(flowers_small, tmp_path):
     from lastlayer.errors import TrainingError
 
-    with pytest.raises(TrainingError, match="solver"):
-        train(flowers_small, tmp_path / "a", options=TrainOptions(solver="adam", **QUIET))
+    lines: list[str] = []
+    with pytest.raises(TrainingError, match="solver must be one of 'tuned', 'sgd', got 'adam'"):
+        train(flowers_small, tmp_path / "a", options=TrainOptions(solver="adam", **QUIET), log=lines.append)
+    assert lines == [] and not (tmp_path / "a").exists()
+
+
+NEAREST_MEAN = """
+import numpy as np
+
+from lastlayer.learn.base import FitReport, Params
+from lastlayer.learn.linear import LinearSoftmaxHead
+
+
+class NearestMeanHead(Params, LinearSoftmaxHead):
+    def __init__(self, *, gain=10.0, num_classes=None, seed=None):
+        self.gain = gain
+        self.num_classes = num_classes
+        self.seed = seed
+        self.W_ = None
+
+    def fit(self, X, y, X_val=None, y_val=None, *, log=None):
+        X = np.asarray(X, np.float32)
+        self.n_features_in_, self.num_classes_ = X.shape[1], self.num_classes
+        means = np.stack([X[y == c].mean(axis=0) for c in range(self.num_classes_)])
+        self.W_ = (self.gain * means / np.linalg.norm(means, axis=1, keepdims=True)).T.astype(np.float32)
+        self.b_ = np.zeros(self.num_classes_, np.float32)
+        self.finish_fit(X, None)
+        (log or print)(f"nearest mean of {len(X)} examples")
+        return self
+
+    def fit_report(self):
+        return FitReport(iterations=1)
+"""
+
+
+def test_a_new_learner_is_one_module_and_one_registration(flowers_small, tmp_path, monkeypatch):
+    from lastlayer.learn import registry
+
+    (tmp_path / "nearest_mean.py").write_text(NEAREST_MEAN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "SOLVERS", dict(registry.SOLVERS))
+    registry.register_solver(registry.Solver("nearest", "nearest_mean:NearestMeanHead", "nearest class mean"))
+    lines: list[str] = []
+    result = train(flowers_small, tmp_path / "out", options=TrainOptions(solver="nearest", **QUIET), log=lines.append)
+    report = result.report
+    assert report["solver"] == "nearest" and report["iterations"] == 1 and report["reg"] is None
+    assert not report["refit_on_all_photos"] and report["val_accuracy"] >= 0.5
+    assert f"nearest mean of {report['train_images']} examples" in lines
+    assert Interpreter(ModelFile.read(result.model_path)).output_size == 3

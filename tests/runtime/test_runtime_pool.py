@@ -192,3 +192,65 @@ def test_one_core_decodes_a_chunk_then_runs_it_with_the_same_rows(model_file, im
     expected = np.stack([interpreter.run(load_resized(p, interpreter.input_size)) for p in paths])
     np.testing.assert_array_equal(extract_embeddings(interpreter, paths, progress=False), expected)
     assert replicas(interpreter, 1) == [interpreter]  # the interpreter itself ran them: no clone made
+
+
+def test_lanes_and_batches_draw_on_one_pool_of_clones(model_file, images_dir, monkeypatch):
+    import threading
+
+    from lastlayer.runtime.lanes import Lanes
+
+    monkeypatch.setattr(batch_module, "usable_cores", lambda: 3)
+    made: list[Interpreter] = []
+    clone = Interpreter.clone
+    monkeypatch.setattr(Interpreter, "clone", lambda self, num_threads=None: made.append(clone(self, num_threads)) or made[-1])
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=3)
+    lanes = Lanes(interpreter, threading.Lock())
+    assert len(lanes) == 3 and len(made) == 3 and all(twin.num_threads == 1 for twin in made)
+    assert replicas(interpreter, 3) == made  # the lanes' clones, not new ones
+    extract_embeddings(interpreter, _photos(images_dir) * 3, progress=False)
+    assert len(made) == 3 and len(Lanes(interpreter, threading.Lock())) == 3 and len(made) == 3
+
+
+def test_a_batch_and_a_stream_on_the_same_interpreter_at_the_same_time_give_the_results_of_each_alone(model_file, images_dir):
+    import threading
+
+    from lastlayer.runtime.lanes import Lanes
+
+    interpreter = Interpreter(model_file(EXTRACTOR), num_threads=2)
+    paths = _photos(images_dir) * 4
+    expected = extract_embeddings(interpreter, paths, progress=False, workers=2)
+    lanes = Lanes(interpreter, threading.Lock())
+    pixels = [load_resized(p, interpreter.input_size) for p in _photos(images_dir)]
+    alone = [lanes.run(p) for p in pixels]
+    streamed: list[tuple[int, np.ndarray]] = []
+
+    def stream() -> None:
+        for round_ in range(6):
+            for index, frame in enumerate(pixels):
+                streamed.append((index, lanes.run(frame, round_ + index)))
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    rows = extract_embeddings(interpreter, paths, progress=False, workers=2)
+    thread.join()
+    np.testing.assert_array_equal(rows, expected)
+    assert len(streamed) == 6 * len(pixels)
+    for index, vector in streamed:
+        np.testing.assert_array_equal(vector, alone[index])
+
+
+def test_the_wrong_normalisation_check_is_fed_by_every_lane(tmp_path, monkeypatch):
+    import threading
+
+    from lastlayer.runtime.lanes import Lanes
+
+    monkeypatch.setattr(batch_module, "usable_cores", lambda: 2)
+    folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)
+    frames = [load_resized(p, (32, 32)) for p in sorted(folder.rglob("*.png"))[::2][:8]]
+    wrong = Interpreter(ModelFile.from_tree(layout_extractor(size=32, rescale=(1 / 127.5, -1.0)), "keras-style"), num_threads=2)
+    lanes = Lanes(wrong, threading.Lock())
+    assert len(lanes) == 2
+    with pytest.warns(NormalizationWarning, match="hardly differ"):
+        for index, frame in enumerate(frames):
+            lanes.run(frame, index)  # only the clones run: the owner itself sees none of these frames
+    assert wrong.degenerate_check is None  # concluded once, for the owner and its clones

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from lastlayer.cli import common
+from lastlayer.edgetpu_versions import LATEST_RUNTIME, OLDEST_RUNTIME
 
 HELP = "check a model against the Edge TPU requirements (exit 1 if it does not map fully)"
 EXAMPLE = "lastlayer check model.tflite --runtime 13"
 FLAGS = {"model": "MODEL"}
-LATEST_RUNTIME = 16  # keep in step with lastlayer.edgetpu.LATEST_RUNTIME (a test checks)
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "dimensions, supported operators and their limits, and where the compiler would partition the graph. "
         "Exit status 0 when the whole model maps to the Edge TPU, 1 when it does not.")
     parser.add_argument("model", metavar="MODEL", help="model path or known name")
-    parser.add_argument("--runtime", type=_runtime, default=LATEST_RUNTIME, help=f"Edge TPU runtime version, 10 to {LATEST_RUNTIME} "
+    parser.add_argument("--runtime", type=_runtime, default=LATEST_RUNTIME, help=f"Edge TPU runtime version, {OLDEST_RUNTIME} to {LATEST_RUNTIME} "
                         f"(default: {LATEST_RUNTIME})")
     common.add_output_options(parser)
     return parser
@@ -27,8 +27,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _runtime(text: str) -> int:
     value = common.positive_int(text)
-    if not 10 <= value <= LATEST_RUNTIME:
-        raise argparse.ArgumentTypeError(f"must be a runtime version from 10 to {LATEST_RUNTIME}, got {value}")
+    if not OLDEST_RUNTIME <= value <= LATEST_RUNTIME:
+        raise argparse.ArgumentTypeError(f"must be a runtime version from {OLDEST_RUNTIME} to {LATEST_RUNTIME}, got {value}")
     return value
 
 

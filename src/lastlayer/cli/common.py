@@ -11,6 +11,7 @@ import math
 import sys
 from typing import Any, Callable
 
+from lastlayer.layer import OUTPUT_TYPES
 from lastlayer.zoo import DEFAULT_CLASSIFIER, DEFAULT_EXTRACTOR  # noqa: F401  (light module: re-exported for the verbs)
 
 
@@ -62,7 +63,6 @@ def channel_values(text: str) -> tuple[float, ...]:
 
 
 NORMALIZATION_FLAGS = "--input-mean / --input-std"
-OUTPUT_TYPES = ("uint8", "int8", "float32")  # lastlayer.model.heads.OUTPUT_TYPES (not imported: it loads LiteRT)
 
 
 def add_normalization_options(parser: argparse.ArgumentParser) -> None:

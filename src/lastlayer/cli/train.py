@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lastlayer.cli import common
+from lastlayer.learn.registry import SOLVERS, solver_names
 
 HELP = "train a softmax head on class folders (last-layer backprop)"
 EXAMPLE = "lastlayer train photos/ -o out/ --balanced"
@@ -25,8 +26,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--extractor", "-e", default=common.DEFAULT_EXTRACTOR,
                         help=f"embedding extractor or classifier (default: {common.DEFAULT_EXTRACTOR})")
     parser.add_argument("--output", "-o", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
-    parser.add_argument("--solver", choices=("tuned", "sgd"), default="tuned",
-                        help="tuned: L2 strength by cross-validation, L-BFGS (default); sgd: mini-batch SGD")
+    parser.add_argument("--solver", choices=solver_names(), default=solver_names()[0],
+                        help="; ".join(f"{solver.name}: {solver.summary}" for solver in SOLVERS.values()))
     sgd = parser.add_argument_group("with --solver sgd")
     length = sgd.add_mutually_exclusive_group()
     length.add_argument("--num-iter", type=common.non_negative_int, default=None, help="SGD iterations (default: 500)")

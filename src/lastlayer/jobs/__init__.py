@@ -1,5 +1,7 @@
-"""The end-to-end jobs behind the CLI (and the web app): folder of photos in, model + labels + report out.
+"""The end-to-end jobs behind the CLI: folder of photos in, model + labels + report out.
 
 One module per job over the shared skeleton in :mod:`lastlayer.jobs.base`; each returns a result
-with ``to_dict`` / ``to_text`` and prints nothing itself.
+with ``to_dict`` / ``to_text``. A job's progress lines go to its ``log`` argument (one line on
+stderr when none is given: :func:`lastlayer.jobs.base.stderr_log`; pass ``log=lambda line: None``
+for silence); unreadable or skipped images are Python warnings.
 """

@@ -1,7 +1,8 @@
 """The skeleton every job shares: announce the dataset, embed it (cached), time the steps, write outputs.
 
-A job returns a result dataclass with ``to_dict`` (for ``--json`` and the web app) and
-``to_text`` (for the terminal); it never prints, it reports progress through ``log``.
+A job returns a result dataclass with ``to_dict`` (for ``--json``) and ``to_text`` (for the
+terminal). It reports progress through ``log``, which defaults to :func:`stderr_log` (one line on
+stderr); the CLI passes its own (quiet with ``--quiet``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
+from lastlayer.cache_database import CacheDatabase
 from lastlayer.data import Dataset, load_dataset
-from lastlayer.embeddings import EmbeddedDataset, embed_dataset
+from lastlayer.embeddings import EmbeddedDataset, dataset_digests, embed_dataset
 from lastlayer.files import OutputSet
 from lastlayer.model.labels import format_labels
 from lastlayer.plot import save_confusion_png
@@ -65,6 +67,12 @@ def announced_dataset(source: PathLike, log: Log) -> Dataset:
     classes = "class" if len(counts) == 1 else "classes"
     log(f"{len(dataset)} images in {len(counts)} {classes}: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
     return dataset
+
+
+def content_digests(dataset: Dataset, options: DataOptions) -> list[str]:
+    """The SHA-256 of each image of ``dataset`` (through the cache's stat shortcut unless ``options.use_cache`` is off)."""
+    with CacheDatabase() if options.use_cache else nullcontext() as database:
+        return dataset_digests(dataset, database)
 
 
 def embed(interpreter: Interpreter, dataset: Dataset, options: DataOptions, timer: Timer, log: Log) -> EmbeddedDataset:

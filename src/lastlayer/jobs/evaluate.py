@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import Dataset, DatasetWarning, load_dataset
+from lastlayer.data import Dataset, DatasetWarning, load_dataset, note_duplicates
+from lastlayer.embeddings import dataset_digests
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.files import OutputSet
 from lastlayer.jobs.base import PathLike
@@ -113,6 +114,7 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
     options = options or EvaluateOptions()
     models = [open_model(model)] + ([open_model(options.compare)] if options.compare else [])
     dataset = load_dataset(data)
+    note_duplicates(dataset, dataset_digests(dataset))
     unreadable: list[str] = []
 
     def report_bad(path: Any, error: ImageError) -> None:

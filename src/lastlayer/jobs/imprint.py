@@ -143,7 +143,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     if options.shots:
         train_rows = take_shots(train_rows, dataset.labels, options.shots, options.seed)
     known = _known_digests(resumed)
-    digests = [d[:DIGEST_CHARS] for d in dataset.file_digests()]
+    digests = [d[:DIGEST_CHARS] for d in skeleton.content_digests(dataset, options)]
     repeated = [r for r in train_rows if digests[r] in known]
     if repeated:
         train_rows = np.setdiff1d(train_rows, repeated)

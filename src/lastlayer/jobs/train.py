@@ -12,8 +12,8 @@ from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_t
 from lastlayer.errors import TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
-from lastlayer.learn.softmax import SoftmaxRegression
-from lastlayer.learn.tuned import TunedSoftmaxRegression
+from lastlayer.learn.base import SoftmaxLearner
+from lastlayer.learn.registry import Solver, get_solver
 from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
@@ -26,7 +26,7 @@ from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 class TrainOptions(skeleton.DataOptions):
     """Settings of ``lastlayer train`` (the backprop head)."""
 
-    solver: str = "tuned"  # "tuned": L2 strength by cross-validation, L-BFGS; "sgd": mini-batch SGD (PyCoral's way)
+    solver: str = "tuned"  # a name of lastlayer.learn.registry: "tuned" (L2 by cross-validation, L-BFGS) or "sgd" (PyCoral's way)
     num_iter: int | None = None
     epochs: float | None = None
     learning_rate: float = 0.01
@@ -49,20 +49,19 @@ class TrainOptions(skeleton.DataOptions):
         return 500 if self.num_iter is None else self.num_iter
 
 
-def _fitted_layer(options: TrainOptions, num_classes: int, X: np.ndarray, y: np.ndarray, train_rows: np.ndarray,
-                  val_rows: np.ndarray, say: Log) -> Any:
-    """The softmax head of ``options.solver``, fitted on ``train_rows`` (``val_rows`` for SGD's early stopping and log)."""
-    if options.solver == "tuned":
-        return TunedSoftmaxRegression(class_weight=options.class_weight, num_classes=num_classes,
-                                      seed=options.seed).fit(X[train_rows], y[train_rows], log=say)
-    if options.solver != "sgd":
-        raise TrainingError(f"solver must be 'tuned' or 'sgd', got {options.solver!r}", subject="solver")
-    layer = SoftmaxRegression(
-        learning_rate=options.learning_rate, num_iter=options.iterations(len(train_rows)), batch_size=options.batch_size,
-        momentum=options.momentum, reg=options.reg, class_weight=options.class_weight, early_stopping=options.early_stopping,
-        num_classes=num_classes, seed=options.seed,
-    )
-    return layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], print_every=options.print_every, log=say)
+def _settings(options: TrainOptions, num_classes: int, n_train: int) -> dict[str, Any]:
+    """What the job offers a learner (each takes those its ``__init__`` names; see :mod:`lastlayer.learn.registry`)."""
+    return {"num_classes": num_classes, "seed": options.seed, "class_weight": options.class_weight,
+            "learning_rate": options.learning_rate, "num_iter": options.iterations(n_train), "batch_size": options.batch_size,
+            "momentum": options.momentum, "reg": options.reg, "early_stopping": options.early_stopping,
+            "print_every": options.print_every}
+
+
+def _fitted_layer(solver: Solver, options: TrainOptions, num_classes: int, X: np.ndarray, y: np.ndarray, train_rows: np.ndarray,
+                  val_rows: np.ndarray, say: Log) -> SoftmaxLearner:
+    """A new learner of ``solver``, fitted on ``train_rows`` (``val_rows`` for its early stopping or logit range)."""
+    layer = solver.make(**_settings(options, num_classes, len(train_rows)))
+    return layer.fit(X[train_rows], y[train_rows], X[val_rows], y[val_rows], log=say)
 
 
 def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRACTOR, options: TrainOptions | None = None,
@@ -71,6 +70,7 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     options = options or TrainOptions()
     say = log or skeleton.stderr_log
     timer = skeleton.Timer()
+    solver = get_solver(options.solver)
     base = open_model(extractor)
     extractor_file = extractor_model(base)
     if base.kind is ModelKind.CLASSIFIER:
@@ -90,13 +90,14 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     if len(set(y[train_rows].tolist())) < 2:
         raise TrainingError(f"{data} needs at least 2 classes with images to train a softmax head", subject="data")
     with timer.step("train_s"):
-        layer = _fitted_layer(options, len(dataset.classes), X, y, train_rows, val_rows, say)
+        layer = _fitted_layer(solver, options, len(dataset.classes), X, y, train_rows, val_rows, say)
         val_accuracy = layer.score(X[val_rows], y[val_rows]) if len(val_rows) else None
         val_scores = layer.saved_scores(X[val_rows], head_type) if len(val_rows) else None
         train_accuracy = layer.score(X[train_rows], y[train_rows])
-        refit = options.solver == "tuned" and len(val_rows) > 0
+        refit = solver.refit_on_all_photos and len(val_rows) > 0
         if refit:  # the held-out photos measured the head; the saved head learns from every photo
-            layer = _fitted_layer(options, len(dataset.classes), X, y, np.arange(len(y)), np.array([], dtype=int), say)
+            layer = _fitted_layer(solver, options, len(dataset.classes), X, y, np.arange(len(y)), np.array([], dtype=int), say)
+        fit = layer.fit_report()
     with timer.step("serialize_s"):
         model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
@@ -108,10 +109,10 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "val_images": int(len(val_rows)),
         "not_held_out": kept_whole,
         "solver": options.solver,
-        "iterations": layer.n_iter_,
-        "stopped_early": getattr(layer, "stopped_early_", False),
-        "reg": getattr(layer, "reg_", options.reg),
-        "cv_accuracy": getattr(layer, "cv_accuracy_", None),
+        "iterations": fit.iterations,
+        "stopped_early": fit.stopped_early,
+        "reg": fit.reg,
+        "cv_accuracy": fit.cv_accuracy,
         "refit_on_all_photos": refit,
         "output_type": output_type,
         "head_type": head_type,

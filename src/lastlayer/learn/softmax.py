@@ -1,32 +1,32 @@
 """Last-layer backpropagation: a softmax-regression layer trained with mini-batch SGD in NumPy.
 
-A scikit-learn style estimator: ``__init__`` only stores parameters, :meth:`SoftmaxRegression.fit`
-starts over, :meth:`~SoftmaxRegression.partial_fit` continues, ``predict_proba`` gives float
-probabilities and :meth:`~SoftmaxRegression.saved_scores` the scores a saved quantized model
-computes. It knows no file format: :meth:`~SoftmaxRegression.export` hands plain arrays to the
-model writer. PyCoral's surface (``train_with_sgd`` ...) lives in ``lastlayer.pycoral``.
+A learner of the contract in :mod:`lastlayer.learn.base` (scikit-learn's conventions):
+``__init__`` only stores parameters, :meth:`SoftmaxRegression.fit` starts over,
+:meth:`~SoftmaxRegression.partial_fit` continues, and the shared
+:class:`~lastlayer.learn.linear.LinearSoftmaxHead` predicts, computes the saved model's scores and
+exports plain arrays to the model writer. :meth:`~SoftmaxRegression.training_state` is everything a
+checkpoint needs (:mod:`lastlayer.checkpoints` writes it). PyCoral's surface (``train_with_sgd`` ...)
+lives in ``lastlayer.pycoral``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
 from lastlayer.errors import TrainingError
-from lastlayer.layer import DenseLayer
-from lastlayer.learn.losses import cross_entropy, softmax
+from lastlayer.layer import OUTPUT_TYPES
+from lastlayer.learn.base import FitReport, Log, Params
+from lastlayer.learn.linear import LinearSoftmaxHead, balanced_sample_weights, check_class_weight
+from lastlayer.learn.losses import cross_entropy
 from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_features, check_fitted, check_labels
-from lastlayer.quantization import fake_quantize, range_quantization
 
+__all__ = ["OUTPUT_TYPES", "SoftmaxRegression", "loss_and_gradients"]
 PathLike = Union[str, "os.PathLike[str]"]
-Log = Callable[[str], None]
-OUTPUT_TYPES = ("uint8", "int8", "float32")
 
 
 def loss_and_gradients(
@@ -39,71 +39,7 @@ def loss_and_gradients(
     return loss + float(0.5 * reg * np.sum(W * W)), X.T @ d_logits + reg * W, d_logits.sum(axis=0)
 
 
-class LinearSoftmaxHead:
-    """What every dense + softmax learner shares once trained: inference, saved scores and export.
-
-    Subclasses set ``W_`` ``[D, C]`` float32, ``b_`` ``[C]``, ``n_features_in_``, ``num_classes_`` and
-    ``logit_range_`` (the logits seen in training, which set the saved model's output quantization).
-    """
-
-    W_: np.ndarray | None
-    b_: np.ndarray
-    n_features_in_: int
-    num_classes_: int
-    logit_range_: tuple[float, float]
-
-    # ----------------------------------------------------------------- inference
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Logits ``X W + b``, shape [n, C]."""
-        check_fitted(self, "W_")
-        X = check_features(X, self.n_features_in_)
-        with blas_threads(X.shape[0] * X.shape[1] * self.W_.shape[1]):
-            return X @ self.W_ + self.b_
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Softmax probabilities of the float layer, shape [n, C]."""
-        return softmax(self.decision_function(X))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """The most likely class id of each row."""
-        return np.argmax(self.decision_function(X), axis=1)
-
-    def score(self, X: np.ndarray, y: Sequence[int] | np.ndarray) -> float:
-        """Fraction of rows whose predicted class equals the label (0..1)."""
-        check_fitted(self, "W_")
-        labels = check_labels(np.asarray(y), len(np.atleast_2d(X)), self.num_classes_)
-        return float(np.mean(self.predict(X) == labels))
-
-    def saved_scores(self, X: np.ndarray, output_type: str = "uint8") -> np.ndarray:
-        """Class scores ``[n, C]`` as the saved model computes them with the given output type.
-
-        For ``uint8`` / ``int8`` the weights and logits are rounded to the grids the model file
-        uses, so these match the device within about 1/256; ``float32`` equals :meth:`predict_proba`.
-        """
-        if output_type not in OUTPUT_TYPES:
-            raise TrainingError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        if output_type == "float32":
-            return self.predict_proba(X)
-        check_fitted(self, "W_")
-        X = check_features(X, self.n_features_in_)
-        dtype = np.dtype(output_type)
-        weights = self.W_.T
-        w_scale, w_zero = range_quantization(weights.min(), weights.max(), dtype)
-        with blas_threads(X.shape[0] * X.shape[1] * self.W_.shape[1]):
-            logits = X @ fake_quantize(weights, w_scale, w_zero, dtype).T + self.b_
-        l_scale, l_zero = range_quantization(*self.logit_range_, dtype)
-        return softmax(fake_quantize(logits, l_scale, l_zero, dtype))
-
-    def export(self, labels: Sequence[str] | None = None) -> DenseLayer:
-        """The trained layer as plain arrays for :func:`lastlayer.model.heads.write_head`."""
-        check_fitted(self, "W_")
-        names = list(labels) if labels is not None else [str(i) for i in range(self.num_classes_)]
-        if len(names) != self.num_classes_:
-            raise TrainingError(f"{len(names)} labels given for {self.num_classes_} classes")
-        return DenseLayer(weights=self.W_.T.copy(), bias=self.b_.copy(), logit_range=self.logit_range_, labels=names)
-
-
-class SoftmaxRegression(LinearSoftmaxHead):
+class SoftmaxRegression(Params, LinearSoftmaxHead):
     """A fully-connected + softmax layer trained on embeddings with mini-batch SGD.
 
     Args:
@@ -118,6 +54,7 @@ class SoftmaxRegression(LinearSoftmaxHead):
         patience: see ``early_stopping``.
         num_classes: the number of classes; inferred from the labels (largest id + 1) when ``None``.
         seed: makes initialisation and batch sampling reproducible.
+        print_every: log loss and accuracy every this many iterations (from the first; 0: never).
 
     Learned attributes end in ``_``: ``W_`` ``[D, C]``, ``b_``, ``n_iter_``, ``history_``,
     ``logit_range_``, ``n_features_in_``, ``stopped_early_``.
@@ -138,6 +75,7 @@ class SoftmaxRegression(LinearSoftmaxHead):
         patience: int = 5,
         num_classes: int | None = None,
         seed: int | None = None,
+        print_every: int = 0,
     ) -> None:
         self.learning_rate = learning_rate
         self.num_iter = num_iter
@@ -151,18 +89,14 @@ class SoftmaxRegression(LinearSoftmaxHead):
         self.patience = patience
         self.num_classes = num_classes
         self.seed = seed
+        self.print_every = print_every
         self.W_: np.ndarray | None = None
 
     # ----------------------------------------------------------------- parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn's convention)."""
-        return {name: getattr(self, name) for name in _PARAMETERS}
-
     def _check_params(self) -> None:
         if self.init not in ("random", "class_means"):
             raise TrainingError(f"init must be 'random' or 'class_means', got {self.init!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise TrainingError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        check_class_weight(self.class_weight)
         if not (int(self.batch_size) >= 1 and int(self.num_iter) >= 0 and float(self.learning_rate) > 0
                 and np.isfinite(float(self.learning_rate)) and float(self.reg) >= 0 and 0 <= float(self.momentum) < 1):
             raise TrainingError("batch_size must be >= 1, num_iter >= 0, learning_rate > 0, reg >= 0 and momentum in [0, 1)")
@@ -206,17 +140,13 @@ class SoftmaxRegression(LinearSoftmaxHead):
         gain = 5.0 / max(float(np.linalg.norm(X, axis=1).mean()), 1e-6)
         return (gain * (units - units.mean(axis=0))).T.astype(np.float32)
 
-    def _sample_weights(self, y: np.ndarray) -> np.ndarray | None:
-        if self.class_weight != "balanced":
-            return None
-        counts = np.bincount(y, minlength=self.num_classes_).astype(np.float32)
-        per_class = np.divide(len(y), self.num_classes_ * counts, out=np.zeros_like(counts), where=counts > 0)
-        return per_class[y]
-
     # ----------------------------------------------------------------- training
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-            *, print_every: int = 0, log: Log | None = None) -> SoftmaxRegression:
-        """Train from scratch for ``num_iter`` iterations; validation data enables early stopping and logs."""
+            *, print_every: int | None = None, log: Log | None = None) -> SoftmaxRegression:
+        """Train from scratch for ``num_iter`` iterations; validation data enables early stopping and logs.
+
+        ``print_every`` overrides the parameter of the same name for this call.
+        """
         self._check_params()
         X, y = self._checked(X, y, None)
         self._start(X, y)
@@ -224,7 +154,7 @@ class SoftmaxRegression(LinearSoftmaxHead):
             return self._run(X, y, X_val, y_val, int(self.num_iter), print_every, log)
 
     def partial_fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                    *, num_iter: int | None = None, print_every: int = 0, log: Log | None = None) -> SoftmaxRegression:
+                    *, num_iter: int | None = None, print_every: int | None = None, log: Log | None = None) -> SoftmaxRegression:
         """Continue training (``num_iter`` more iterations, default the constructor's); starts if not fitted."""
         self._check_params()
         if self.W_ is None:
@@ -248,13 +178,14 @@ class SoftmaxRegression(LinearSoftmaxHead):
         return X, y
 
     def _run(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None, num_iter: int,
-             print_every: int, log: Log | None) -> SoftmaxRegression:
+             print_every: int | None, log: Log | None) -> SoftmaxRegression:
+        print_every = int(self.print_every if print_every is None else print_every)
         has_val = X_val is not None and y_val is not None and len(X_val) > 0
         if has_val:
             X_val = check_features(X_val, self.n_features_in_, "validation embeddings")
             y_val = check_labels(y_val, len(X_val), self.num_classes_, "validation labels")
         say = log or (lambda line: None)
-        weights = self._sample_weights(y)
+        weights = balanced_sample_weights(y, self.num_classes_, self.class_weight)
         vW, vb = self._velocity
         batch_size, lr, momentum, reg = int(self.batch_size), float(self.learning_rate), float(self.momentum), float(self.reg)
         check_every = max(1, len(X) // batch_size)
@@ -295,35 +226,32 @@ class SoftmaxRegression(LinearSoftmaxHead):
         if self.early_stopping and has_val and np.isfinite(best[0]):
             self.W_, self.b_ = best[1], best[2]
             self._velocity = (np.zeros_like(self.W_), np.zeros_like(self.b_))
-        if not np.isfinite(self.W_).all():
-            raise TrainingError("training diverged (weights became NaN/inf); lower the learning rate")
-        logits = (X if not has_val else np.concatenate([X, X_val])) @ self.W_ + self.b_
-        self.logit_range_ = (float(logits.min()), float(logits.max()))
+        self.finish_fit(X, X_val if has_val else None, "; lower the learning rate")
         return self
 
-    # ----------------------------------------------------------------- checkpoints
-    def save(self, path: PathLike) -> Path:
-        """Write weights, parameters and training state (RNG, momentum) to a ``.npz`` checkpoint."""
-        from lastlayer.files import atomic_write_bytes
+    def fit_report(self) -> FitReport:
+        """Iterations run, whether early stopping ended the fit, and the L2 strength used."""
+        check_fitted(self, "W_")
+        return FitReport(iterations=int(self.n_iter_), stopped_early=bool(self.stopped_early_), reg=float(self.reg))
 
+    # ----------------------------------------------------------------- checkpoints
+    def training_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Everything :meth:`partial_fit` needs to go on where it stopped: arrays and JSON-able values.
+
+        ``(arrays, state)``: ``W``, ``b`` and the momentum ``vW``, ``vb``; the parameters, iteration count,
+        logit range, RNG state and history. :meth:`from_training_state` restores it.
+        """
         check_fitted(self, "W_")
         state = {"params": self.get_params(), "n_iter": self.n_iter_, "logit_range": self.logit_range_,
                  "rng": self._rng.bit_generator.state, "history": self.history_, "num_classes": self.num_classes_}
-        buffer = io.BytesIO()
-        np.savez(buffer, W=self.W_, b=self.b_, vW=self._velocity[0], vb=self._velocity[1], state=np.array(json.dumps(state)))
-        return atomic_write_bytes(path, buffer.getvalue())
+        return {"W": self.W_, "b": self.b_, "vW": self._velocity[0], "vb": self._velocity[1]}, state
 
     @classmethod
-    def load(cls, path: PathLike) -> SoftmaxRegression:
-        """Restore a layer saved with :meth:`save`; :meth:`partial_fit` then continues where it stopped."""
-        try:
-            with np.load(path) as stored:
-                state = json.loads(str(stored["state"]))
-                layer = cls(**state["params"])
-                layer.W_, layer.b_ = stored["W"].astype(np.float32), stored["b"].astype(np.float32)
-                layer._velocity = (stored["vW"].astype(np.float32), stored["vb"].astype(np.float32))
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise TrainingError(f"cannot load checkpoint {path}: {exc}; it must be a file written by SoftmaxRegression.save") from None
+    def from_training_state(cls, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> SoftmaxRegression:
+        """The layer :meth:`training_state` described (a ``KeyError``, ``TypeError`` or ``ValueError`` if it is not one)."""
+        layer = cls(**state["params"])
+        layer.W_, layer.b_ = np.asarray(arrays["W"], np.float32), np.asarray(arrays["b"], np.float32)
+        layer._velocity = (np.asarray(arrays["vW"], np.float32), np.asarray(arrays["vb"], np.float32))
         layer.n_features_in_, layer.num_classes_ = layer.W_.shape
         layer.n_iter_ = int(state["n_iter"])
         layer.logit_range_ = tuple(state["logit_range"])
@@ -333,6 +261,15 @@ class SoftmaxRegression(LinearSoftmaxHead):
         layer.stopped_early_ = False
         return layer
 
+    def save(self, path: PathLike) -> Path:
+        """Write a checkpoint file (:func:`lastlayer.checkpoints.save_checkpoint`)."""
+        from lastlayer.checkpoints import save_checkpoint
 
-_PARAMETERS = ("learning_rate", "num_iter", "batch_size", "reg", "momentum", "weight_scale", "init", "class_weight",
-               "early_stopping", "patience", "num_classes", "seed")
+        return save_checkpoint(self, path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> SoftmaxRegression:
+        """Read a checkpoint written by :meth:`save`; :meth:`partial_fit` then continues where it stopped."""
+        from lastlayer.checkpoints import load_checkpoint
+
+        return load_checkpoint(path, cls)

@@ -2,28 +2,29 @@
 
 :class:`TunedSoftmaxRegression` minimises the same objective as
 :class:`~lastlayer.learn.softmax.SoftmaxRegression` (mean softmax cross-entropy +
-``0.5 * reg * ||W||^2``, bias not penalised), but exactly, with SciPy's L-BFGS on the whole
-training set, and picks ``reg`` itself: for each ``reg`` of a grid, from strong to weak, it fits
-every stratified fold (warm-started from the fold's previous ``reg``), scores the held-out fold,
-and stops walking the grid once the score has not improved for ``patience`` grid points. It then
-refits on all examples with the best ``reg``. This is what scikit-learn's ``LogisticRegressionCV``
+``0.5 * reg * ||W||^2``, bias not penalised), but exactly, with full-batch L-BFGS
+(:func:`lastlayer.learn.optimize.lbfgs`, NumPy only) on the whole training set, and picks ``reg``
+itself: for each ``reg`` of a grid, from strong to weak, it fits every stratified fold
+(warm-started from the fold's previous ``reg``), scores the held-out fold, and stops walking the
+grid once the score has not improved for ``patience`` grid points. It then refits on all examples
+with the best ``reg``. This is what scikit-learn's ``LogisticRegressionCV``
 does (``reg = 1 / (C * n_samples)``); no photos are held out of the final fit.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from lastlayer.errors import TrainingError
+from lastlayer.learn.base import FitReport, Log, Params
+from lastlayer.learn.linear import LinearSoftmaxHead, balanced_sample_weights, check_class_weight
 from lastlayer.learn.losses import cross_entropy
 from lastlayer.learn.optimize import lbfgs
-from lastlayer.learn.softmax import LinearSoftmaxHead
 from lastlayer.learn.threads import blas_threads
-from lastlayer.learn.validation import check_features, check_labels
+from lastlayer.learn.validation import check_features, check_fitted, check_labels
 
-Log = Callable[[str], None]
 # Half-decade steps covering the regularisation scikit-learn's LogisticRegressionCV chose on the
 # shared datasets and the issue's four sets (C from 0.05 to 170 at 300-1,700 photos: reg 2e-6 to 7e-2).
 DEFAULT_REGS = tuple(float(r) for r in np.logspace(0, -6, 13))
@@ -81,7 +82,7 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int | None) -> list[np.nda
     return [np.sort(np.array(part, dtype=np.int64)) for part in parts]
 
 
-class TunedSoftmaxRegression(LinearSoftmaxHead):
+class TunedSoftmaxRegression(Params, LinearSoftmaxHead):
     """Multinomial logistic regression with the L2 strength chosen by stratified k-fold cross-validation.
 
     Args:
@@ -101,8 +102,7 @@ class TunedSoftmaxRegression(LinearSoftmaxHead):
     Learned attributes: ``W_`` ``[D, C]`` float32, ``b_``, ``reg_`` (chosen), ``cv_scores_``
     (``{reg: mean held-out score}`` for the regs walked), ``cv_accuracy_`` (mean held-out
     accuracy at ``reg_``, ``None`` without search), ``n_iter_`` (L-BFGS iterations of the final
-    fit), ``n_fits_``, ``logit_range_``, ``n_features_in_``, ``num_classes_``; ``stopped_early_``
-    is always False (kept for callers of :class:`~lastlayer.learn.softmax.SoftmaxRegression`).
+    fit), ``n_fits_``, ``logit_range_``, ``n_features_in_``, ``num_classes_``.
     """
 
     def __init__(self, *, regs: Sequence[float] | None = None, cv: int = 5, scoring: str = "log_loss", patience: int = 2,
@@ -120,15 +120,10 @@ class TunedSoftmaxRegression(LinearSoftmaxHead):
         self.seed = seed
         self.W_: np.ndarray | None = None
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn's convention)."""
-        return {name: getattr(self, name) for name in _PARAMETERS}
-
     def _check_params(self) -> list[float]:
         if self.scoring not in SCORINGS:
             raise TrainingError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise TrainingError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        check_class_weight(self.class_weight)
         regs = sorted((float(r) for r in (DEFAULT_REGS if self.regs is None else self.regs)), reverse=True)
         if not regs or min(regs) < 0 or not all(np.isfinite(regs)):
             raise TrainingError(f"regs must be finite non-negative numbers, got {self.regs!r}")
@@ -137,20 +132,15 @@ class TunedSoftmaxRegression(LinearSoftmaxHead):
         return regs
 
     def _weights(self, y: np.ndarray) -> np.ndarray | None:
-        if self.class_weight != "balanced":
-            return None
-        counts = np.bincount(y, minlength=self.num_classes_).astype(np.float64)
-        per_class = np.divide(len(y), self.num_classes_ * counts, out=np.zeros_like(counts), where=counts > 0)
-        return per_class[y]
+        return balanced_sample_weights(y, self.num_classes_, self.class_weight, np.float64)
 
     # ----------------------------------------------------------------- training
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-            *, log: Log | None = None, **_ignored: Any) -> TunedSoftmaxRegression:
+            *, log: Log | None = None) -> TunedSoftmaxRegression:
         """Choose ``reg`` by cross-validation on ``(X, y)``, then fit on all of it (starts over).
 
         ``X_val``/``y_val`` take no part in the choice or the fit; they only widen ``logit_range_``
-        (as in :class:`~lastlayer.learn.softmax.SoftmaxRegression`). ``print_every`` and other
-        SGD-only keywords are accepted and ignored.
+        (as in :class:`~lastlayer.learn.softmax.SoftmaxRegression`).
         """
         regs = self._check_params()
         X = check_features(X, None, "training embeddings")
@@ -171,14 +161,15 @@ class TunedSoftmaxRegression(LinearSoftmaxHead):
             V = theta[: dim * classes].reshape(dim, classes)
             self.W_ = (V if Q is None else Q @ V).astype(np.float32)
             self.b_ = theta[dim * classes:].astype(np.float32)
-            if not np.isfinite(self.W_).all():
-                raise TrainingError("training diverged (weights became NaN/inf)")
-            logits = (X if extra is None else np.concatenate([X, extra])) @ self.W_ + self.b_
-        self.logit_range_ = (float(logits.min()), float(logits.max()))
-        self.stopped_early_ = False
+            self.finish_fit(X, extra)
         say(f"chose L2 strength {self.reg_:.3g} from {len(self.cv_scores_)} value(s); {self.n_iter_} L-BFGS iterations on all "
             f"{len(X)} examples")
         return self
+
+    def fit_report(self) -> FitReport:
+        """L-BFGS iterations of the final fit, the chosen L2 strength and its cross-validated accuracy."""
+        check_fitted(self, "W_")
+        return FitReport(iterations=int(self.n_iter_), reg=float(self.reg_), cv_accuracy=self.cv_accuracy_)
 
     def _search(self, X: np.ndarray, y: np.ndarray, regs: list[float], say: Log) -> np.ndarray | None:
         """Walk ``regs`` over the folds; sets ``reg_``, ``cv_scores_``, ``cv_accuracy_``, ``n_fits_``; returns a warm start."""
@@ -220,5 +211,3 @@ class TunedSoftmaxRegression(LinearSoftmaxHead):
         self.reg_, self.cv_accuracy_ = best[1], best[2]
         return np.mean(best[3], axis=0)
 
-
-_PARAMETERS = ("regs", "cv", "scoring", "patience", "max_iter", "tol", "class_weight", "fallback_reg", "num_classes", "seed")

@@ -13,6 +13,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
+from lastlayer.layer import OUTPUT_TYPES
 from lastlayer.model.edit import TENSOR_TYPE_TO_NUMPY, add_operator, add_tensor, quantization
 from lastlayer.model.names import as_text, operator_name
 from lastlayer.quantization import SOFTMAX_QUANTIZATION, quantize, range_quantization
@@ -157,7 +158,6 @@ def append_dense_softmax_head(
     return emb
 
 
-OUTPUT_TYPES = ("uint8", "int8", "float32")
 
 
 def convert_output(model: schema.ModelT, output_type: str, *, prefix: str = "Output") -> None:

@@ -37,12 +37,6 @@ class InputLayout:
     def channels_first(self) -> bool:
         return self.layout == NCHW
 
-    @property
-    def tensor_shape(self) -> tuple[int, ...]:
-        if self.channels_first:
-            return 1, self.channels, self.height, self.width
-        return 1, self.height, self.width, self.channels
-
     def describe(self) -> str:
         colour = "RGB" if self.channels == 3 else "grey"
         return f"{self.layout} {colour} {self.width}x{self.height}"

@@ -1,7 +1,7 @@
 """Many images through one model: every usable core busy, rows in order, with a progress bar.
 
 On the CPU, ``N`` worker threads each own a single-threaded interpreter (a clone of the one given,
-made once and kept with it) and take the images a chunk at a time: decode and resize the chunk,
+made once and kept with it: :mod:`lastlayer.runtime.clones`) and take the images a chunk at a time: decode and resize the chunk,
 then invoke on each image of it. Both Pillow and LiteRT release the GIL while they work, so ``N``
 cores give close to ``N`` times the rate of one, with no core waiting for another and no XNNPACK
 threads competing with decoding; running a chunk's inferences back to back keeps the model's
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import queue
 import sys
-import threading
 import time
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 
 from lastlayer.errors import ImageError
 from lastlayer.images import ImagePath, Size, load_resized
+from lastlayer.runtime.clones import Member, pool_of
 from lastlayer.runtime.interpreter import Interpreter, usable_cores
 
 MAX_DECODERS = 8  # decode threads ahead of a single interpreter (an Edge TPU is fed by at most this many)
@@ -75,50 +74,12 @@ def plan(interpreter: Interpreter, workers: int | None = None, images: int | Non
     return Plan(1, max(1, min(decoders, limit or decoders)))
 
 
-class _Pool:
-    """The single-threaded clones kept with one interpreter, and who is using them."""
-
-    def __init__(self) -> None:
-        self.clones: list[Interpreter] = []
-        self.busy = threading.Lock()
-
-
-_POOLS: weakref.WeakKeyDictionary[Interpreter, _Pool] = weakref.WeakKeyDictionary()
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool_of(interpreter: Interpreter) -> _Pool:
-    with _POOLS_LOCK:
-        pool = _POOLS.get(interpreter)
-        if pool is None:
-            pool = _POOLS[interpreter] = _Pool()
-        return pool
-
-
 def replicas(interpreter: Interpreter, count: int) -> list[Interpreter]:
     """``count`` single-threaded interpreters of ``interpreter``'s model, made once and kept for later batches.
 
-    ``interpreter`` itself is the first of them when it already runs one thread.
+    ``interpreter`` itself is the first of them when it already runs one thread (see :class:`~lastlayer.runtime.clones.ClonePool`).
     """
-    pool = _pool_of(interpreter)
-    with _POOLS_LOCK:
-        own = [interpreter] if interpreter.num_threads == 1 else []
-        while len(own) + len(pool.clones) < count:
-            pool.clones.append(interpreter.clone(num_threads=1))
-        return (own + pool.clones)[:count]
-
-
-@contextmanager
-def _leased(interpreter: Interpreter, count: int) -> Iterator[list[Interpreter]]:
-    """The kept replicas for one batch; a batch running at the same time on the same interpreter gets its own clones."""
-    pool = _pool_of(interpreter)
-    if not pool.busy.acquire(blocking=False):
-        yield [interpreter.clone(num_threads=1) for _ in range(count)]
-        return
-    try:
-        yield replicas(interpreter, count)
-    finally:
-        pool.busy.release()
+    return [member.interpreter for member in pool_of(interpreter).members(count)]
 
 
 class Embedded(NamedTuple):
@@ -145,11 +106,10 @@ class _Outcome(NamedTuple):
     error: ImageError | None
     failure: BaseException | None
     seconds: float
-    pixels: np.ndarray | None
 
 
-def _run_chunk(free: queue.SimpleQueue, size: Size, keep_pixels: bool, paths: Sequence[ImagePath]) -> list[_Outcome]:
-    """Decode and resize a chunk of images, then run them on a free interpreter of the pool (in a worker thread).
+def _run_chunk(free: queue.SimpleQueue, size: Size, paths: Sequence[ImagePath]) -> list[_Outcome]:
+    """Decode and resize a chunk of images, then run them on a free member of the pool (in a worker thread).
 
     A failure other than an unreadable image ends the chunk there; the images before it keep their rows.
     """
@@ -160,23 +120,22 @@ def _run_chunk(free: queue.SimpleQueue, size: Size, keep_pixels: bool, paths: Se
         except ImageError as error:
             decoded.append(error)
     outcomes: list[_Outcome] = []
-    interpreter = free.get()
+    member: Member = free.get()
     try:
-        for pixels in decoded:
-            if isinstance(pixels, ImageError):
-                outcomes.append(_Outcome(None, pixels, None, 0.0, None))
-                continue
-            try:
-                start = time.perf_counter()
-                interpreter.set_image(pixels)
-                interpreter.invoke()
-                vector = interpreter.output()
-            except Exception as failure:  # raised by the consumer after the rows before it
-                outcomes.append(_Outcome(None, None, failure, 0.0, None))
-                break
-            outcomes.append(_Outcome(vector, None, None, time.perf_counter() - start, pixels if keep_pixels else None))
+        with member.lock:
+            for pixels in decoded:
+                if isinstance(pixels, ImageError):
+                    outcomes.append(_Outcome(None, pixels, None, 0.0))
+                    continue
+                try:
+                    start = time.perf_counter()
+                    vector = member.interpreter.run(pixels)
+                except Exception as failure:  # raised by the consumer after the rows before it
+                    outcomes.append(_Outcome(None, None, failure, 0.0))
+                    break
+                outcomes.append(_Outcome(vector, None, None, time.perf_counter() - start))
     finally:
-        free.put(interpreter)
+        free.put(member)
     return outcomes
 
 
@@ -213,28 +172,21 @@ def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, wor
         return
     size = interpreter.input_size
     layout = plan(interpreter, workers, len(paths))
-    check = interpreter.degenerate_check
     with ExitStack() as stack:
         if layout.pooled:
             free: queue.SimpleQueue = queue.SimpleQueue()
-            for member in stack.enter_context(_leased(interpreter, layout.interpreters)):
+            for member in stack.enter_context(pool_of(interpreter).batch(layout.interpreters)):
                 free.put(member)
             threads = layout.interpreters
             step = chunk_size(len(paths), threads)
             chunks = [paths[start:start + step] for start in range(0, len(paths), step)]
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed"))
-            for index, future in _in_order(pool, lambda chunk: _run_chunk(free, size, check is not None and not check.done, chunk),
-                                           chunks, depth=2 * threads):
+            for index, future in _in_order(pool, lambda chunk: _run_chunk(free, size, chunk), chunks, depth=2 * threads):
                 for offset, outcome in enumerate(future.result()):  # type: ignore[union-attr]
                     if outcome.failure is not None:
                         raise outcome.failure
                     row = index * step + offset
-                    if outcome.error is not None:
-                        yield Embedded(row, None, outcome.error, 0.0)
-                        continue
-                    if outcome.pixels is not None and check is not None and not check.done:
-                        check.observe(outcome.pixels, outcome.vector)
-                    yield Embedded(row, outcome.vector, None, outcome.seconds)
+                    yield Embedded(row, outcome.vector, outcome.error, outcome.seconds)
             return
         threads = layout.decoders
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 from typing import Iterator, Union
 
@@ -86,6 +87,20 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+class _OutputWatch:
+    """The wrong-normalisation check of an interpreter, fed by every run of it and of its clones (one at a time)."""
+
+    def __init__(self, check: DegenerateOutputCheck) -> None:
+        self.check = check
+        self._lock = threading.Lock()
+
+    def observe(self, pixels: np.ndarray, output: np.ndarray) -> None:
+        if self.check.done:  # after the first images: nothing more to do, and no lock taken
+            return
+        with self._lock:
+            self.check.observe(pixels, output)
+
+
 class Interpreter:
     """A ready-to-run model on the CPU or the Edge TPU.
 
@@ -145,28 +160,33 @@ class Interpreter:
         if len(self.input_details) != 1:
             raise ModelError(f"{self.name} has {len(self.input_details)} inputs; lastlayer needs a model with one image input")
         self._layout: InputLayout | None = None
-        self._check: DegenerateOutputCheck | None = None
+        self._watch: _OutputWatch | None = None
         if self.normalization.source == DEFAULT and self.input_details[0]["dtype"] == np.float32 \
                 and self.model.kind is ModelKind.EXTRACTOR:
-            self._check = DegenerateOutputCheck(self.name)
+            self._watch = _OutputWatch(DegenerateOutputCheck(self.name))
 
     def clone(self, num_threads: int | None = None) -> Interpreter:
         """A second, independent interpreter of the same model, fed the same way (e.g. one per core in a pool).
 
         It shares the model bytes and the decided normalisation but has its own tensors, so the two can
-        run at the same time in different threads (LiteRT releases the GIL while invoking). The first
-        images' degenerate-output check stays with this interpreter. An Edge TPU model has one device:
-        run it from one interpreter instead of cloning it.
+        run at the same time in different threads (LiteRT releases the GIL while invoking). It also
+        shares the degenerate-output check: the first images run on either feed it. An Edge TPU model
+        has one device: run it from one interpreter instead of cloning it.
         """
         twin = Interpreter(self.model, num_threads=num_threads or self.num_threads, device=self.device,
                            normalization=self.normalization, preserve_all_tensors=self.preserve_all_tensors)
-        twin._check = None
+        twin._watch = self._watch
         return twin
 
     @property
     def degenerate_check(self) -> DegenerateOutputCheck | None:
-        """The pending check of the first images' embeddings (float extractors fed by the default), or ``None``."""
-        return self._check if self._check is not None and not self._check.done else None
+        """The pending check of the first images' embeddings (float extractors fed by the default), or ``None``.
+
+        Every :meth:`run` of this interpreter or its clones feeds it; an embedding cache may conclude it
+        from an earlier run's measurement (``recall``) and keep its ``spreads``.
+        """
+        check = self._watch.check if self._watch is not None else None
+        return check if check is not None and not check.done else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -261,8 +281,8 @@ class Interpreter:
         self.set_image(pixels)
         self.invoke()
         result = self.output()
-        if self._check is not None and not self._check.done:
-            self._check.observe(pixels, result)
+        if self._watch is not None:
+            self._watch.observe(pixels, result)
         return result
 
     def run_file(self, path: ImagePath) -> np.ndarray:

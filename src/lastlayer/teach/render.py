@@ -1,9 +1,11 @@
-"""Deterministic synthetic camera scenes for tests and demos of the live loop.
+"""Deterministic synthetic camera scenes: lastlayer's one renderer of machine parts, for tests and ``lastlayer demo``.
 
 A fixed camera looks down at a plain work surface; each frame shows one part (a brass ``gear``, a
-steel ``washer``, a blue ``bracket`` or a dark ``nut``) or nothing (``empty``), with a small random
-jitter in position, size, rotation and light, plus sensor noise. Solid colours (``red``, ``green``,
-``blue``, ``white``, ``black``, ``gray``) give exact flat frames, e.g. to check channel order.
+steel ``washer``, a blue ``bracket`` or a dark ``nut``), one with a defect (``gear_chipped``: a
+wedge broken off the rim; ``washer_scratched``: a scratch across it; ``bracket_missing_hole``: one
+of its two holes not drilled) or nothing (``empty``), with a small random jitter in position,
+size, rotation and light, plus sensor noise. Solid colours (``red``, ``green``, ``blue``,
+``white``, ``black``, ``gray``) give exact flat frames, e.g. to check channel order.
 
 The same ``(kind, index, size, seed)`` always renders the same pixels. :func:`write_video` writes
 segments of frames to a video with OpenCV: ``mp4v`` in .mp4/.m4v/.mov and ``MJPG`` in .avi/.mkv,
@@ -26,11 +28,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from lastlayer.errors import OutputError
 
 OBJECT_KINDS = ("gear", "washer", "bracket", "nut")
+DEFECT_KINDS = ("gear_chipped", "washer_scratched", "bracket_missing_hole")
+_PART_OF = {"gear_chipped": "gear", "washer_scratched": "washer", "bracket_missing_hole": "bracket"}
 SOLID_COLOURS: Dict[str, Tuple[int, int, int]] = {
     "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
     "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
 }
-KINDS = OBJECT_KINDS + ("empty",) + tuple(SOLID_COLOURS)
+KINDS = OBJECT_KINDS + DEFECT_KINDS + ("empty",) + tuple(SOLID_COLOURS)
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 Segment = Tuple[str, int]  # (kind, number of frames)
 Size = Tuple[int, int]  # (width, height)
@@ -79,18 +83,31 @@ def _circle(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, fill: int) 
     draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
 
 
-def _draw_part(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, angle: float) -> None:
-    """Draw the part's silhouette (255) with its holes (0), centred at (cx, cy), radius about r."""
-    if kind == "gear":
+def _draw_part(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, angle: float,
+               rng: np.random.Generator) -> None:
+    """Draw the part's silhouette (255) with its holes and defects (0), centred at (cx, cy), radius about r."""
+    part = _PART_OF.get(kind, kind)
+    if part == "gear":
         teeth = 10
         outline = [(r * (1.2 if (i // 2) % 2 else 0.95) * math.cos(2 * math.pi * i / (teeth * 4)),
                     r * (1.2 if (i // 2) % 2 else 0.95) * math.sin(2 * math.pi * i / (teeth * 4))) for i in range(teeth * 4)]
         draw.polygon(_rotate(outline, cx, cy, angle), fill=255)
         _circle(draw, cx, cy, r * 0.28, 0)
-    elif kind == "washer":
+        if kind == "gear_chipped":  # a wedge broken off the rim
+            a, width = rng.uniform(0, 2 * math.pi), rng.uniform(0.35, 0.55)
+            draw.polygon([(cx + r * 0.55 * math.cos(a), cy + r * 0.55 * math.sin(a)),
+                          (cx + r * 1.4 * math.cos(a - width), cy + r * 1.4 * math.sin(a - width)),
+                          (cx + r * 1.4 * math.cos(a + width), cy + r * 1.4 * math.sin(a + width))], fill=0)
+    elif part == "washer":
         _circle(draw, cx, cy, r, 255)
         _circle(draw, cx, cy, r * 0.5, 0)
-    elif kind == "nut":
+        if kind == "washer_scratched":  # a scratch across the ring, off the centre
+            a, offset = rng.uniform(0, math.pi), rng.uniform(0.6, 0.8) * r * rng.choice([-1, 1])
+            x0, y0 = cx + offset * math.sin(a), cy - offset * math.cos(a)
+            reach = r * 0.9
+            draw.line([(x0 - reach * math.cos(a), y0 - reach * math.sin(a)), (x0 + reach * math.cos(a), y0 + reach * math.sin(a))],
+                      fill=0, width=max(2, int(r * 0.07)))
+    elif part == "nut":
         hexagon = [(r * math.cos(math.pi / 3 * i), r * math.sin(math.pi / 3 * i)) for i in range(6)]
         draw.polygon(_rotate(hexagon, cx, cy, angle), fill=255)
         _circle(draw, cx, cy, r * 0.42, 0)
@@ -98,7 +115,8 @@ def _draw_part(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: fl
         t = r * 0.55
         outline = [(-r, -r * 1.1), (-r + t, -r * 1.1), (-r + t, r - t), (r * 1.1, r - t), (r * 1.1, r), (-r, r)]
         draw.polygon(_rotate(outline, cx, cy, angle), fill=255)
-        for x, y in _rotate([(-r + t / 2, -r * 0.45), (r * 0.5, r - t / 2)], cx, cy, angle):
+        holes = [(-r + t / 2, -r * 0.45), (r * 0.5, r - t / 2)][: 1 if kind == "bracket_missing_hole" else 2]
+        for x, y in _rotate(holes, cx, cy, angle):
             _circle(draw, x, y, t * 0.22, 0)
 
 
@@ -109,9 +127,9 @@ def _part_alpha(kind: str, size: Size, rng: np.random.Generator) -> Tuple[np.nda
     cx = width / 2 + rng.uniform(-0.08, 0.08) * width
     cy = height / 2 + rng.uniform(-0.08, 0.08) * height
     r = min(width, height) * 0.27 * rng.uniform(0.92, 1.08)
-    angle = math.radians(_BASE_ANGLE[kind] + rng.uniform(-15, 15))
+    angle = math.radians(_BASE_ANGLE[_PART_OF.get(kind, kind)] + rng.uniform(-15, 15))
     mask = Image.new("L", (width * s, height * s), 0)
-    _draw_part(ImageDraw.Draw(mask), kind, cx * s, cy * s, r * s, angle)
+    _draw_part(ImageDraw.Draw(mask), kind, cx * s, cy * s, r * s, angle, rng)
     mask = mask.resize(size, Image.Resampling.BOX)
     return np.asarray(mask, dtype=np.float32) / 255.0, cx, cy, r
 
@@ -128,7 +146,7 @@ def render_frame(kind: str, index: int, size: Size = (320, 240), seed: int = 0) 
         return np.full((height, width, 3), SOLID_COLOURS[kind], dtype=np.uint8)
     rng = np.random.default_rng([seed, zlib.crc32(kind.encode()), index])
     image = _surface((width, height), seed).copy()
-    if kind in OBJECT_KINDS:
+    if kind in OBJECT_KINDS or kind in DEFECT_KINDS:
         alpha, cx, cy, r = _part_alpha(kind, (width, height), rng)
         shift = max(2, int(r * 0.08))
         shadow = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(shift)),
@@ -138,7 +156,7 @@ def render_frame(kind: str, index: int, size: Size = (320, 240), seed: int = 0) 
         ys, xs = _grid((width, height))
         light_angle = rng.uniform(0, 2 * math.pi)
         shade = 1 + 0.22 * ((xs - cx) * math.cos(light_angle) + (ys - cy) * math.sin(light_angle)) / r
-        part = np.asarray(_COLOURS[kind], dtype=np.float32) * np.clip(shade, 0.6, 1.3)[..., None]
+        part = np.asarray(_COLOURS[_PART_OF.get(kind, kind)], dtype=np.float32) * np.clip(shade, 0.6, 1.3)[..., None]
         image = image * (1 - alpha[..., None]) + part * alpha[..., None]
     image = image * rng.uniform(0.9, 1.1) + rng.standard_normal(image.shape, dtype=np.float32) * 2.5
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)

@@ -21,6 +21,7 @@ import numpy as np
 from ai_edge_litert import interpreter as litert
 
 from lastlayer.errors import EdgeTpuError, ModelError, ModelNotFoundError
+from lastlayer.runtime import delegate as runtime_delegate
 from lastlayer.runtime.delegate import edgetpu_library_name
 from lastlayer.zoo import open_model
 
@@ -32,24 +33,19 @@ class EdgeTpuUnavailableError(EdgeTpuError, ValueError):
 
 
 def _runtime_library() -> Optional[ctypes.CDLL]:
-    try:
-        return ctypes.CDLL(edgetpu_library_name())
-    except OSError:
-        return None
+    return runtime_delegate.edgetpu_runtime()
 
 
 def load_edgetpu_delegate(options: Optional[dict[str, Any]] = None) -> Any:
     """Load the Edge TPU delegate; ``options`` as in PyCoral, e.g. ``{"device": "usb:0"}``."""
-    library = edgetpu_library_name()
-    if _runtime_library() is None:  # probe first: a failed load_delegate leaves a noisy half-built object
-        raise EdgeTpuUnavailableError(
-            f"Failed to load delegate from {library}: the Edge TPU runtime is not installed; install libedgetpu "
-            "(https://coral.ai/software/#edgetpu-runtime) or use the CPU build of the model (without '_edgetpu')")
     try:
-        return litert.load_delegate(library, options or {})
-    except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeTpuUnavailableError(f"Failed to load delegate from {library} ({reason}); plug in the Edge TPU, "
+        return runtime_delegate.load_edgetpu_delegate(options=options)
+    except runtime_delegate.EdgeTpuUnavailable as exc:  # PyCoral's wording, which ported code may match
+        if not exc.installed:
+            raise EdgeTpuUnavailableError(
+                f"Failed to load delegate from {exc.library}: the Edge TPU runtime is not installed; install libedgetpu "
+                "(https://coral.ai/software/#edgetpu-runtime) or use the CPU build of the model (without '_edgetpu')") from None
+        raise EdgeTpuUnavailableError(f"Failed to load delegate from {exc.library} ({exc.reason}); plug in the Edge TPU, "
                                       "check the device name, or use the CPU build of the model") from None
 
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from lastlayer.errors import ModelError, TrainingError
-from lastlayer.learn.softmax import OUTPUT_TYPES
+from lastlayer.layer import OUTPUT_TYPES
 from lastlayer.learn.softmax import SoftmaxRegression as _Learner
 from lastlayer.model.export import output_type_of, write_head
 from lastlayer.model.file import ModelFile
