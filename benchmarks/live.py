@@ -51,7 +51,7 @@ def main() -> None:
     def bare_threads() -> float:
         start = time.perf_counter()
         for pixels in decoded:
-            session.interpreter.run(pixels)
+            session.embedder.interpreter.run(pixels)
         return FRAMES / (time.perf_counter() - start)
 
     def bare_lanes() -> float:
@@ -87,7 +87,7 @@ def main() -> None:
     baseline = max(threads_fps, lanes_fps, key=overall)  # the faster way to invoke over all rounds
     ratios = [live / bare for live, bare in zip(live_fps, baseline)]
     print(f"{ROUNDS} rounds of {FRAMES} frames each, min / median / max of the rounds, then over all rounds:")
-    print(f"invoke only, pre-decoded 224x224 frames, one {session.interpreter.num_threads}-thread interpreter: "
+    print(f"invoke only, pre-decoded 224x224 frames, one {session.embedder.interpreter.num_threads}-thread interpreter: "
           f"{spread(threads_fps)}; {overall(threads_fps):.1f} frames/s")
     print(f"invoke + head only, pre-decoded frames, {lanes} single-threaded lanes side by side: {spread(lanes_fps)}; "
           f"{overall(lanes_fps):.1f} frames/s")
@@ -99,7 +99,7 @@ def main() -> None:
     frames = [render_frame("nut", i, seed=9) for i in range(2 * TEACH_ROUNDS)]
     for index in range(0, len(frames), 2):
         start = time.perf_counter()
-        session.interpreter.run(decoded[index % FRAMES])
+        session.embedder.interpreter.run(decoded[index % FRAMES])
         invoke_ms.append(1000 * (time.perf_counter() - start))
         start = time.perf_counter()
         session.add_examples("nut", frames[index])

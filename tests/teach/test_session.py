@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-from lastlayer.errors import TrainingError
+from lastlayer.errors import ConflictError, NotFoundError, TrainingError
 from lastlayer.images import resize_array
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.teach.render import render_frame, write_image_folder
@@ -93,11 +93,11 @@ def test_undo_remove_and_class_checks(session):
     session.add_examples("gear", render_frame("gear", 0))
     added = session.add_examples("gear", render_frame("gear", 1))[0]
     assert session.undo().id == added.id and session.classes()[0].examples == 1
-    with pytest.raises(TrainingError, match="no class 'nut'"):
+    with pytest.raises(NotFoundError, match="no class 'nut'"):
         session.remove_class("nut")
     with pytest.raises(TrainingError, match="control characters"):
         session.add_class("ro\nses")
-    with pytest.raises(TrainingError, match="exists already"):
+    with pytest.raises(ConflictError, match="'gear' exists already"):
         session.add_class("gear")
     session.remove_class("gear")
     assert session.classes() == [] and session.undo() is None and session.predict(render_frame("gear", 2)).classes == []
