@@ -155,7 +155,7 @@ def test_while_another_process_writes_reads_answer_and_a_change_gives_up_then_wo
 
 
 def test_close_ends_a_change_waiting_for_another_process(tmp_path):
-    store = StateStore(tmp_path / "state", busy_timeout=60)
+    store = StateStore(tmp_path / "state", busy_timeout=3600)
     child = hold_write_lock(store.folder / DATABASE_NAME)
     failures: list[BaseException] = []
 
@@ -165,13 +165,16 @@ def test_close_ends_a_change_waiting_for_another_process(tmp_path):
         except BaseException as error:  # noqa: BLE001 - checked below
             failures.append(error)
 
-    waiting = threading.Thread(target=change)
+    waiting = threading.Thread(target=change, daemon=True)
     waiting.start()
     time.sleep(0.3)
-    store.close()  # would wait 60 s if the waiting change held the lock to the end
-    waiting.join(10)
+    closing = threading.Thread(target=store.close, daemon=True)
+    closing.start()
+    waiting.join(20)  # (the busy timeout is an hour: only close() can end the wait)
+    closing.join(20)
+    ended = not waiting.is_alive() and not closing.is_alive()
     release(child)
-    assert not waiting.is_alive() and isinstance(failures[0], BusyError)
+    assert ended and isinstance(failures[0], BusyError)
 
 
 def test_names_are_unique_across_stores_and_deleted_rows_are_not_found(tmp_path):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from lastlayer.teach.replica import Replica
 from lastlayer.teach.store import DEFAULT_BUSY_TIMEOUT, StateStore
 
 ClassRef = Union[int, str]
+T = TypeVar("T")
 Evaluation = LeaveOneOutReport  # what :meth:`TeachingSession.evaluate` returns
 
 
@@ -168,9 +169,18 @@ class TeachingSession:
         except ConflictError:  # another process created it meanwhile
             return self._class_id(ref)
 
+    def _on_class(self, ref: ClassRef, change: Callable[[int], T], *, create: bool = False) -> T:
+        """``change(class id)`` for the class ``ref``; a name is looked up again if its class was deleted meanwhile."""
+        try:
+            return change(self._class_id(ref, create=create))
+        except NotFoundError:
+            if not isinstance(ref, str) or not self._replica.refresh(force=True):
+                raise
+            return change(self._class_id(ref, create=create))
+
     def examples(self, ref: ClassRef | None = None) -> list[ExampleInfo]:
         """The stored examples (of one class, or all), oldest first."""
-        stored = self.store.examples(None if ref is None else self._class_id(ref))
+        stored = self.store.examples() if ref is None else self._on_class(ref, self.store.examples)
         return [ExampleInfo(e.id, e.class_id, e.created) for e in stored]
 
     def add_class(self, name: str) -> ClassInfo:
@@ -182,14 +192,13 @@ class TeachingSession:
 
     def rename_class(self, ref: ClassRef, name: str) -> ClassInfo:
         name = _check_name(name)
-        class_id = self._class_id(ref)
-        self.store.rename_class(class_id, name)
+        class_id = self._on_class(ref, lambda found: self.store.rename_class(found, name) or found)
         self._replica.refresh(force=True)
         return self.class_info(class_id)
 
     def remove_class(self, ref: ClassRef) -> None:
         """Delete a class and its examples."""
-        self.store.remove_class(self._class_id(ref))
+        self._on_class(ref, self.store.remove_class)
         self._replica.refresh(force=True)
 
     # ----------------------------------------------------------------- teaching
@@ -214,7 +223,7 @@ class TeachingSession:
         units = unit_rows(np.stack([self.embed(image) if unit is None else np.asarray(unit, np.float64)
                                     for image, unit in zip(batch, known)]))
         thumbnails = [thumbnail(image) for image in batch]
-        added = self.store.add_examples(self._class_id(ref, create=True), units, thumbnails)
+        added = self._on_class(ref, lambda class_id: self.store.add_examples(class_id, units, thumbnails), create=True)
         self._replica.refresh(force=True)
         return [ExampleInfo(e.id, e.class_id, e.created) for e in added]
 
