@@ -1,6 +1,6 @@
 """Run ``lastlayer.serve.server.serve`` in its own process (the browser test and the SIGKILL/SIGTERM tests).
 
-Usage: ``python launch_server.py STATE MODEL PORT [--source S] [--host H] [--token T]``. Prints the
+Usage: ``python launch_server.py STATE MODEL PORT [--source S] [--host H] [--token T] [--busy-timeout SECONDS]``. Prints the
 server's lines (the page URL first) on stdout, flushed.
 """
 
@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--source")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--token")
+    parser.add_argument("--busy-timeout", type=float)
     args = parser.parse_args()
 
     from lastlayer.serve.server import serve
@@ -26,7 +27,7 @@ def main() -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    with TeachingSession(args.state, args.model) as session:
+    with TeachingSession(args.state, args.model, busy_timeout=args.busy_timeout) as session:
         serve(session, args.source, host=args.host, port=args.port, token=args.token, log=log)
     print("server stopped", flush=True)
     sys.exit(0)

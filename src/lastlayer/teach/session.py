@@ -33,7 +33,7 @@ from lastlayer.model.normalization import Values
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
 from lastlayer.teach.replica import Replica
-from lastlayer.teach.store import DEFAULT_BUSY_TIMEOUT, StateStore
+from lastlayer.teach.store import StateStore
 
 ClassRef = Union[int, str]
 T = TypeVar("T")
@@ -103,13 +103,12 @@ class TeachingSession:
         read_only: follow an existing state without changing anything in its folder (``StateError``
             when the folder holds no state; every change raises ``StateError``).
         busy_timeout: seconds a change waits while another process writes, before
-            :class:`~lastlayer.errors.BusyError`.
+            :class:`~lastlayer.errors.BusyError` (default: ``$LASTLAYER_BUSY_TIMEOUT``, else 5).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
                  scale: float | None = None, num_threads: int | None = None, input_mean: Values | str | None = None,
-                 input_std: Values | str | None = None, read_only: bool = False,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None) -> None:
         self.store = StateStore(state_dir, read_only=read_only, busy_timeout=busy_timeout)
         try:
             self.base, self.scale, self.normalization = bind_model(self.store, model, scale, input_mean, input_std)

@@ -29,7 +29,7 @@ __all__ = ["BUSY_MESSAGE", "DATABASE_NAME", "DEFAULT_BUSY_TIMEOUT", "Snapshot", 
 
 DATABASE_NAME = "session.sqlite"
 SCHEMA_VERSION = 1
-DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a change waits for another process's write lock
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a change waits for another process's write lock ($LASTLAYER_BUSY_TIMEOUT)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,15 +98,14 @@ class StateStore:
         read_only: open an existing state without creating or changing anything in the folder
             (:class:`StateError` when it holds no state); changes raise :class:`StateError`.
         busy_timeout: seconds a change waits for another process's write lock before
-            :class:`~lastlayer.errors.BusyError`.
+            :class:`~lastlayer.errors.BusyError` (default: ``$LASTLAYER_BUSY_TIMEOUT``, else 5).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, read_only: bool = False,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], *, read_only: bool = False, busy_timeout: float | None = None) -> None:
         self.folder = Path(state_dir)
         self.read_only = read_only
         self._db = StateDatabase(self.folder / DATABASE_NAME, _TABLES, _SCHEMA_OBJECTS, read_only=read_only,
-                                 busy_timeout=busy_timeout)
+                                 busy_timeout=default_busy_timeout() if busy_timeout is None else busy_timeout)
         try:
             if read_only:
                 self._check_state()
@@ -287,6 +286,15 @@ class StateStore:
             except sqlite3.IntegrityError:
                 raise ConflictError("a class was deleted while fine-tuning; nothing was kept: fine-tune again", subject="class") from None
             change.tuned = True
+
+
+def default_busy_timeout() -> float:
+    """``$LASTLAYER_BUSY_TIMEOUT`` (seconds) when set to a number >= 0, else :data:`DEFAULT_BUSY_TIMEOUT`."""
+    try:
+        value = float(os.environ.get("LASTLAYER_BUSY_TIMEOUT", ""))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT
+    return value if value >= 0 else DEFAULT_BUSY_TIMEOUT
 
 
 def _revision_row(db: sqlite3.Connection) -> tuple[int, int, int]:
