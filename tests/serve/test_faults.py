@@ -51,7 +51,7 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_a_full_disk_is_507_with_the_space_needed_and_loses_nothing_acknowledged(disk, extractor, make_client) -> None:
+def test_a_full_disk_is_507_with_the_space_needed_and_loses_nothing_acknowledged(disk, extractor) -> None:
     from starlette.testclient import TestClient
 
     from lastlayer.serve.app import create_app
