@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from lastlayer.errors import TrainingError
 from lastlayer.images import encode_jpeg, load_image, load_resized, resize_array
 from lastlayer.learn.cosine import unit_rows
 from lastlayer.model.export import extractor_model
@@ -53,6 +54,15 @@ class Embedder:
         """The unit embedding (float64 ``[D]``) of one image; ``lane``: see the class docstring."""
         vector = self._lanes.run(self.pixels(image), lane)
         return unit_rows(vector[np.newaxis].astype(np.float64))[0]
+
+    def units(self, images: Sequence[Any], known: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+        """The unit embeddings ``[n, D]`` of the images: ``known[i]`` when given (e.g. from the image's
+        prediction), else embedded here."""
+        given = list(known) if known is not None else [None] * len(images)
+        if len(given) != len(images) or any(unit is not None and np.shape(unit) != (self.dim,) for unit in given):
+            raise TrainingError(f"give one embedding of {self.dim} values (or None) per image", subject="class")
+        return unit_rows(np.stack([self.embed(image) if unit is None else np.asarray(unit, np.float64)
+                                   for image, unit in zip(images, given)]))
 
 
 def thumbnail(image: Any) -> bytes | None:

@@ -1,18 +1,12 @@
 """A teaching session: an extractor, an imprinting head, and the examples that taught it, kept in a state folder.
 
-The session coordinates three parts: the :class:`~lastlayer.teach.store.StateStore` (the state on disk,
-the one source of truth, shared by every process using the folder), an
-:class:`~lastlayer.teach.embedder.Embedder` (images in, unit embeddings out) and a
-:class:`~lastlayer.teach.replica.Replica` (the store as an :class:`~lastlayer.learn.imprinting.ImprintingHead`,
-kept current). Adding an example is one embedding and one durable commit (no interpreter rebuilt), and
-the next prediction uses it; what other processes (a web page, a terminal, a script) change shows in
-the next prediction at most 0.1 s later, and at once in :meth:`TeachingSession.refresh`. Rules are
-answered where they live: a name taken raises :class:`~lastlayer.errors.ConflictError`, a class or
-example deleted elsewhere :class:`~lastlayer.errors.NotFoundError`.
-
-Sessions are thread-safe: a camera loop, a web server and a terminal can predict and teach from different
-threads; a live loop predicts on :attr:`TeachingSession.lanes` so that frames overlap. Predictions never
-wait for a change being stored, another process's lock, or a fine-tune.
+A coordinator of the :class:`~lastlayer.teach.store.StateStore` (the state on disk: the one source of
+truth, shared by every process using the folder), an :class:`~lastlayer.teach.embedder.Embedder` and a
+:class:`~lastlayer.teach.replica.Replica` (the store as one ImprintingHead, kept current). Adding an
+example is one embedding (none for a frame whose prediction brought it) and one durable commit, and
+the next prediction uses it; other processes' changes show in predictions within 0.1 s, and at once
+after :meth:`TeachingSession.refresh`. Thread-safe: predictions never wait for a change being
+stored, another process's lock, or a fine-tune.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
 from lastlayer.files import OutputSet
-from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report, unit_rows
+from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
 from lastlayer.model.export import write_head
 from lastlayer.model.labels import format_labels
 from lastlayer.model.normalization import Values
@@ -145,11 +139,11 @@ class TeachingSession:
 
     def class_info(self, ref: ClassRef) -> ClassInfo:
         """One class, by id or name (:class:`~lastlayer.errors.NotFoundError` if there is none)."""
-        class_id = self._class_id(ref)
-        for info in self.classes():
-            if info.id == class_id:
-                return info
-        raise _no_class(class_id, self.classes())
+        class_id, classes = self._class_id(ref), self.classes()
+        found = next((info for info in classes if info.id == class_id), None)
+        if found is None:
+            raise _no_class(class_id, classes)
+        return found
 
     def _class_id(self, ref: ClassRef, *, create: bool = False) -> int:
         """The id of a class named or numbered ``ref``; a new class for an unknown name with ``create``."""
@@ -182,23 +176,23 @@ class TeachingSession:
         stored = self.store.examples() if ref is None else self._on_class(ref, self.store.examples)
         return [ExampleInfo(e.id, e.class_id, e.created) for e in stored]
 
+    def _stored(self, result: T) -> T:
+        """``result`` of a change just stored, once this session's head holds the change too."""
+        self._replica.refresh(force=True)
+        return result
+
     def add_class(self, name: str) -> ClassInfo:
         """Create an empty class (it joins the predictions with its first example)."""
         name = _check_name(name)
-        class_id = self.store.add_class(name)
-        self._replica.refresh(force=True)
-        return ClassInfo(class_id, name, 0)
+        return self._stored(ClassInfo(self.store.add_class(name), name, 0))
 
     def rename_class(self, ref: ClassRef, name: str) -> ClassInfo:
         name = _check_name(name)
-        class_id = self._on_class(ref, lambda found: self.store.rename_class(found, name) or found)
-        self._replica.refresh(force=True)
-        return self.class_info(class_id)
+        return self.class_info(self._stored(self._on_class(ref, lambda found: self.store.rename_class(found, name) or found)))
 
     def remove_class(self, ref: ClassRef) -> None:
         """Delete a class and its examples."""
-        self._on_class(ref, self.store.remove_class)
-        self._replica.refresh(force=True)
+        self._stored(self._on_class(ref, self.store.remove_class))
 
     # ----------------------------------------------------------------- teaching
     def embed(self, image: Any, *, lane: int | None = None) -> np.ndarray:
@@ -216,33 +210,23 @@ class TeachingSession:
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if not batch:
             return []
-        known = list(embeddings) if embeddings is not None else [None] * len(batch)
-        if len(known) != len(batch) or any(e is not None and np.shape(e) != (self.embedder.dim,) for e in known):
-            raise TrainingError(f"give one embedding of {self.embedder.dim} values (or None) per image", subject="class")
-        units = unit_rows(np.stack([self.embed(image) if unit is None else np.asarray(unit, np.float64)
-                                    for image, unit in zip(batch, known)]))
+        units = self.embedder.units(batch, embeddings)
         thumbnails = [thumbnail(image) for image in batch]
         added = self._on_class(ref, lambda class_id: self.store.add_examples(class_id, units, thumbnails), create=True)
-        self._replica.refresh(force=True)
-        return [ExampleInfo(e.id, e.class_id, e.created) for e in added]
+        return self._stored([ExampleInfo(e.id, e.class_id, e.created) for e in added])
 
     def remove_example(self, example_id: int) -> None:
         """Delete one stored example; its class's row is recomputed from the others."""
-        self.store.remove_example(int(example_id))
-        self._replica.refresh(force=True)
+        self._stored(self.store.remove_example(int(example_id)))
 
     def undo(self) -> ExampleInfo | None:
         """Forget the most recently added example (by any process); ``None`` when there is none."""
-        removed = self.store.remove_example(None)
-        self._replica.refresh(force=True)
+        removed = self._stored(self.store.remove_example(None))
         return None if removed is None else ExampleInfo(removed.id, removed.class_id, removed.created)
 
     def thumbnail(self, example_id: int) -> bytes:
         """The stored JPEG thumbnail of an example."""
-        data = self.store.thumbnail(example_id)
-        if data is None:
-            raise NotFoundError(f"example {example_id} has no thumbnail", subject="example")
-        return data
+        return self.store.thumbnail(example_id)
 
     # ----------------------------------------------------------------- predicting
     def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
@@ -274,8 +258,7 @@ class TeachingSession:
             raise TrainingError("fine-tuning needs at least 2 classes with examples", subject="class")
         result = head.finetune(steps, learning_rate)
         sums = head.sums()
-        self.store.set_finetuned_rows({cid: sums[i] for i, cid in enumerate(class_ids) if head.is_trainable(i)}, basis)
-        self._replica.refresh(force=True)
+        self._stored(self.store.set_finetuned_rows({cid: sums[i] for i, cid in enumerate(class_ids) if head.is_trainable(i)}, basis))
         return {"steps": result.steps_run, "loss_before": result.loss_before, "loss_after": result.loss_after,
                 "best_step": result.best_step, "monitored_on": result.monitored_on, "summary": result.summary()}
 

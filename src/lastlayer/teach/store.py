@@ -260,11 +260,12 @@ class StateStore:
                               " ORDER BY id", () if class_id is None else (class_id,)).fetchall()
         return [StoredExample(r[0], r[1], r[2]) for r in rows]
 
-    def thumbnail(self, example_id: int) -> bytes | None:
-        """An example's stored JPEG (``None`` if it has none); :class:`NotFoundError` if the example does not exist."""
+    def thumbnail(self, example_id: int) -> bytes:
+        """An example's stored JPEG; :class:`NotFoundError` if the example does not exist (any more) or has none."""
         rows = self._query("SELECT thumbnail FROM examples WHERE id = ?", (example_id,))
-        if not rows:
-            raise NotFoundError(f"there is no example {example_id} (it may have been removed)", subject="example")
+        if not rows or rows[0][0] is None:
+            what = "has no thumbnail" if rows else "does not exist (it may have been removed)"
+            raise NotFoundError(f"example {example_id} {what}", subject="example")
         return rows[0][0]
 
     # ----------------------------------------------------------------- fine-tuned rows
