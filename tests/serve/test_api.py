@@ -308,20 +308,12 @@ def test_changes_of_another_session_reach_the_page_and_its_rules_answer(make_cli
 
 
 def test_the_event_loop_answers_while_a_finetune_runs(make_client, session, monkeypatch) -> None:
-    from lastlayer.learn.imprinting import ImprintingHead
+    from teach.test_session import hold_finetunes
 
     client = make_client(live=False)
     for kind in ("gear", "washer"):
         _upload(client, _create(client, kind), *[frame_png(kind, i) for i in range(3)])
-    started, finish = threading.Event(), threading.Event()
-    original = ImprintingHead.finetune
-
-    def slow_finetune(head, *args, **kwargs):
-        started.set()
-        finish.wait(60)
-        return original(head, *args, **kwargs)
-
-    monkeypatch.setattr(ImprintingHead, "finetune", slow_finetune)
+    started, finish = hold_finetunes(monkeypatch)
     answers: list = []
     tuning = threading.Thread(target=lambda: answers.append(client.post("/api/finetune", json={"steps": 20})))
     tuning.start()
@@ -336,3 +328,22 @@ def test_the_event_loop_answers_while_a_finetune_runs(make_client, session, monk
         finish.set()
         tuning.join(60)
     assert still_tuning and answers[0].status_code == 200 and answers[0].json()["steps"] == 20
+
+
+def test_teaching_the_frame_on_screen_stores_its_prediction_embedding(make_client, session, monkeypatch) -> None:
+    client = make_client()
+    gear = _create(client, "gear")
+    shown = _live(client)
+    client.app.state.feed.stop()  # no more predictions: any embedding from now on would be the taught frame's
+    kept = client.app.state.feed.frame(shown["frame"])
+    assert kept.index == shown["frame"] and kept.embedding is not None
+    embedded: list[int] = []
+    original = session.embedder.embed
+    monkeypatch.setattr(session.embedder, "embed", lambda *args, **kwargs: embedded.append(1) or original(*args, **kwargs))
+    taught = client.post(f"/api/classes/{gear}/frames", json={"frame": kept.index})
+    assert taught.status_code == 201, taught.text
+    assert not embedded  # the frame was not embedded a second time
+    example = taught.json()["added"][0]["id"]
+    stored = session.store.snapshot(every_example=True).examples
+    np.testing.assert_allclose(next(e.embedding for e in stored if e.id == example), kept.embedding, atol=1e-6)
+    assert session.predict_embedding(kept.embedding).top == ("gear", 1.0)

@@ -263,19 +263,25 @@ def test_conflicts_and_deletions_from_another_session_are_named(session, model_f
         other.close()
 
 
-def test_predictions_go_on_during_a_finetune_and_changes_meanwhile_void_it(session, monkeypatch):
+def hold_finetunes(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make every fine-tune wait: ``started`` is set once one runs, which goes on when ``finish`` is set."""
     from lastlayer.learn.imprinting import ImprintingHead
 
-    _teach(session, shots=3)
     started, finish = threading.Event(), threading.Event()
     original = ImprintingHead.finetune
 
-    def slow_finetune(head, *args, **kwargs):
+    def held(head, *args, **kwargs):
         started.set()
         finish.wait(60)
         return original(head, *args, **kwargs)
 
-    monkeypatch.setattr(ImprintingHead, "finetune", slow_finetune)
+    monkeypatch.setattr(ImprintingHead, "finetune", held)
+    return started, finish
+
+
+def test_predictions_go_on_during_a_finetune_and_changes_meanwhile_void_it(session, monkeypatch):
+    _teach(session, shots=3)
+    started, finish = hold_finetunes(monkeypatch)
     outcome: list[object] = []
     tuning = threading.Thread(target=lambda: outcome.append(_outcome(session.finetune, 30)))
     tuning.start()
@@ -314,3 +320,19 @@ def test_a_read_only_session_follows_and_changes_nothing(session, tmp_path):
                        lambda: watcher.undo(), lambda: watcher.finetune(10)):
             with pytest.raises(StoreStateError, match="read-only"):
                 change()
+
+
+def test_an_embedding_already_known_is_stored_instead_of_embedding_again(session, monkeypatch):
+    frame = render_frame("gear", 3)
+    shown = session.predict(frame)  # what a live loop computed for the frame on screen
+    calls: list[int] = []
+    original = session.embedder.embed
+    monkeypatch.setattr(session.embedder, "embed", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    [added] = session.add_examples("gear", frame, embeddings=[shown.embedding])
+    assert not calls and shown.embedding is not None
+    stored = session.store.snapshot(every_example=True).examples[0]
+    assert stored.id == added.id and np.allclose(stored.embedding, shown.embedding, atol=1e-6)
+    session.add_examples("gear", [frame, render_frame("gear", 4)], embeddings=[shown.embedding, None])
+    assert len(calls) == 1  # only the frame without one
+    with pytest.raises(TrainingError, match="one embedding of 1024 values"):
+        session.add_examples("gear", [frame, frame], embeddings=[shown.embedding])
