@@ -71,3 +71,25 @@ def test_leave_one_out_report_predicts_each_example_without_it():
     assert any("'west' has 1 example" in note for note in report.notes)
     single = leave_one_out_report([np.stack([east, east]), np.zeros((0, 2))], ["east", "unused"], scale=10.0)
     assert single.accuracy is None and single.labels == ["east"] and "at least 2 classes" in single.notes[0]
+
+
+def test_a_stop_event_ends_a_finetune_keeping_the_best_rows_so_far():
+    import threading
+
+    X, y = clusters(n_per_class=25, spread=0.6)  # enough examples for a held-out run and its refit
+    stop = threading.Event()
+    stop.set()
+    head = ImprintingHead.from_examples(X, y, ["a", "b", "c"])
+    before = head.rows().copy()
+    result = head.finetune(500, stop=stop)
+    assert result.steps_run == 0 and result.stopped_early and result.best_step == 0
+    np.testing.assert_allclose(head.rows(), before, atol=1e-6)
+    asked = []
+
+    class StopAfter:
+        def is_set(self) -> bool:  # set once 5 steps ran
+            asked.append(1)
+            return len(asked) > 5
+
+    result = ImprintingHead.from_examples(X, y, ["a", "b", "c"]).finetune(500, holdout=0, stop=StopAfter())
+    assert result.steps_run == 5 and result.stopped_early

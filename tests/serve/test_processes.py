@@ -184,3 +184,24 @@ def test_sigterm_stops_a_server_whose_change_waits_for_the_lock(extractor: Path,
 def _ignore_errors(function, *args) -> None:
     with contextlib.suppress(OSError, ValueError):  # the server stops under it
         function(*args)
+
+
+def test_sigterm_stops_a_server_during_a_long_finetune(extractor: Path, tmp_path: Path) -> None:
+    with TeachingSession(tmp_path / "state", extractor) as session:
+        for kind in ("gear", "washer"):
+            session.add_examples(kind, [render_frame(kind, i) for i in range(2)])
+    server = Server(tmp_path / "state", extractor, None, free_port(), "--hold-finetunes")
+    server.start()
+    lines = Lines(server.process)
+    try:
+        threading.Thread(target=lambda: _ignore_errors(call, server.url.rstrip("/"), "POST", "/api/finetune", {"steps": 5000}),
+                         daemon=True).start()
+        lines.wait_for(lambda line: line == "fine-tuning", 30, "the fine-tune to start")  # it would now last an hour
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        lines.wait_for(lambda line: line == "server stopped", 10, "the server to say it stopped")
+    finally:
+        server.kill()
+    with TeachingSession(tmp_path / "state") as reopened:
+        assert reopened.store.finetuned_rows() == {}  # the interrupted fine-tune stored nothing
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -117,6 +118,7 @@ class Descent:
     trainable: np.ndarray
     prior: float
     train_scale: bool
+    stop: threading.Event | None = None  # when set, the run ends after the current step
 
     def objective(self, rows: np.ndarray, s: float, X: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
         """(cross-entropy, objective with the prior, gradient wrt rows, gradient wrt s)."""
@@ -135,6 +137,9 @@ class Descent:
         run = _Run([], [monitored], rows, s, 0, 0, 0, False, lr)
         accepted = stale = 0
         while run.steps_run < steps:
+            if self.stop is not None and self.stop.is_set():
+                run.stopped_early = True
+                break
             run.steps_run += 1
             run.losses.append(loss)
             candidate = rows.copy()

@@ -9,6 +9,7 @@ continues from what a saved model holds.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 
 from lastlayer.errors import NotFoundError, TrainingError
 from lastlayer.layer import DenseLayer
-from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out, leave_one_out_report, unit_rows
+from lastlayer.learn.cosine import leave_one_out, unit_rows
 from lastlayer.learn.descent import (
     HOLDOUT_MIN_PER_CLASS,
     HOLDOUT_RATIO,
@@ -38,7 +39,7 @@ DEFAULT_SCALE = 48.0
 # How the rows and cosines are stored in an imprinting model (uint8 encoding of [-1, 1]).
 COSINE_QUANTIZATION = (1.0 / 128.0, 128)
 __all__ = ["COSINE_QUANTIZATION", "DEFAULT_SCALE", "HOLDOUT_MIN_PER_CLASS", "HOLDOUT_RATIO", "MAX_STEP_REDUCTIONS", "FinetuneResult",
-           "ImprintingHead", "LeaveOneOutReport", "leave_one_out", "unit_rows"]
+           "ImprintingHead", "leave_one_out", "unit_rows"]
 
 
 @dataclass
@@ -224,7 +225,8 @@ class ImprintingHead:
 
     # ----------------------------------------------------------------- refinement
     def finetune(self, steps: int = 300, learning_rate: float = 0.1, *, prior: float = 0.01, train_scale: bool = False,
-                 holdout: float = HOLDOUT_RATIO, patience: int = 30, seed: int = 0) -> FinetuneResult:
+                 holdout: float = HOLDOUT_RATIO, patience: int = 30, seed: int = 0,
+                 stop: threading.Event | None = None) -> FinetuneResult:
         """Refine the trainable rows by full-batch gradient steps of softmax cross-entropy on ``s * cos``; never worse.
 
         Uses the examples added since this head was created or loaded. Rows stay unit vectors (so the
@@ -251,6 +253,8 @@ class ImprintingHead:
             holdout: fraction of each class's examples held out to monitor (0: monitor training loss).
             patience: steps without a new lowest monitored loss before stopping.
             seed: chooses the held-out examples.
+            stop: an event that, once set (e.g. at shutdown), ends the fine-tune after the current step;
+                the best rows found until then are kept, as when it stops early.
 
         Returns:
             a :class:`FinetuneResult` (its ``losses`` is the training loss per step, what this
@@ -264,7 +268,7 @@ class ImprintingHead:
         X = np.concatenate([e for _, e in pairs])
         y = np.concatenate([np.full(len(e), k) for k, e in pairs])
         rows = self.rows().astype(np.float64)
-        problem = Descent(rows, np.array([c.trainable for c in self.classes_]), float(prior), bool(train_scale))
+        problem = Descent(rows, np.array([c.trainable for c in self.classes_]), float(prior), bool(train_scale), stop)
         train, held = holdout_split(y, float(holdout), int(seed))
         with blas_threads(len(X) * X.shape[1] * len(rows)):
             if len(held):
@@ -273,7 +277,7 @@ class ImprintingHead:
                 sums = np.stack([c.weights for c in self.classes_])
                 np.add.at(sums, y[held], -X[held])
                 start = np.where(problem.trainable[:, None], unit_rows(sums), rows)
-                first = Descent(start, problem.trainable, problem.prior, problem.train_scale).run(
+                first = Descent(start, problem.trainable, problem.prior, problem.train_scale, stop).run(
                     X[train], y[train], X[held], y[held], float(self.scale), int(steps), float(learning_rate), int(patience))
                 final = problem.run(X, y, X, y, float(self.scale), first.best_step, float(learning_rate), first.best_step + 1)
                 result = FinetuneResult(
@@ -295,11 +299,6 @@ class ImprintingHead:
                 klass.weights = final.best_rows[index] * max(float(np.linalg.norm(klass.weights)), 1.0)
         self.scale = final.best_scale
         return result
-
-    def leave_one_out_report(self) -> LeaveOneOutReport:
-        """Leave-one-out accuracy on the examples added to each class: each predicted by the rows imprinted without it."""
-        check_fitted(self, "classes_")
-        return leave_one_out_report([self.examples(i) for i in range(self.num_classes)], self.labels, float(self.scale))
 
     # ----------------------------------------------------------------- export / restore
     def export(self) -> DenseLayer:

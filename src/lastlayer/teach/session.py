@@ -12,6 +12,7 @@ stored, another process's lock, or a fine-tune.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
@@ -27,7 +28,7 @@ from lastlayer.model.normalization import Values
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
 from lastlayer.teach.replica import Replica
-from lastlayer.teach.store import StateStore
+from lastlayer.teach.store import StateError, StateStore
 
 ClassRef = Union[int, str]
 T = TypeVar("T")
@@ -112,6 +113,7 @@ class TeachingSession:
             raise
         self._replica = Replica(self.store, self.embedder.dim, self.scale)
         self._replica.refresh(force=True)
+        self._closing = threading.Event()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -256,7 +258,9 @@ class TeachingSession:
         head, class_ids, basis = self._replica.head_copy()
         if head is None or sum(len(head.examples(i)) > 0 for i in range(head.num_classes)) < 2:
             raise TrainingError("fine-tuning needs at least 2 classes with examples", subject="class")
-        result = head.finetune(steps, learning_rate)
+        result = head.finetune(steps, learning_rate, stop=self._closing)  # (a closing session does not wait for it)
+        if self._closing.is_set():
+            raise StateError(f"the state in {self.store.folder} was closed during the fine-tune; nothing was kept", subject="state")
         sums = head.sums()
         self._stored(self.store.set_finetuned_rows({cid: sums[i] for i, cid in enumerate(class_ids) if head.is_trainable(i)}, basis))
         return {"steps": result.steps_run, "loss_before": result.loss_before, "loss_after": result.loss_after,
@@ -295,6 +299,8 @@ class TeachingSession:
         return self._replica.with_head(lambda head, _: [] if head is None else list(head.labels))
 
     def close(self) -> None:
+        """Close the state; a fine-tune or a change still running gives up (nothing of it is stored)."""
+        self._closing.set()
         self.store.close()
 
     def __enter__(self) -> TeachingSession:
