@@ -145,19 +145,21 @@ class WebTeacher:
         self.feed.notify()
         return self.session.revision
 
-    def class_listing(self) -> list[dict[str, Any]]:
-        """Every class with its example count and newest example ids (cached per revision; from a worker thread)."""
+    def class_listing(self) -> tuple[int, list[dict[str, Any]]]:
+        """The revision, and every class at it with its example count and newest example ids (cached per revision;
+        from a worker thread). A listing read while another process changes the state is tagged with the
+        older revision, so the page still reloads at the next ``changed`` event."""
         with self._listing_lock:
-            classes = self.session.classes()  # (catches up with other processes first)
             revision = self.session.revision
-            if self._listing is not None and self._listing[0] == revision:
-                return self._listing[1]
+            classes = self.session.classes()  # (catches up with other processes first)
+            if self._listing is not None and self._listing[0] == revision == self.session.revision:
+                return self._listing
             recent: dict[int, list[int]] = {}
             for example in self.session.examples():
                 recent.setdefault(example.class_id, []).append(example.id)
             listing = [{**info.to_dict(), "recent": recent.get(info.id, [])[-RECENT_EXAMPLES:][::-1]} for info in classes]
             self._listing = (revision, listing)
-            return listing
+            return self._listing
 
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
@@ -196,15 +198,15 @@ class WebTeacher:
         return JSONResponse(await run_in_threadpool(self._state))
 
     def _state(self) -> dict[str, Any]:
-        listing = self.class_listing()
+        revision, listing = self.class_listing()
         snapshot = self.feed.snapshot()
-        return {"classes": listing, "revision": self.session.revision, "labels": self.session.labels,
+        return {"classes": listing, "revision": revision, "labels": self.session.labels,
                 "source": self.feed.status_dict(), "live": snapshot.to_dict() if snapshot else None,
                 "token_required": self.token is not None, "max_upload_bytes": self.max_upload_bytes,
                 "input_size": list(self.session.input_size)}
 
     async def list_classes(self, request: Request) -> JSONResponse:
-        return JSONResponse({"classes": await run_in_threadpool(self.class_listing)})
+        return JSONResponse({"classes": (await run_in_threadpool(self.class_listing))[1]})
 
     async def create_class(self, request: Request) -> JSONResponse:
         info = await run_in_threadpool(self.session.add_class, await self._name(request, "the new class's name"))
