@@ -286,8 +286,9 @@ def test_changes_of_another_session_reach_the_page_and_its_rules_answer(make_cli
     other = TeachingSession(session.store.folder)
     try:
         other.add_examples("nut", [render_frame("nut", i) for i in range(2)])
-        state = wait_for(lambda: (s := client.get("/api/state").json())["classes"] and s, 5, what="the other session's class")
-        assert [(c["name"], c["examples"]) for c in state["classes"]] == [("nut", 2)] and state["revision"] == other.revision
+        state = wait_for(lambda: (s := client.get("/api/state").json())["revision"] == other.revision and s, 5,
+                         what="the other session's revision")
+        assert [(c["name"], c["examples"]) for c in state["classes"]] == [("nut", 2)]
         events = client.get("/api/events?max_events=1").text
         assert f'"revision": {other.revision}' in events
         predicted = client.post("/api/predict", content=frame_png("nut", 9)).json()
