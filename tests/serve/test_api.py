@@ -273,7 +273,7 @@ def test_source_failure_is_reported_and_reopened(make_client, tmp_path: Path) ->
 
 def test_error_kinds_answer_with_their_status() -> None:
     from lastlayer.errors import BusyError, ConflictError, NotFoundError, StorageError, TrainingError
-    from lastlayer.serve.app import ApiError, status_of
+    from lastlayer.serve.protocol import ApiError, status_of
 
     assert [status_of(error("x")) for error in (NotFoundError, ConflictError, BusyError, StorageError, TrainingError)] == \
         [404, 409, 503, 507, 400]

@@ -28,8 +28,8 @@ POST     /api/source/retry                      reopen the device's source now
 Every change returns only after the session committed it to the state folder. Every session call runs
 in a worker thread, so the event loop (static files, the stream, events) never waits for the disk,
 another process's lock or a fine-tune. Library errors answer with the status of their kind
-(:data:`STATUS_BY_KIND`); the handlers do not check the session's rules themselves, so a race with
-another client or process gets the same answer as a plain mistake.
+(:data:`lastlayer.serve.protocol.STATUS_BY_KIND`); the handlers do not check the session's rules
+themselves, so a race with another client or process gets the same answer as a plain mistake.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from lastlayer.errors import BusyError, ConflictError, LastLayerError, NotFoundError, StorageError
+from lastlayer.errors import ConflictError, LastLayerError, NotFoundError
 from lastlayer.model.labels import format_labels
 from lastlayer.serve import missing_web
 from lastlayer.serve.feed import Feed
+from lastlayer.serve.protocol import ApiError, query_int, read_limited, status_of
 from lastlayer.serve.security import AccessGuard
 from lastlayer.serve.uploads import DEFAULT_MAX_PIXELS, UploadError, decode_upload
 from lastlayer.teach.live import LiveLoop, Predictor
@@ -82,32 +83,6 @@ SECURITY_HEADERS = [
      b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; connect-src 'self'; "
      b"script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
 ]
-
-
-# The HTTP status of each kind of library error: the twin of the command line's exit codes, where every
-# kind exits 1 with its one-line message. Other errors answer their own ``status``, else 400.
-STATUS_BY_KIND: tuple[tuple[type[Exception], int], ...] = (
-    (NotFoundError, 404),  # a class or example that does not exist (any more)
-    (ConflictError, 409),  # a name taken, a class that takes no examples, nothing to export yet
-    (BusyError, 503),  # another process held the write lock past the busy timeout: retry
-    (StorageError, 507),  # disk full, state read-only, database deleted: nothing was stored
-)
-
-
-def status_of(error: Exception) -> int:
-    """The HTTP status answering ``error`` (see :data:`STATUS_BY_KIND`)."""
-    for kind, status in STATUS_BY_KIND:
-        if isinstance(error, kind):
-            return status
-    return int(getattr(error, "status", 400))
-
-
-class ApiError(LastLayerError):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message, subject="web")
-        self.status = status
 
 
 class _SecurityHeaders:
@@ -163,7 +138,7 @@ class WebTeacher:
 
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
-        body = await _read_limited(request, MAX_JSON)
+        body = await read_limited(request, MAX_JSON)
         if not body:
             return {}
         try:
@@ -191,7 +166,7 @@ class WebTeacher:
 
     async def _body(self, request: Request) -> bytes:
         """The whole request body, refused with 413 beyond ``max_upload_bytes``."""
-        return await _read_limited(request, self.max_upload_bytes)
+        return await read_limited(request, self.max_upload_bytes)
 
     # ----------------------------------------------------------------- state and classes
     async def state(self, request: Request) -> JSONResponse:
@@ -363,7 +338,7 @@ class WebTeacher:
         """The live frames as MJPEG; ``?max_frames=N`` ends after N frames (tests, benchmarks)."""
         if not self.feed.attached:
             raise NotFoundError("there is no device camera; the page can use the browser's camera or photos")
-        limit = _query_int(request, "max_frames")
+        limit = query_int(request, "max_frames")
 
         async def frames() -> AsyncIterator[bytes]:
             yield f"--{BOUNDARY}\r\n".encode()
@@ -381,7 +356,7 @@ class WebTeacher:
 
     async def events(self, request: Request) -> StreamingResponse:
         """Server-Sent Events: ``live`` (each prediction), ``changed`` (revision), ``source`` (status); ``?max_events=N``."""
-        limit = _query_int(request, "max_events")
+        limit = query_int(request, "max_events")
 
         async def messages() -> AsyncIterator[str]:
             waiter = (asyncio.get_running_loop(), asyncio.Event())
@@ -420,30 +395,6 @@ class WebTeacher:
     # ----------------------------------------------------------------- page
     async def index(self, request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 beyond ``limit`` bytes (declared or counted while it arrives)."""
-    declared = request.headers.get("content-length")
-    too_big = f"more than the {limit / 2**20:.3g} MiB allowed; send fewer or smaller photos"
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(f"the request is {int(declared) / 2**20:.1f} MiB, {too_big}", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(f"the request is {too_big}", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _query_int(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(f"{name} must be a positive whole number")
-    return int(value)
 
 
 def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token: str | None = None,
