@@ -6,8 +6,11 @@
    its lanes side by side (the faster of the two is the baseline). Many short rounds alternate the
    three, so that a host whose speed drifts (a shared VM) slows all of them alike; the ratio is
    given per round and over all rounds.
-2. Teach -> next prediction: "add this frame to class X" (embedding + durable commit + row update)
-   until the next prediction that uses it returns, vs. one bare invoke.
+2. Teach -> next prediction: "add this frame to class X" for the frame on screen (its embedding comes
+   with its prediction: a thumbnail, a durable commit and a row update, no second embedding), then
+   the prediction of the next frame (resized beforehand, as the live loop's reader does), which uses
+   it, vs. one bare invoke; next to it, the floor (one durable commit of a tiny change, i.e. one
+   fdatasync of the WAL, plus the invoke) and the old way (the taught frame embedded again).
 
 Run: ``python benchmarks/live.py`` (needs the camera extra, opencv-python-headless).
 """
@@ -51,7 +54,7 @@ def main() -> None:
     def bare_threads() -> float:
         start = time.perf_counter()
         for pixels in decoded:
-            session.interpreter.run(pixels)
+            session.embedder.interpreter.run(pixels)
         return FRAMES / (time.perf_counter() - start)
 
     def bare_lanes() -> float:
@@ -87,7 +90,7 @@ def main() -> None:
     baseline = max(threads_fps, lanes_fps, key=overall)  # the faster way to invoke over all rounds
     ratios = [live / bare for live, bare in zip(live_fps, baseline)]
     print(f"{ROUNDS} rounds of {FRAMES} frames each, min / median / max of the rounds, then over all rounds:")
-    print(f"invoke only, pre-decoded 224x224 frames, one {session.interpreter.num_threads}-thread interpreter: "
+    print(f"invoke only, pre-decoded 224x224 frames, one {session.embedder.interpreter.num_threads}-thread interpreter: "
           f"{spread(threads_fps)}; {overall(threads_fps):.1f} frames/s")
     print(f"invoke + head only, pre-decoded frames, {lanes} single-threaded lanes side by side: {spread(lanes_fps)}; "
           f"{overall(lanes_fps):.1f} frames/s")
@@ -95,20 +98,32 @@ def main() -> None:
     print(f"ratio end-to-end / the faster invoke-only: {spread(ratios)}; {overall(live_fps) / overall(baseline):.3f} over all rounds "
           "(goal >= 0.8, and >= 15 frames/s)")
 
-    teach_ms, invoke_ms = [], []
+    invoke_ms, commit_ms, teach_ms, again_ms = [], [], [], []
+    session.add_examples("nut", render_frame("nut", 99, seed=9))  # the class exists: each round adds to it
     frames = [render_frame("nut", i, seed=9) for i in range(2 * TEACH_ROUNDS)]
     for index in range(0, len(frames), 2):
         start = time.perf_counter()
-        session.interpreter.run(decoded[index % FRAMES])
+        session.embedder.interpreter.run(decoded[index % FRAMES])
         invoke_ms.append(1000 * (time.perf_counter() - start))
         start = time.perf_counter()
-        session.add_examples("nut", frames[index])
-        prediction = session.predict(frames[index + 1])
+        session.store.set_meta("benchmark", index)  # a durable commit of almost nothing
+        commit_ms.append(1000 * (time.perf_counter() - start))
+        shown = session.predict(frames[index])  # the frame on screen, as the live loop predicted it
+        following = resize_array(frames[index + 1], session.input_size)  # resized by the loop's reader, meanwhile
+        start = time.perf_counter()
+        session.add_examples("nut", frames[index], embeddings=[shown.embedding])
+        prediction = session.predict(following)
         teach_ms.append(1000 * (time.perf_counter() - start))
-        assert "nut" in [label for label, _ in prediction.classes]
+        assert prediction.revision == session.revision and "nut" in [label for label, _ in prediction.classes]
+        start = time.perf_counter()
+        session.add_examples("nut", frames[index])  # the frame embedded again
+        session.predict(following)
+        again_ms.append(1000 * (time.perf_counter() - start))
+    invoke = statistics.median(invoke_ms)
     print(f"teach -> next prediction using it: {spread(teach_ms)} ms (goal < 100 ms)")
-    print(f"  one bare invoke: {spread(invoke_ms)} ms; ratio {statistics.median(teach_ms) / statistics.median(invoke_ms):.2f}x "
-          "(two embeddings: the taught frame and the next one)")
+    print(f"  one bare invoke: {spread(invoke_ms)} ms; ratio {statistics.median(teach_ms) / invoke:.2f}x (goal <= 1.3x)")
+    print(f"  its floor, one durable commit ({spread(commit_ms)} ms) + the invoke: {(statistics.median(commit_ms) + invoke) / invoke:.2f}x")
+    print(f"  embedding the taught frame again, as before: {spread(again_ms)} ms; ratio {statistics.median(again_ms) / invoke:.2f}x")
     session.close()
 
 

@@ -7,6 +7,13 @@
   (the source is a 15 fps video looped in real time, so 15 is the ceiling).
 * the cost of the stream itself: JPEG bytes and encode time per frame (encoded once, shared by clients).
 
+Then a server in its own process (``lastlayer teach --web``) on a state of 30 classes, each figure next
+to the same request while the server is idle:
+
+* static-file latency during a 5,000-step fine-tune on 30 classes (goal < 1 s);
+* ``GET /api/state`` while another process holds the state's write lock (reads must not wait);
+* convergence: from another process's acknowledged change to the server's ``changed`` event.
+
 Usage: ``python benchmarks/serve.py [--trials 20] [--seconds 5]``. Needs lastlayer[web,camera] and httpx2 (the test extra).
 """
 
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,35 +61,40 @@ def start_server(state: Path, video: Path, port: int) -> tuple[object, object]:
 
 
 class EventLog:
-    """Reads ``/api/events`` on a thread; keeps (arrival time, revision) of each ``live`` event."""
+    """Reads ``/api/events`` on a thread; keeps (arrival time, revision) of each event of ``kinds`` (``perf_counter`` and ``time``)."""
 
-    def __init__(self, base: str) -> None:
-        self.base, self.events, self.stop = base, [], threading.Event()
+    def __init__(self, base: str, kinds: tuple[str, ...] = ("live",)) -> None:
+        self.base, self.kinds, self.events, self.stop = base, kinds, [], threading.Event()
         self._cond = threading.Condition()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=None) as client, client.stream("GET", f"{self.base}/api/events", headers=HEADERS) as response:
-            name = None
-            for line in response.iter_lines():
-                if self.stop.is_set():
-                    return
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: ") and name == "live":
-                    data = json.loads(line[6:])
-                    with self._cond:
-                        self.events.append((time.perf_counter(), data.get("revision")))
-                        self._cond.notify_all()
+        try:
+            with httpx.Client(timeout=None) as client, client.stream("GET", f"{self.base}/api/events", headers=HEADERS) as response:
+                name = None
+                for line in response.iter_lines():
+                    if self.stop.is_set():
+                        return
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: ") and name in self.kinds:
+                        data = json.loads(line[6:])
+                        with self._cond:
+                            self.events.append((time.perf_counter(), time.time(), data.get("revision")))
+                            self._cond.notify_all()
+        except httpx.HTTPError:  # the server stopped
+            return
 
-    def first_at(self, revision: int, since: float, timeout: float = 5.0) -> float | None:
-        """Arrival time of the first live event at ``revision`` or later that arrived after ``since``."""
+    def first_at(self, revision: int, since: float, timeout: float = 5.0, clock=time.perf_counter) -> float | None:
+        """Arrival time (on ``clock``: ``time.perf_counter`` or ``time.time``) of the first event at ``revision`` or later
+        that arrived after ``since``."""
         deadline = time.perf_counter() + timeout
         with self._cond:
             while True:
-                for arrived, tagged in self.events:
-                    if arrived >= since and tagged is not None and tagged >= revision:
-                        return arrived
+                for arrived, wall, tagged in self.events:
+                    when = wall if clock is time.time else arrived
+                    if when >= since and tagged is not None and tagged >= revision:
+                        return when
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     return None
@@ -147,6 +161,110 @@ def jpeg_cost() -> tuple[float, int]:
     return (time.perf_counter() - start) / 50, len(data)
 
 
+CLASSES, SHOTS, FINETUNE_STEPS = 30, 12, 5000  # 12 shots: below the held-out minimum, so all 5,000 steps run
+_HOLDER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("ROLLBACK")
+"""
+_TEACHER = """
+import sys, time
+import numpy as np
+from lastlayer.teach.session import TeachingSession
+with TeachingSession(sys.argv[1]) as session:
+    for i in range(int(sys.argv[2])):
+        time.sleep(0.4)
+        session.add_class(f"other {i}")
+        print(time.time(), session.revision, flush=True)
+"""
+
+
+def make_state(state: Path) -> None:
+    """30 classes of 12 examples each (synthetic embeddings: no image is embedded), as any process would store them."""
+    import numpy as np
+
+    from lastlayer.learn.imprinting import unit_rows
+    from lastlayer.teach.session import TeachingSession
+
+    rng = np.random.default_rng(0)
+    with TeachingSession(state, EXTRACTOR) as session:
+        centers = unit_rows(rng.normal(size=(CLASSES, session.embedder.dim)))
+        pixels = np.zeros((8, 8, 3), np.uint8)
+        for index, center in enumerate(centers):
+            noise = 2.5 * rng.normal(size=(SHOTS, len(center))) / np.sqrt(len(center)) * 10
+            session.add_examples(f"class {index}", [pixels] * SHOTS, embeddings=unit_rows(center + noise))
+
+
+def timed_get(client: httpx.Client, path: str) -> float:
+    start = time.perf_counter()
+    client.get(path).raise_for_status()
+    return time.perf_counter() - start
+
+
+def while_running(client: httpx.Client, path: str, running: threading.Thread) -> list[float]:
+    """Latencies of ``GET path`` every 50 ms while ``running`` is alive."""
+    latencies = []
+    while running.is_alive():
+        latencies.append(timed_get(client, path))
+        time.sleep(0.05)
+    return latencies
+
+
+def shared_state(folder: Path, port: int) -> None:
+    state = folder / "shared-state"
+    make_state(state)
+    server = subprocess.Popen([sys.executable, "-m", "lastlayer", "teach", "--web", "--state", str(state), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LASTLAYER_BUSY_TIMEOUT": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, headers=HEADERS, timeout=120) as client:
+            while True:
+                try:
+                    client.get("/api/state").raise_for_status()
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            idle = [timed_get(client, "/static/style.css") for _ in range(20)]
+            result: dict = {}
+            tuning = threading.Thread(target=lambda: result.update(client.post("/api/finetune", json={"steps": FINETUNE_STEPS}).json()))
+            began = time.perf_counter()
+            tuning.start()
+            during = while_running(client, "/static/style.css", tuning)
+            took = time.perf_counter() - began
+            print(f"fine-tune of {CLASSES} classes x {SHOTS} examples: {result.get('steps')} steps in {took:.1f} s")
+            print(f"static file, idle                 : {summary(idle, 'ms', 1000)}")
+            print(f"static file, during the fine-tune : {summary(during, 'ms', 1000)}   goal < 1000 ms")
+
+            reads_idle = [timed_get(client, "/api/state") for _ in range(20)]
+            holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(state / "session.sqlite"), "3"], stdout=subprocess.PIPE, text=True)
+            holder.stdout.readline()
+            reads_locked = [timed_get(client, "/api/state") for _ in range(20)]
+            refused = client.post("/api/classes", json={"name": "while locked"})
+            holder.wait()
+            print(f"GET /api/state, idle              : {summary(reads_idle, 'ms', 1000)}")
+            print(f"GET /api/state, write lock held   : {summary(reads_locked, 'ms', 1000)}   "
+                  f"(a change meanwhile: {refused.status_code}, after the busy timeout)")
+
+            events = EventLog(base, kinds=("changed",))
+            teacher = subprocess.Popen([sys.executable, "-c", _TEACHER, str(state), "10"], stdout=subprocess.PIPE, text=True,
+                                       env={**os.environ})
+            delays = []
+            for line in teacher.stdout:
+                acknowledged, revision = float(line.split()[0]), int(line.split()[1])
+                arrived = events.first_at(revision, 0.0, clock=time.time)
+                if arrived is not None:
+                    delays.append(arrived - acknowledged)
+            teacher.wait()
+            events.stop.set()
+            print(f"another process's change -> 'changed' event: {summary(delays, 'ms', 1000)}  (the server looks every 0.25 s)")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
@@ -173,6 +291,7 @@ def main() -> None:
         finally:
             server.should_exit = True
             app.state.feed.stop()
+        shared_state(Path(folder), args.port + 1)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,21 @@ class TrainingError(LastLayerError, ValueError, RuntimeError):
 
 class NotFittedError(TrainingError, AttributeError):
     """A learner was asked to predict or export before ``fit`` (scikit-learn's name and bases)."""
+
+
+class NotFoundError(LastLayerError, LookupError):
+    """A class or example that does not exist (any more: another process may have deleted it)."""
+
+
+class ConflictError(LastLayerError, ValueError):
+    """A change that contradicts the state as it is now: a class name taken (by this or another process),
+    a class that came with the model and takes no examples, or examples that changed during a fine-tune."""
+
+
+class BusyError(LastLayerError, TimeoutError):
+    """Another process held the teaching state's write lock for longer than the busy timeout; retry."""
+
+
+class StorageError(LastLayerError, OSError):
+    """A change could not be stored: the disk is full, the state turned read-only, or its database was
+    deleted or replaced while running. Nothing of the change was stored."""

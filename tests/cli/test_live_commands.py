@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,47 @@ def test_teach_in_the_terminal_reads_commands_from_stdin(model_file, tmp_path):
     assert (state / "export" / "model.tflite").is_file() and (state / "export" / "labels.txt").read_text() == "0 gear\n"
     with TeachingSession(state) as reopened:
         assert [(c.name, c.examples) for c in reopened.classes()] == [("gear", 2), ("nut", 0)]
+
+
+def _files(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_watch_opens_a_state_read_only_and_refuses_a_folder_that_is_not_one(taught_state, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    write_image_folder(frames, [("gear", 2)])
+    misspelt = tmp_path / "stat"
+    assert main(["watch", "--state", str(misspelt), "--source", str(frames)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no state folder {misspelt}" in err and not misspelt.exists()
+    (tmp_path / "other").mkdir()
+    assert main(["watch", "--state", str(tmp_path / "other"), "--source", str(frames)]) == 1
+    assert "holds no teaching state" in capsys.readouterr().err and list((tmp_path / "other").iterdir()) == []
+    before = _files(taught_state)
+    assert main(["watch", "--state", str(taught_state), "--source", str(frames), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["top"]["label"] == "gear"
+    assert _files(taught_state) == before  # nothing created, nothing modified
+
+
+def test_the_terminal_says_when_the_state_is_busy_and_goes_on(taught_state, tmp_path):
+    from lastlayer.teach.store import BUSY_MESSAGE, DATABASE_NAME
+    from teach.test_store import hold_write_lock, release
+
+    frames = tmp_path / "frames"
+    write_image_folder(frames, [("gear", 2)])
+    holder = hold_write_lock(taught_state / DATABASE_NAME)
+    terminal = subprocess.Popen([sys.executable, "-m", "lastlayer", "teach", "--state", str(taught_state), "--source", str(frames),
+                                 "--loop", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "LASTLAYER_BUSY_TIMEOUT": "0.5"})
+    try:
+        terminal.stdin.write("n nut\n")
+        terminal.stdin.flush()
+        while "error" not in (refused := json.loads(terminal.stdout.readline())):
+            pass
+    finally:
+        release(holder)
+    terminal.stdin.write("n nut\nq\n")
+    terminal.stdin.flush()
+    lines = [json.loads(line) for line in terminal.stdout.read().splitlines()]
+    assert terminal.wait(60) == 0 and refused["error"] == BUSY_MESSAGE
+    assert any(m.get("event") == "class" and m["class_name"] == "nut" for m in lines)

@@ -1,6 +1,7 @@
 """Run ``lastlayer.serve.server.serve`` in its own process (the browser test and the SIGKILL/SIGTERM tests).
 
-Usage: ``python launch_server.py STATE MODEL PORT [--source S] [--host H] [--token T]``. Prints the
+Usage: ``python launch_server.py STATE MODEL PORT [--source S] [--host H] [--token T] [--busy-timeout SECONDS]
+[--hold-finetunes]`` (a fine-tune then lasts until it is told to stop, or an hour). Prints the
 server's lines (the page URL first) on stdout, flushed.
 """
 
@@ -18,7 +19,11 @@ def main() -> None:
     parser.add_argument("--source")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--token")
+    parser.add_argument("--busy-timeout", type=float)
+    parser.add_argument("--hold-finetunes", action="store_true")
     args = parser.parse_args()
+    if args.hold_finetunes:
+        hold_finetunes()
 
     from lastlayer.serve.server import serve
     from lastlayer.teach.session import TeachingSession
@@ -26,10 +31,24 @@ def main() -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    with TeachingSession(args.state, args.model) as session:
+    with TeachingSession(args.state, args.model, busy_timeout=args.busy_timeout) as session:
         serve(session, args.source, host=args.host, port=args.port, token=args.token, log=log)
     print("server stopped", flush=True)
     sys.exit(0)
+
+
+def hold_finetunes() -> None:
+    from lastlayer.learn.imprinting import ImprintingHead
+
+    original = ImprintingHead.finetune
+
+    def held(head, *args, stop=None, **kwargs):
+        print("fine-tuning", flush=True)
+        if stop is not None:
+            stop.wait(3600)
+        return original(head, *args, stop=stop, **kwargs)
+
+    ImprintingHead.finetune = held
 
 
 if __name__ == "__main__":

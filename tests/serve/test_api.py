@@ -164,7 +164,7 @@ def test_without_source(make_client) -> None:
 
 def test_finetune_evaluate_export(make_client, tmp_path: Path) -> None:
     client = make_client(live=False)
-    assert client.get("/api/export/model.tflite").status_code == 400
+    assert client.get("/api/export/model.tflite").status_code == 409  # nothing to export yet: a conflict with the state
     assert client.get("/api/export/labels.txt").status_code == 409
     assert client.get("/api/evaluation").json()["accuracy"] is None
     for kind in ("gear", "washer"):
@@ -269,3 +269,82 @@ def test_source_failure_is_reported_and_reopened(make_client, tmp_path: Path) ->
         wait_for(lambda: len(opened) >= 4, 5, what="a new attempt after Retry")
     finally:
         app.state.feed.stop()
+
+
+def test_error_kinds_answer_with_their_status() -> None:
+    from lastlayer.errors import BusyError, ConflictError, NotFoundError, StorageError, TrainingError
+    from lastlayer.serve.protocol import ApiError, status_of
+
+    assert [status_of(error("x")) for error in (NotFoundError, ConflictError, BusyError, StorageError, TrainingError)] == \
+        [404, 409, 503, 507, 400]
+    assert status_of(ApiError("too big", 413)) == 413
+
+
+def test_changes_of_another_session_reach_the_page_and_its_rules_answer(make_client, session) -> None:
+    """Another process (here a second session on the folder) teaches, takes a name, deletes: the API follows."""
+    client = make_client(live=False)
+    other = TeachingSession(session.store.folder)
+    try:
+        other.add_examples("nut", [render_frame("nut", i) for i in range(2)])
+        state = wait_for(lambda: (s := client.get("/api/state").json())["revision"] == other.revision and s, 5,
+                         what="the other session's revision")
+        assert [(c["name"], c["examples"]) for c in state["classes"]] == [("nut", 2)]
+        events = client.get("/api/events?max_events=1").text
+        assert f'"revision": {other.revision}' in events
+        predicted = client.post("/api/predict", content=frame_png("nut", 9)).json()
+        assert predicted["top"]["label"] == "nut" and predicted["revision"] == other.revision
+        other.add_class("bolt")
+        taken = client.post("/api/classes", json={"name": "bolt"})
+        assert taken.status_code == 409 and "'bolt' exists already" in taken.json()["error"]
+        nut = state["classes"][0]["id"]
+        example = state["classes"][0]["recent"][0]
+        other.remove_class("nut")
+        for response in (client.patch(f"/api/classes/{nut}", json={"name": "x"}), client.delete(f"/api/classes/{nut}"),
+                         client.get(f"/api/classes/{nut}/examples"), _upload(client, nut, frame_png("nut", 3)),
+                         client.delete(f"/api/examples/{example}"), client.get(f"/api/examples/{example}/thumbnail.jpg")):
+            assert response.status_code == 404, response.text
+        assert "no class" in client.delete(f"/api/classes/{nut}").json()["error"]
+    finally:
+        other.close()
+
+
+def test_the_event_loop_answers_while_a_finetune_runs(make_client, session, monkeypatch) -> None:
+    from teach.test_session import hold_finetunes
+
+    client = make_client(live=False)
+    for kind in ("gear", "washer"):
+        _upload(client, _create(client, kind), *[frame_png(kind, i) for i in range(3)])
+    started, finish = hold_finetunes(monkeypatch)
+    answers: list = []
+    tuning = threading.Thread(target=lambda: answers.append(client.post("/api/finetune", json={"steps": 20})))
+    tuning.start()
+    try:
+        assert started.wait(30)
+        assert client.get("/static/style.css").status_code == 200
+        assert [c["name"] for c in client.get("/api/state").json()["classes"]] == ["gear", "washer"]
+        assert client.post("/api/predict", content=frame_png("washer", 7)).json()["top"]["label"] == "washer"
+        assert client.get("/api/export/labels.txt").status_code == 200
+        still_tuning = tuning.is_alive()
+    finally:
+        finish.set()
+        tuning.join(60)
+    assert still_tuning and answers[0].status_code == 200 and answers[0].json()["steps"] == 20
+
+
+def test_teaching_the_frame_on_screen_stores_its_prediction_embedding(make_client, session, monkeypatch) -> None:
+    client = make_client()
+    gear = _create(client, "gear")
+    shown = _live(client)
+    client.app.state.feed.stop()  # no more predictions: any embedding from now on would be the taught frame's
+    kept = client.app.state.feed.frame(shown["frame"])
+    assert kept.index == shown["frame"] and kept.embedding is not None
+    embedded: list[int] = []
+    original = session.embedder.embed
+    monkeypatch.setattr(session.embedder, "embed", lambda *args, **kwargs: embedded.append(1) or original(*args, **kwargs))
+    taught = client.post(f"/api/classes/{gear}/frames", json={"frame": kept.index})
+    assert taught.status_code == 201, taught.text
+    assert not embedded  # the frame was not embedded a second time
+    example = taught.json()["added"][0]["id"]
+    stored = session.store.snapshot(every_example=True).examples
+    np.testing.assert_allclose(next(e.embedding for e in stored if e.id == example), kept.embedding, atol=1e-6)
+    assert session.predict_embedding(kept.embedding).top == ("gear", 1.0)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +20,7 @@ from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
 from lastlayer.images import resize_array
 from lastlayer.teach.render import render_frame
-from serve.webtools import free_port, kind_at, png, read_url, wait_for
+from serve.webtools import Server, free_port, kind_at, png, wait_for
 
 from conftest import REQUIRE_DATA, ROOT
 
@@ -37,25 +34,6 @@ pytestmark = [
                        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (pip install selenium)")
-
-
-class Server:
-    """``launch_server.py`` in a subprocess, on a fixed port and state folder."""
-
-    def __init__(self, state: Path, model: Path, source: Path, port: int) -> None:
-        self.args = [sys.executable, str(Path(__file__).with_name("launch_server.py")), str(state), str(model), str(port),
-                     "--source", str(source)]
-        self.url = f"http://127.0.0.1:{port}/"
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        read_url(self.url + "api/state", timeout=30)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-from lastlayer.errors import TrainingError
+from lastlayer.errors import ConflictError, NotFoundError, TrainingError
 from lastlayer.images import resize_array
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.teach.render import render_frame, write_image_folder
@@ -93,11 +93,11 @@ def test_undo_remove_and_class_checks(session):
     session.add_examples("gear", render_frame("gear", 0))
     added = session.add_examples("gear", render_frame("gear", 1))[0]
     assert session.undo().id == added.id and session.classes()[0].examples == 1
-    with pytest.raises(TrainingError, match="no class 'nut'"):
+    with pytest.raises(NotFoundError, match="no class 'nut'"):
         session.remove_class("nut")
     with pytest.raises(TrainingError, match="control characters"):
         session.add_class("ro\nses")
-    with pytest.raises(TrainingError, match="exists already"):
+    with pytest.raises(ConflictError, match="'gear' exists already"):
         session.add_class("gear")
     session.remove_class("gear")
     assert session.classes() == [] and session.undo() is None and session.predict(render_frame("gear", 2)).classes == []
@@ -204,3 +204,135 @@ def test_state_folder_that_is_not_a_session_is_refused(tmp_path, model_file):
     with pytest.raises(StateError, match="cannot use"):
         TeachingSession(folder, model_file(EXTRACTOR))
     assert Path(folder / "session.sqlite").read_bytes().startswith(b"this is not")
+
+
+def _probe(session: TeachingSession, units: np.ndarray) -> list[tuple[list[int], list[float]]]:
+    return [(p.class_ids, [round(s, 6) for _, s in p.classes]) for p in (session.predict_embedding(u, top_k=10) for u in units)]
+
+
+def test_sessions_on_one_state_follow_each_other_exactly(model_file, tmp_path):
+    """Every change of one session shows in the other after a refresh, exactly as a session opened afresh sees it."""
+    rng = np.random.default_rng(0)
+    units = rng.normal(size=(40, 1024))
+    probes = rng.normal(size=(5, 1024))
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    with TeachingSession(tmp_path / "state", model_file(EXTRACTOR)) as one, TeachingSession(tmp_path / "state") as two:
+        steps = [
+            lambda: one.add_examples("gear", [pixels] * 3, embeddings=units[:3]),
+            lambda: two.add_examples("washer", [pixels] * 2, embeddings=units[3:5]),
+            lambda: one.add_examples("gear", [pixels], embeddings=units[5:6]),  # into a class the head holds
+            lambda: two.add_class("empty"),
+            lambda: two.remove_example(one.examples("gear")[1].id),
+            lambda: one.rename_class("washer", "plate"),
+            lambda: two.finetune(steps=20),
+            lambda: one.add_examples("plate", [pixels], embeddings=units[6:7]),  # drops the fine-tuned rows
+            lambda: two.undo(),
+            lambda: one.add_examples("nut", [pixels] * 2, embeddings=units[7:9]),
+            lambda: two.remove_class("gear"),
+            lambda: one.remove_example(one.examples("nut")[0].id),
+        ]
+        last = one.revision
+        for number, step in enumerate(steps):
+            step()
+            for follower in (one, two):
+                follower.refresh()
+                with TeachingSession(tmp_path / "state") as fresh:
+                    assert follower.revision == fresh.revision > last
+                    assert follower.classes() == fresh.classes() and follower.labels == fresh.labels
+                    assert _probe(follower, probes) == _probe(fresh, probes), f"step {number}"
+            last = one.revision
+        assert [(c.name, c.examples) for c in two.classes()] == [("plate", 2), ("empty", 0), ("nut", 1)]
+
+
+def test_conflicts_and_deletions_from_another_session_are_named(session, model_file):
+    other = TeachingSession(session.store.folder)
+    try:
+        gear = session.add_class("gear")
+        with pytest.raises(ConflictError, match="'gear' exists already"):
+            other.add_class("gear")
+        other.remove_class("gear")
+        with pytest.raises(NotFoundError, match=f"no class {gear.id}"):
+            session.add_examples(gear.id, render_frame("gear", 0))
+        with pytest.raises(NotFoundError):
+            session.rename_class(gear.id, "cog")
+        added = session.add_examples("gear", render_frame("gear", 1))  # by name: made again
+        other.remove_example(added[0].id)
+        with pytest.raises(NotFoundError, match=f"no example {added[0].id}"):
+            session.remove_example(added[0].id)
+    finally:
+        other.close()
+
+
+def hold_finetunes(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make every fine-tune wait: ``started`` is set once one runs, which goes on when ``finish`` is set."""
+    from lastlayer.learn.imprinting import ImprintingHead
+
+    started, finish = threading.Event(), threading.Event()
+    original = ImprintingHead.finetune
+
+    def held(head, *args, **kwargs):
+        started.set()
+        finish.wait(60)
+        return original(head, *args, **kwargs)
+
+    monkeypatch.setattr(ImprintingHead, "finetune", held)
+    return started, finish
+
+
+def test_predictions_go_on_during_a_finetune_and_changes_meanwhile_void_it(session, monkeypatch):
+    _teach(session, shots=3)
+    started, finish = hold_finetunes(monkeypatch)
+    outcome: list[object] = []
+    tuning = threading.Thread(target=lambda: outcome.append(_outcome(session.finetune, 30)))
+    tuning.start()
+    assert started.wait(30)
+    assert session.predict(render_frame("gear", 60)).top[0] == "gear"  # not waiting for the fine-tune
+    session.add_examples("washer", render_frame("washer", 61))  # nor is teaching
+    running = tuning.is_alive()
+    finish.set()
+    tuning.join(60)
+    assert running and isinstance(outcome[0], ConflictError) and "changed while fine-tuning" in str(outcome[0])
+    assert session.store.finetuned_rows() == {}
+    assert session.finetune(steps=30)["steps"] == 30 and session.store.finetuned_rows()
+
+
+def _outcome(call, *args):
+    try:
+        return call(*args)
+    except Exception as error:  # noqa: BLE001 - the test looks at it
+        return error
+
+
+def test_a_read_only_session_follows_and_changes_nothing(session, tmp_path):
+    from lastlayer.teach.store import StateError as StoreStateError
+
+    missing = tmp_path / "misspelt"
+    with pytest.raises(StoreStateError, match="no state folder"):
+        TeachingSession(missing, read_only=True)
+    assert not missing.exists()
+    _teach(session, shots=2)
+    with TeachingSession(session.store.folder, read_only=True) as watcher:
+        assert watcher.predict(render_frame("washer", 50)).top[0] == "washer"
+        session.add_examples("nut", [render_frame("nut", i) for i in range(3)])
+        watcher.refresh()
+        assert watcher.predict(render_frame("nut", 50)).top[0] == "nut"
+        for change in (lambda: watcher.add_class("bolt"), lambda: watcher.add_examples("gear", render_frame("gear", 9)),
+                       lambda: watcher.undo(), lambda: watcher.finetune(10)):
+            with pytest.raises(StoreStateError, match="read-only"):
+                change()
+
+
+def test_an_embedding_already_known_is_stored_instead_of_embedding_again(session, monkeypatch):
+    frame = render_frame("gear", 3)
+    shown = session.predict(frame)  # what a live loop computed for the frame on screen
+    calls: list[int] = []
+    original = session.embedder.embed
+    monkeypatch.setattr(session.embedder, "embed", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    [added] = session.add_examples("gear", frame, embeddings=[shown.embedding])
+    assert not calls and shown.embedding is not None
+    stored = session.store.snapshot(every_example=True).examples[0]
+    assert stored.id == added.id and np.allclose(stored.embedding, shown.embedding, atol=1e-6)
+    session.add_examples("gear", [frame, render_frame("gear", 4)], embeddings=[shown.embedding, None])
+    assert len(calls) == 1  # only the frame without one
+    with pytest.raises(TrainingError, match="one embedding of 1024 values"):
+        session.add_examples("gear", [frame, frame], embeddings=[shown.embedding])

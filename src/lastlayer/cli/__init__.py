@@ -1,6 +1,8 @@
 """The ``lastlayer`` command: one module per verb, each parsing its arguments and rendering a library result.
 
-Exit codes: 0 success, 1 failure (a one-line ``lastlayer: error: ...`` on stderr), 2 usage error.
+Exit codes: 0 success, 1 failure (a one-line ``lastlayer: error: ...`` on stderr: every kind of library
+error, e.g. a teaching state busy, full or gone; the web app answers the same kinds with the HTTP statuses
+of :data:`lastlayer.serve.protocol.STATUS_BY_KIND`), 2 usage error.
 Verb modules import only argparse at module level, so ``lastlayer --help`` loads no LiteRT, NumPy
 or Pillow.
 """

@@ -102,11 +102,11 @@ def _say(args: argparse.Namespace, text: str, **data: Any) -> None:
 
 
 def _terminal(session: Any, args: argparse.Namespace) -> int:
-    from lastlayer.errors import LastLayerError
-    from lastlayer.teach.live import LiveLoop
+    from lastlayer.errors import LastLayerError, StorageError
+    from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop
     from lastlayer.teach.sources import open_source
 
-    loop = LiveLoop(session, open_source(args.source, loop=args.loop, latest=True), window=3).start()
+    loop = LiveLoop(session, open_source(args.source, loop=args.loop, latest=True), window=3, max_fps=TEACHING_MAX_FPS).start()
     export_dir = Path(args.export) if args.export else Path(args.state) / "export"
     stop = threading.Event()
     threading.Thread(target=_show_predictions, args=(loop, args, stop), name="lastlayer-status", daemon=True).start()
@@ -127,7 +127,9 @@ def _terminal(session: Any, args: argparse.Namespace) -> int:
                     break
                 try:
                     _command(session, loop, command, args, export_dir)
-                except LastLayerError as exc:
+                except StorageError:  # nothing more can be stored: stop (exit 1) rather than refuse every key
+                    raise
+                except LastLayerError as exc:  # e.g. a name taken, the state busy: said, and teaching goes on
                     _say(args, f"error: {exc}", error=str(exc))
     finally:
         stop.set()
@@ -165,8 +167,9 @@ def _command(session: Any, loop: Any, command: str, args: argparse.Namespace, ex
         if state is None:
             _say(args, "no frame from the source yet")
             return
-        added = session.add_examples(classes[number - 1].id, state.frame)
-        klass = next(c for c in session.classes() if c.id == classes[number - 1].id)
+        # the frame's embedding comes with its prediction: the frame is not embedded again
+        added = session.add_examples(classes[number - 1].id, state.frame, embeddings=[state.prediction.embedding])
+        klass = session.class_info(classes[number - 1].id)
         _say(args, f"added frame {state.frame.index} to {klass.name} ({klass.examples} examples)",
              event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
     elif command[0] == "n":

@@ -22,7 +22,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "whenever it changes (scores smoothed over --window frames); with --json, one JSON object per change (NDJSON).")
     parser.add_argument("--source", "-s", required=True, help="camera index or device, video file, stream URL, or image folder/glob")
     parser.add_argument("--model", "-m", help="a classifier .tflite (e.g. exported by 'lastlayer teach' or 'imprint')")
-    parser.add_argument("--state", help="a teaching session's state folder (instead of --model)")
+    parser.add_argument("--state", help="a teaching session's state folder (instead of --model): opened read-only, and "
+                        "followed while other processes teach it")
     parser.add_argument("--top-k", "-k", type=common.positive_int, default=3, help="classes per event (default: 3)")
     parser.add_argument("--window", type=common.positive_int, default=5, help="frames the scores are averaged over (default: 5)")
     parser.add_argument("--min-score", type=common.finite_float, default=0.0,
@@ -50,35 +51,39 @@ def run(args: argparse.Namespace) -> int:
     from lastlayer.teach.sources import open_source
 
     feed = {"input_mean": args.input_mean, "input_std": args.input_std}
-    predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, **feed)
-    recorder = FrameRecorder(args.record, args.record_class) if args.record else None
-    live = sys.stderr.isatty() and not (args.json or args.quiet)
-    states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,
-                         top_k=args.top_k, every=args.every, max_fps=args.max_fps, max_frames=args.max_frames)
-    last = None
+    predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, read_only=True, **feed)
+    try:
+        recorder = FrameRecorder(args.record, args.record_class) if args.record else None
+        live = sys.stderr.isatty() and not (args.json or args.quiet)
+        states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,
+                             top_k=args.top_k, every=args.every, max_fps=args.max_fps, max_frames=args.max_frames)
+        last = None
 
-    def observed():
-        nonlocal last
-        for state in states:
-            last = state
-            if recorder is not None:
-                recorder.offer(state)
-            if live:
-                top = state.top
-                sys.stderr.write(f"\r{state.fps:5.1f} frames/s  frame {state.frame.index}  "
-                                 f"{top[0] if top else '-'} {top[1] if top else 0:.2f}   ")
-            yield state
+        def observed():
+            nonlocal last
+            for state in states:
+                last = state
+                if recorder is not None:
+                    recorder.offer(state)
+                if live:
+                    top = state.top
+                    sys.stderr.write(f"\r{state.fps:5.1f} frames/s  frame {state.frame.index}  "
+                                     f"{top[0] if top else '-'} {top[1] if top else 0:.2f}   ")
+                yield state
 
-    for change in top_changes(observed(), args.min_score):
+        for change in top_changes(observed(), args.min_score):
+            if args.json:
+                common.print_json_line(change.to_dict())
+            elif not args.quiet or change.previous is not None:
+                top = change.state.top
+                label = f"{top[0]} ({top[1]:.2f})" if top is not None and top[1] >= args.min_score else "(none)"
+                print(("\r" if live else "") + f"frame {change.state.frame.index}: {label}", flush=True)
         if args.json:
-            common.print_json_line(change.to_dict())
-        elif not args.quiet or change.previous is not None:
-            top = change.state.top
-            label = f"{top[0]} ({top[1]:.2f})" if top is not None and top[1] >= args.min_score else "(none)"
-            print(("\r" if live else "") + f"frame {change.state.frame.index}: {label}", flush=True)
-    if args.json:
-        common.print_json_line({"event": "end", "frames": last.processed if last else 0, "fps": round(last.fps, 2) if last else 0.0,
-                                "recorded": recorder.saved if recorder else 0})
-    elif live:
-        sys.stderr.write("\n")
+            common.print_json_line({"event": "end", "frames": last.processed if last else 0, "fps": round(last.fps, 2) if last else 0.0,
+                                    "recorded": recorder.saved if recorder else 0})
+        elif live:
+            sys.stderr.write("\n")
+    finally:
+        if isinstance(predictor, TeachingSession):
+            predictor.close()
     return 0

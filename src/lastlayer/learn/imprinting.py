@@ -9,15 +9,25 @@ continues from what a saved model holds.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from lastlayer.errors import TrainingError
+from lastlayer.errors import NotFoundError, TrainingError
 from lastlayer.layer import DenseLayer
-from lastlayer.learn.losses import cross_entropy, softmax
+from lastlayer.learn.cosine import leave_one_out, unit_rows
+from lastlayer.learn.descent import (
+    HOLDOUT_MIN_PER_CLASS,
+    HOLDOUT_RATIO,
+    MAX_STEP_REDUCTIONS,
+    Descent,
+    FinetuneResult,
+    holdout_split,
+)
+from lastlayer.learn.losses import softmax
 from lastlayer.learn.threads import blas_threads
 from lastlayer.learn.validation import check_class_id, check_features, check_fitted, check_labels
 from lastlayer.quantization import dequantize, fake_quantize, quantize
@@ -28,13 +38,8 @@ from lastlayer.quantization import dequantize, fake_quantize, quantize
 DEFAULT_SCALE = 48.0
 # How the rows and cosines are stored in an imprinting model (uint8 encoding of [-1, 1]).
 COSINE_QUANTIZATION = (1.0 / 128.0, 128)
-_NORM_EPSILON = 1e-5
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Each row divided by its L2 norm (rows with a norm below 1e-5 are left as they are), float64."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.divide(vectors, norms, out=np.array(vectors, dtype=np.float64), where=norms > _NORM_EPSILON)
+__all__ = ["COSINE_QUANTIZATION", "DEFAULT_SCALE", "HOLDOUT_MIN_PER_CLASS", "HOLDOUT_RATIO", "MAX_STEP_REDUCTIONS", "FinetuneResult",
+           "ImprintingHead", "leave_one_out", "unit_rows"]
 
 
 @dataclass
@@ -46,159 +51,6 @@ class _Class:
     label: str
     shots: int = 0
     examples: list[np.ndarray] = field(default_factory=list)
-
-
-# Fine-tuning monitors a held-out part of the examples (HOLDOUT_RATIO of each class, at least one)
-# when every class with examples has at least HOLDOUT_MIN_PER_CLASS of them; else the training loss.
-# Measured (benchmarks/accuracy.py): at 10 per class the 2 held-out examples were too few to judge and
-# cost up to 0.014 against monitoring the training loss; with all shots (40-60 per class) it was within
-# 0.006 of it on flowers and clothing, and 0.013 better on a large imbalanced pool that diverged.
-HOLDOUT_RATIO = 0.2
-HOLDOUT_MIN_PER_CLASS = 20
-# Halvings of the step size (each after a step that raised the training objective) before stopping.
-MAX_STEP_REDUCTIONS = 10
-
-
-@dataclass
-class FinetuneResult:
-    """What :meth:`ImprintingHead.finetune` did.
-
-    Attributes:
-        losses: training cross-entropy at the start of each step tried, ``losses[0]`` that of the rows the
-            monitored run started from (what ``finetune`` returned before, one entry per step;
-            ``result[0]``, ``result[-1]``, ``len(result)`` still work).
-        monitored: the monitored loss (held-out or training cross-entropy) of the start rows and after
-            each accepted step; the rows kept are those of its minimum.
-        monitored_on: ``"held-out"`` or ``"training"``.
-        loss_before: monitored loss of the imprinted rows.
-        loss_after: monitored loss of the rows kept (never above ``loss_before``).
-        best_step: the step whose rows were kept (0: the imprinted rows, nothing changed).
-        steps_run: gradient steps tried (accepted and undone).
-        step_reductions: how often a rise of the training objective halved the step.
-        stopped_early: stopped before ``steps`` (no new best for ``patience`` steps, or the step became too small).
-        learning_rate: the step size at the end.
-        scale: ``s`` of the rows kept.
-        held_out: examples held out for monitoring (0 when monitoring the training loss).
-        refit_steps: steps rerun on all examples after a held-out run (0 otherwise).
-        train_loss_before, train_loss_after: training cross-entropy on all examples of the imprinted
-            and the kept rows.
-    """
-
-    losses: list[float]
-    monitored: list[float]
-    monitored_on: str
-    loss_before: float
-    loss_after: float
-    best_step: int
-    steps_run: int
-    step_reductions: int
-    stopped_early: bool
-    learning_rate: float
-    scale: float
-    held_out: int
-    refit_steps: int
-    train_loss_before: float
-    train_loss_after: float
-
-    @property
-    def improved(self) -> bool:
-        """Whether rows other than the imprinted ones were kept."""
-        return self.best_step > 0
-
-    def summary(self) -> str:
-        """One line for a log, e.g. ``loss 0.713 -> 0.402 (held-out, best of 120 steps at step 92, 1 step reduction)``."""
-        text = f"loss {self.loss_before:.3f} -> {self.loss_after:.3f} ({self.monitored_on} loss, "
-        text += f"best of {self.steps_run} steps at step {self.best_step}" if self.improved else \
-            f"no step improved on imprinting in {self.steps_run}; kept the imprinted rows"
-        if self.step_reductions:
-            text += f", {self.step_reductions} step reduction{'s' if self.step_reductions > 1 else ''}"
-        return text + (", stopped early)" if self.stopped_early else ")")
-
-    def __len__(self) -> int:
-        return len(self.losses)
-
-    def __getitem__(self, index: int) -> float:
-        return self.losses[index]
-
-    def __iter__(self) -> Iterator[float]:
-        return iter(self.losses)
-
-
-def _holdout_split(y: np.ndarray, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices: ``ratio`` of each class held out if every class has >= HOLDOUT_MIN_PER_CLASS examples."""
-    counts = np.bincount(y)
-    if ratio <= 0 or counts[counts > 0].min() < HOLDOUT_MIN_PER_CLASS:
-        return np.arange(len(y)), np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: max(1, round(ratio * counts[c]))] for c in np.flatnonzero(counts)])
-    return np.setdiff1d(np.arange(len(y)), held), np.sort(held)
-
-
-@dataclass
-class _Run:
-    losses: list[float]
-    monitored: list[float]
-    best_rows: np.ndarray
-    best_scale: float
-    best_step: int
-    steps_run: int
-    reductions: int
-    stopped_early: bool
-    learning_rate: float
-
-
-@dataclass
-class _Descent:
-    """Guarded projected gradient descent on unit rows: the math of :meth:`ImprintingHead.finetune`."""
-
-    anchor: np.ndarray
-    trainable: np.ndarray
-    prior: float
-    train_scale: bool
-
-    def objective(self, rows: np.ndarray, s: float, X: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
-        """(cross-entropy, objective with the prior, gradient wrt rows, gradient wrt s)."""
-        cosine = X @ rows.T
-        loss, d_logits = cross_entropy(s * cosine, y)
-        grad = s * d_logits.T @ X + self.prior * (rows - self.anchor)
-        penalty = 0.5 * self.prior * float(np.sum((rows - self.anchor)[self.trainable] ** 2))
-        return loss, loss + penalty, grad, float((d_logits * cosine).sum())
-
-    def run(self, X: np.ndarray, y: np.ndarray, X_mon: np.ndarray, y_mon: np.ndarray, scale: float, steps: int,
-            learning_rate: float, patience: int) -> _Run:
-        same = X_mon is X
-        rows, s, lr = self.anchor.copy(), scale, learning_rate
-        loss, objective, grad, grad_s = self.objective(rows, s, X, y)
-        monitored = loss if same else cross_entropy(s * (X_mon @ rows.T), y_mon)[0]
-        run = _Run([], [monitored], rows, s, 0, 0, 0, False, lr)
-        accepted = stale = 0
-        while run.steps_run < steps:
-            run.steps_run += 1
-            run.losses.append(loss)
-            candidate = rows.copy()
-            candidate[self.trainable] = unit_rows(rows[self.trainable] - lr * grad[self.trainable])
-            s_new = max(1.0, s - lr * grad_s) if self.train_scale else s
-            c_loss, c_objective, c_grad, c_grad_s = self.objective(candidate, s_new, X, y)
-            if not c_objective <= objective:
-                run.reductions += 1
-                lr *= 0.5
-                if run.reductions > MAX_STEP_REDUCTIONS:
-                    run.stopped_early = True
-                    break
-                continue
-            rows, s, loss, objective, grad, grad_s = candidate, s_new, c_loss, c_objective, c_grad, c_grad_s
-            accepted += 1
-            monitored = loss if same else cross_entropy(s * (X_mon @ rows.T), y_mon)[0]
-            run.monitored.append(monitored)
-            if monitored < min(run.monitored[:-1]):
-                run.best_rows, run.best_scale, run.best_step, stale = rows, s, accepted, 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    run.stopped_early = run.steps_run < steps
-                    break
-        run.learning_rate = lr
-        return run
 
 
 class ImprintingHead:
@@ -315,7 +167,33 @@ class ImprintingHead:
         self._class(class_id)
         del self.classes_[int(class_id)]
 
+    def remove_example(self, class_id: int, index: int) -> None:
+        """Forget the ``index``-th example added to class ``class_id`` (from 0, in the order added): its unit
+        embedding leaves the class's running sum, and the class counts one shot less.
+
+        A row changed by :meth:`finetune` is not the sum of its examples any more: to start again from
+        imprinted rows, build the head anew with :meth:`from_examples`.
+        """
+        klass = self._class(class_id)
+        examples = self.examples(class_id)
+        if not 0 <= int(index) < len(examples):
+            raise NotFoundError(f"class {klass.label!r} has {len(examples)} example(s); there is no example {index}")
+        klass.weights = klass.weights - examples[int(index)]
+        klass.shots -= 1
+        kept = np.delete(examples, int(index), axis=0)
+        klass.examples = [kept] if len(kept) else []
+
+    def examples(self, class_id: int) -> np.ndarray:
+        """The unit embeddings ``[n, D]`` added to class ``class_id`` since this head was made (base rows excluded)."""
+        klass = self._class(class_id)
+        return np.concatenate(klass.examples) if klass.examples else np.zeros((0, self.embedding_dim_ or 0))
+
     # ----------------------------------------------------------------- inference
+    def sums(self) -> np.ndarray:
+        """The running sums ``[C, D]`` (unit rows times their norms): what :meth:`from_examples` takes back as ``rows``."""
+        check_fitted(self, "classes_")
+        return np.stack([c.weights for c in self.classes_]) if self.classes_ else np.zeros((0, self.embedding_dim_ or 0))
+
     def rows(self) -> np.ndarray:
         """The unit rows ``[C, D]`` (what the saved model stores, before quantization)."""
         check_fitted(self, "classes_")
@@ -347,7 +225,8 @@ class ImprintingHead:
 
     # ----------------------------------------------------------------- refinement
     def finetune(self, steps: int = 300, learning_rate: float = 0.1, *, prior: float = 0.01, train_scale: bool = False,
-                 holdout: float = HOLDOUT_RATIO, patience: int = 30, seed: int = 0) -> FinetuneResult:
+                 holdout: float = HOLDOUT_RATIO, patience: int = 30, seed: int = 0,
+                 stop: threading.Event | None = None) -> FinetuneResult:
         """Refine the trainable rows by full-batch gradient steps of softmax cross-entropy on ``s * cos``; never worse.
 
         Uses the examples added since this head was created or loaded. Rows stay unit vectors (so the
@@ -374,6 +253,8 @@ class ImprintingHead:
             holdout: fraction of each class's examples held out to monitor (0: monitor training loss).
             patience: steps without a new lowest monitored loss before stopping.
             seed: chooses the held-out examples.
+            stop: an event that, once set (e.g. at shutdown), ends the fine-tune after the current step;
+                the best rows found until then are kept, as when it stops early.
 
         Returns:
             a :class:`FinetuneResult` (its ``losses`` is the training loss per step, what this
@@ -387,8 +268,8 @@ class ImprintingHead:
         X = np.concatenate([e for _, e in pairs])
         y = np.concatenate([np.full(len(e), k) for k, e in pairs])
         rows = self.rows().astype(np.float64)
-        problem = _Descent(rows, np.array([c.trainable for c in self.classes_]), float(prior), bool(train_scale))
-        train, held = _holdout_split(y, float(holdout), int(seed))
+        problem = Descent(rows, np.array([c.trainable for c in self.classes_]), float(prior), bool(train_scale), stop)
+        train, held = holdout_split(y, float(holdout), int(seed))
         with blas_threads(len(X) * X.shape[1] * len(rows)):
             if len(held):
                 # Start the monitored run from rows imprinted without the held-out examples, so that
@@ -396,7 +277,7 @@ class ImprintingHead:
                 sums = np.stack([c.weights for c in self.classes_])
                 np.add.at(sums, y[held], -X[held])
                 start = np.where(problem.trainable[:, None], unit_rows(sums), rows)
-                first = _Descent(start, problem.trainable, problem.prior, problem.train_scale).run(
+                first = Descent(start, problem.trainable, problem.prior, problem.train_scale, stop).run(
                     X[train], y[train], X[held], y[held], float(self.scale), int(steps), float(learning_rate), int(patience))
                 final = problem.run(X, y, X, y, float(self.scale), first.best_step, float(learning_rate), first.best_step + 1)
                 result = FinetuneResult(
@@ -447,40 +328,49 @@ class ImprintingHead:
             head.classes_.append(_Class(weights, trainable, label, shots.get(index, 0)))
         return head
 
+    @classmethod
+    def from_examples(cls, X: np.ndarray, y: np.ndarray, labels: Sequence[str], *, scale: float = DEFAULT_SCALE,
+                      base_rows: np.ndarray | None = None, base_shots: Sequence[int] | None = None,
+                      trainable: Sequence[bool] | None = None, rows: Mapping[int, np.ndarray] | None = None,
+                      dim: int | None = None) -> ImprintingHead:
+        """A head with one class per label, imprinted from kept examples: class ``c`` from the rows ``X[y == c]``.
 
-def head_from_sums(sums: np.ndarray, labels: Sequence[str], *, scale: float = DEFAULT_SCALE, shots: Sequence[int] | None = None,
-                   trainable: Sequence[bool] | None = None, examples: Sequence[np.ndarray] | None = None) -> ImprintingHead:
-    """An :class:`ImprintingHead` whose class ``i`` has the running sum ``sums[i]`` (and, for fine-tuning,
-    its unit ``examples[i]`` ``[n_i, D]``): how a caller that stores examples itself rebuilds the head."""
-    sums = np.asarray(sums, dtype=np.float64)
-    head = ImprintingHead(scale=scale)
-    head._ensure_started(sums.shape[1])
-    for index, (row, label) in enumerate(zip(sums, labels)):
-        klass = _Class(row.copy(), True if trainable is None else bool(trainable[index]), str(label),
-                       0 if shots is None else int(shots[index]))
-        if examples is not None and len(examples[index]):
-            klass.examples.append(np.asarray(examples[index], dtype=np.float64))
-        head.classes_.append(klass)
-    return head
+        How a caller that stores examples itself (e.g. a teaching state) rebuilds the head in one call.
 
-
-def leave_one_out(units: np.ndarray, y: np.ndarray, num_classes: int, scale: float = DEFAULT_SCALE) -> np.ndarray:
-    """For each unit embedding, the class imprinting predicts when that example is left out of its class's sum.
-
-    Returns ``[n]`` predicted ids; -1 where the left-out example was its class's only one and no
-    other class exists to predict.
-    """
-    units = unit_rows(np.asarray(units, dtype=np.float64))
-    y = np.asarray(y, dtype=np.int64)
-    sums = np.zeros((num_classes, units.shape[1]))
-    np.add.at(sums, y, units)
-    logits = np.empty((len(units), num_classes))
-    for i, (u, c) in enumerate(zip(units, y)):
-        rows = sums.copy()
-        rows[c] -= u
-        norms = np.linalg.norm(rows, axis=1)
-        cosine = np.where(norms > _NORM_EPSILON, rows @ u / np.maximum(norms, _NORM_EPSILON), -np.inf)
-        logits[i] = scale * cosine
-    predicted = np.argmax(logits, axis=1)
-    predicted[~np.isfinite(logits.max(axis=1))] = -1
-    return predicted
+        Args:
+            X: embeddings ``[n, D]`` (normalised here; ``n`` may be 0).
+            y: the class of each row, ``0 .. len(labels) - 1``.
+            labels: the class names, in class-id order.
+            scale: the ``s`` of ``s * cos``.
+            base_rows: ``[C, D]`` running sums the classes start from (e.g. carried over from a saved model);
+                zeros when ``None``.
+            base_shots: how many examples each base row stands for.
+            trainable: ``False`` marks a fixed base class (it takes no examples).
+            rows: running sums replacing the imprinted ones of some classes (e.g. rows kept from a
+                fine-tune, see :meth:`sums`).
+            dim: ``D``, needed only when there are neither examples nor base rows.
+        """
+        names = [str(label) for label in labels]
+        if np.size(X):
+            X = check_features(X, dim).astype(np.float64)
+            width = X.shape[1]
+        else:
+            width = int(np.shape(base_rows)[-1]) if base_rows is not None else dim
+            if width is None:
+                raise TrainingError("from_examples needs examples, base rows or dim to know the embedding size")
+            X = np.zeros((0, width))
+        y = check_labels(y, len(X), len(names)) if len(X) else np.zeros(0, dtype=np.int64)
+        base = np.zeros((len(names), width)) if base_rows is None or not names else \
+            check_features(base_rows, width, "base rows").astype(np.float64)
+        head = cls(scale=scale)
+        classes = head._ensure_started(width)
+        units = unit_rows(X)
+        for index, label in enumerate(names):
+            mine = units[y == index]
+            fixed = trainable is not None and not trainable[index]
+            if fixed and len(mine):
+                raise TrainingError(f"class {label!r} is a fixed base class and cannot take examples")
+            weights = np.asarray(rows[index], dtype=np.float64) if rows is not None and index in rows else base[index] + mine.sum(axis=0)
+            shots = (0 if base_shots is None else int(base_shots[index])) + len(mine)
+            classes.append(_Class(weights, not fixed, label, shots, [mine] if len(mine) else []))
+        return head

@@ -25,7 +25,11 @@ GET      /api/events                            Server-Sent Events: ``live``, ``
 POST     /api/source/retry                      reopen the device's source now
 =======  =====================================  ==================================================
 
-Every change returns only after the session committed it to the state folder.
+Every change returns only after the session committed it to the state folder. Every session call runs
+in a worker thread, so the event loop (static files, the stream, events) never waits for the disk,
+another process's lock or a fine-tune. Library errors answer with the status of their kind
+(:data:`lastlayer.serve.protocol.STATUS_BY_KIND`); the handlers do not check the session's rules
+themselves, so a race with another client or process gets the same answer as a plain mistake.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from lastlayer.errors import LastLayerError
+from lastlayer.errors import ConflictError, LastLayerError, NotFoundError
 from lastlayer.model.labels import format_labels
 from lastlayer.serve import missing_web
-from lastlayer.serve.feed import Feed, Revision, TaggedPredictor
+from lastlayer.serve.feed import Feed
+from lastlayer.serve.protocol import ApiError, query_int, read_limited, status_of
 from lastlayer.serve.security import AccessGuard
 from lastlayer.serve.uploads import DEFAULT_MAX_PIXELS, UploadError, decode_upload
 from lastlayer.teach.live import LiveLoop, Predictor
@@ -80,14 +85,6 @@ SECURITY_HEADERS = [
 ]
 
 
-class ApiError(LastLayerError):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message, subject="web")
-        self.status = status
-
-
 class _SecurityHeaders:
     """ASGI middleware adding :data:`SECURITY_HEADERS` to every response."""
 
@@ -110,43 +107,38 @@ class _SecurityHeaders:
 class WebTeacher:
     """The route handlers, over one session and one feed (see the module docstring for the routes)."""
 
-    def __init__(self, session: TeachingSession, feed: Feed, revision: Revision, *, token: str | None,
-                 max_upload_bytes: int, max_pixels: int, top_k: int, log: Callable[[str], None]) -> None:
-        self.session, self.feed, self.revision = session, feed, revision
+    def __init__(self, session: TeachingSession, feed: Feed, *, token: str | None, max_upload_bytes: int, max_pixels: int,
+                 top_k: int, log: Callable[[str], None]) -> None:
+        self.session, self.feed = session, feed
         self.token, self.max_upload_bytes, self.max_pixels, self.top_k, self.log = token, max_upload_bytes, max_pixels, top_k, log
         self._listing: tuple[int, list[dict[str, Any]]] | None = None
         self._listing_lock = threading.Lock()
 
     # ----------------------------------------------------------------- helpers
     def changed(self) -> int:
-        """Count a change of the session and wake the event streams; returns the new revision."""
-        value = self.revision.bump()
+        """Wake the event streams after a change of this server; returns the state's revision."""
         self.feed.notify()
-        return value
+        return self.session.revision
 
-    def class_listing(self) -> list[dict[str, Any]]:
-        """Every class with its example count and newest example ids (cached per revision)."""
+    def class_listing(self) -> tuple[int, list[dict[str, Any]]]:
+        """The revision, and every class at it with its example count and newest example ids (cached per revision;
+        from a worker thread). A listing read while another process changes the state is tagged with the
+        older revision, so the page still reloads at the next ``changed`` event."""
         with self._listing_lock:
-            revision = self.revision.value
-            if self._listing is not None and self._listing[0] == revision:
-                return self._listing[1]
+            revision = self.session.revision
+            classes = self.session.classes()  # (catches up with other processes first)
+            if self._listing is not None and self._listing[0] == revision == self.session.revision:
+                return self._listing
             recent: dict[int, list[int]] = {}
             for example in self.session.examples():
                 recent.setdefault(example.class_id, []).append(example.id)
-            listing = [{**info.to_dict(), "recent": recent.get(info.id, [])[-RECENT_EXAMPLES:][::-1]}
-                       for info in self.session.classes()]
+            listing = [{**info.to_dict(), "recent": recent.get(info.id, [])[-RECENT_EXAMPLES:][::-1]} for info in classes]
             self._listing = (revision, listing)
-            return listing
-
-    def _class(self, class_id: int) -> dict[str, Any]:
-        for info in self.session.classes():
-            if info.id == class_id:
-                return info.to_dict()
-        raise ApiError(f"there is no class {class_id}; reload the page to see the current classes", 404)
+            return self._listing
 
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
-        body = await _read_limited(request, MAX_JSON)
+        body = await read_limited(request, MAX_JSON)
         if not body:
             return {}
         try:
@@ -166,90 +158,87 @@ class WebTeacher:
             raise ApiError(f"{key} must be a whole number from {low} to {high}")
         return int(value)
 
+    async def _name(self, request: Request, what: str) -> str:
+        name = (await self._json(request)).get("name")
+        if not isinstance(name, str):
+            raise ApiError(f"send {what} as {{\"name\": \"...\"}}")
+        return name
+
     async def _body(self, request: Request) -> bytes:
         """The whole request body, refused with 413 beyond ``max_upload_bytes``."""
-        return await _read_limited(request, self.max_upload_bytes)
+        return await read_limited(request, self.max_upload_bytes)
 
     # ----------------------------------------------------------------- state and classes
     async def state(self, request: Request) -> JSONResponse:
-        listing = await run_in_threadpool(self.class_listing)
+        return JSONResponse(await run_in_threadpool(self._state))
+
+    def _state(self) -> dict[str, Any]:
+        revision, listing = self.class_listing()
         snapshot = self.feed.snapshot()
-        return JSONResponse({"classes": listing, "revision": self.revision.value, "labels": self.session.labels,
-                             "source": self.feed.status_dict(), "live": snapshot.to_dict() if snapshot else None,
-                             "token_required": self.token is not None, "max_upload_bytes": self.max_upload_bytes,
-                             "input_size": list(self.session.input_size)})
+        return {"classes": listing, "revision": revision, "labels": self.session.labels,
+                "source": self.feed.status_dict(), "live": snapshot.to_dict() if snapshot else None,
+                "token_required": self.token is not None, "max_upload_bytes": self.max_upload_bytes,
+                "input_size": list(self.session.input_size)}
 
     async def list_classes(self, request: Request) -> JSONResponse:
-        return JSONResponse({"classes": await run_in_threadpool(self.class_listing)})
+        return JSONResponse({"classes": (await run_in_threadpool(self.class_listing))[1]})
 
     async def create_class(self, request: Request) -> JSONResponse:
-        name = (await self._json(request)).get("name")
-        if not isinstance(name, str):
-            raise ApiError("send the new class's name as {\"name\": \"...\"}")
-        if any(info.name == name.strip() for info in self.session.classes()):
-            raise ApiError(f"a class named {name.strip()!r} exists already", 409)
-        info = await run_in_threadpool(self.session.add_class, name)
+        info = await run_in_threadpool(self.session.add_class, await self._name(request, "the new class's name"))
         return JSONResponse({"class": info.to_dict(), "revision": self.changed()}, status_code=201)
 
     async def rename_class(self, request: Request) -> JSONResponse:
-        class_id = request.path_params["class_id"]
-        name = (await self._json(request)).get("name")
-        if not isinstance(name, str):
-            raise ApiError("send the new name as {\"name\": \"...\"}")
-        self._class(class_id)
-        if any(info.name == name.strip() and info.id != class_id for info in self.session.classes()):
-            raise ApiError(f"a class named {name.strip()!r} exists already", 409)
-        info = await run_in_threadpool(self.session.rename_class, class_id, name)
+        name = await self._name(request, "the new name")
+        info = await run_in_threadpool(self.session.rename_class, request.path_params["class_id"], name)
         return JSONResponse({"class": info.to_dict(), "revision": self.changed()})
 
     async def delete_class(self, request: Request) -> JSONResponse:
         class_id = request.path_params["class_id"]
-        self._class(class_id)
         await run_in_threadpool(self.session.remove_class, class_id)
         return JSONResponse({"deleted": class_id, "revision": self.changed()})
 
     async def class_examples(self, request: Request) -> JSONResponse:
-        class_id = request.path_params["class_id"]
-        self._class(class_id)
-        examples = await run_in_threadpool(self.session.examples, class_id)
+        examples = await run_in_threadpool(self.session.examples, request.path_params["class_id"])
         return JSONResponse({"examples": [e.to_dict() for e in examples]})
 
     # ----------------------------------------------------------------- teaching
-    async def _teach(self, class_id: int, images: list[np.ndarray]) -> JSONResponse:
+    async def _teach(self, class_id: int, images: list[np.ndarray], embeddings: list[np.ndarray | None] | None = None) -> JSONResponse:
         """Add the images to the class (one call: all or nothing) and answer once they are stored."""
-        klass = self._class(class_id)
-        if not klass["trainable"]:
-            raise ApiError(f"class {klass['name']!r} came with the model and cannot take new examples", 409)
-        added = await run_in_threadpool(self.session.add_examples, class_id, images)
-        return JSONResponse({"added": [e.to_dict() for e in added], "class": self._class(class_id), "revision": self.changed()},
+
+        def teach() -> tuple[list[Any], Any]:
+            added = self.session.add_examples(class_id, images, embeddings=embeddings)
+            return added, self.session.class_info(class_id)
+
+        added, klass = await run_in_threadpool(teach)
+        return JSONResponse({"added": [e.to_dict() for e in added], "class": klass.to_dict(), "revision": self.changed()},
                             status_code=201)
 
     async def add_frames(self, request: Request) -> JSONResponse:
-        """Add the live frame the page showed (``frame``: its index, when still kept), or a burst of ``count`` new frames."""
+        """Add the live frame the page showed (``frame``: its index, when still kept), or a burst of ``count`` new frames.
+
+        A kept frame carries the embedding its prediction computed, so it is not embedded again.
+        """
         class_id = request.path_params["class_id"]
         data = await self._json(request)
         count = self._int(data, "count", 1, 1, MAX_BURST)
         index = self._int(data, "frame", None, 0, 2**62)
-        self._class(class_id)
         if not self.feed.attached:
-            raise ApiError("there is no device camera; teach with photos or the browser's camera", 409)
+            raise ConflictError("there is no device camera; teach with photos or the browser's camera")
         if count == 1:
             kept = self.feed.frame(index)
             if kept is None:
-                raise ApiError("no live frame yet; wait for the camera or check the source error", 409)
-            frames = [kept[1]]
+                raise ConflictError("no live frame yet; wait for the camera or check the source error")
+            frames = [kept]
         else:
             frames = await run_in_threadpool(self.feed.next_frames, count, 2.0 + count * 0.5)
             if len(frames) < count:
                 raise ApiError(f"the camera delivered {len(frames)} of {count} frames in time; nothing was added", 503)
-        return await self._teach(class_id, frames)
+        return await self._teach(class_id, [f.pixels for f in frames], [f.embedding for f in frames])
 
     async def upload(self, request: Request) -> JSONResponse:
         """Photos uploaded as multipart files: each decoded and checked, then all added at once."""
-        class_id = request.path_params["class_id"]
-        self._class(class_id)
         images = await self._uploaded_images(request)
-        return await self._teach(class_id, images)
+        return await self._teach(request.path_params["class_id"], images)
 
     async def _uploaded_images(self, request: Request) -> list[np.ndarray]:
         content_type = request.headers.get("content-type", "")
@@ -284,26 +273,17 @@ class WebTeacher:
                 for number, blob in enumerate(blobs, 1)]
 
     async def thumbnail(self, request: Request) -> Response:
-        data = await run_in_threadpool(self._thumbnail, request.path_params["example_id"])
+        data = await run_in_threadpool(self.session.thumbnail, request.path_params["example_id"])
         return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
-
-    def _thumbnail(self, example_id: int) -> bytes:
-        try:
-            return self.session.thumbnail(example_id)
-        except LastLayerError:
-            raise ApiError(f"there is no example {example_id}", 404) from None
 
     async def delete_example(self, request: Request) -> JSONResponse:
         example_id = request.path_params["example_id"]
-        if not any(e.id == example_id for e in await run_in_threadpool(self.session.examples)):
-            raise ApiError(f"there is no example {example_id}; it may have been removed already", 404)
         await run_in_threadpool(self.session.remove_example, example_id)
         return JSONResponse({"deleted": example_id, "revision": self.changed()})
 
     async def undo(self, request: Request) -> JSONResponse:
         undone = await run_in_threadpool(self.session.undo)
-        revision = self.changed() if undone is not None else self.revision.value
-        return JSONResponse({"undone": None if undone is None else undone.to_dict(), "revision": revision})
+        return JSONResponse({"undone": None if undone is None else undone.to_dict(), "revision": self.changed()})
 
     # ----------------------------------------------------------------- predicting, refining, exporting
     async def predictions(self, request: Request) -> JSONResponse:
@@ -313,12 +293,14 @@ class WebTeacher:
     async def predict(self, request: Request) -> JSONResponse:
         """The prediction for one posted image (the raw body, e.g. a JPEG frame of the browser's camera)."""
         body = await self._body(request)
-        revision = self.revision.value
-        pixels = await run_in_threadpool(decode_upload, body, label="the frame", max_pixels=self.max_pixels)
-        prediction = await run_in_threadpool(self.session.predict, pixels, self.top_k)
+
+        def predict() -> Any:
+            return self.session.predict(decode_upload(body, label="the frame", max_pixels=self.max_pixels), self.top_k)
+
+        prediction = await run_in_threadpool(predict)
         top = prediction.top
         return JSONResponse({**prediction.to_dict(), "top": None if top is None else {"label": top[0], "score": round(top[1], 6)},
-                             "revision": revision})
+                             "revision": prediction.revision})
 
     async def finetune(self, request: Request) -> JSONResponse:
         data = await self._json(request)
@@ -339,15 +321,15 @@ class WebTeacher:
                         headers={"content-disposition": 'attachment; filename="model.tflite"', "cache-control": "no-store"})
 
     async def export_labels(self, request: Request) -> Response:
-        labels = self.session.labels
+        labels = await run_in_threadpool(lambda: self.session.labels)
         if not labels:
-            raise ApiError("nothing to export yet: add examples to a class first", 409)
+            raise ConflictError("nothing to export yet: add examples to a class first")
         return Response(format_labels(labels), media_type="text/plain; charset=utf-8",
                         headers={"content-disposition": 'attachment; filename="labels.txt"', "cache-control": "no-store"})
 
     async def retry_source(self, request: Request) -> JSONResponse:
         if not self.feed.attached:
-            raise ApiError("there is no device source to reopen", 409)
+            raise ConflictError("there is no device source to reopen")
         self.feed.retry()
         return JSONResponse({"source": self.feed.status_dict()})
 
@@ -355,8 +337,8 @@ class WebTeacher:
     async def stream(self, request: Request) -> StreamingResponse:
         """The live frames as MJPEG; ``?max_frames=N`` ends after N frames (tests, benchmarks)."""
         if not self.feed.attached:
-            raise ApiError("there is no device camera; the page can use the browser's camera or photos", 404)
-        limit = _query_int(request, "max_frames")
+            raise NotFoundError("there is no device camera; the page can use the browser's camera or photos")
+        limit = query_int(request, "max_frames")
 
         async def frames() -> AsyncIterator[bytes]:
             yield f"--{BOUNDARY}\r\n".encode()
@@ -374,7 +356,7 @@ class WebTeacher:
 
     async def events(self, request: Request) -> StreamingResponse:
         """Server-Sent Events: ``live`` (each prediction), ``changed`` (revision), ``source`` (status); ``?max_events=N``."""
-        limit = _query_int(request, "max_events")
+        limit = query_int(request, "max_events")
 
         async def messages() -> AsyncIterator[str]:
             waiter = (asyncio.get_running_loop(), asyncio.Event())
@@ -385,8 +367,8 @@ class WebTeacher:
                 while limit is None or sent < limit:
                     waiter[1].clear()
                     batch = []
-                    if self.revision.value != revision:
-                        revision = self.revision.value
+                    if self.session.revision != revision:
+                        revision = self.session.revision
                         batch.append(("changed", {"revision": revision}))
                     status = self.feed.status_dict()
                     if status != source:
@@ -415,30 +397,6 @@ class WebTeacher:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 beyond ``limit`` bytes (declared or counted while it arrives)."""
-    declared = request.headers.get("content-length")
-    too_big = f"more than the {limit / 2**20:.3g} MiB allowed; send fewer or smaller photos"
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(f"the request is {int(declared) / 2**20:.1f} MiB, {too_big}", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(f"the request is {too_big}", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _query_int(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(f"{name} must be a positive whole number")
-    return int(value)
-
-
 def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token: str | None = None,
                source: SourceOpener | None = None, source_name: str | None = None,
                max_upload_bytes: int = 10 * 2**20, max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 3,
@@ -447,9 +405,7 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
 
     Args:
         session: the session every client teaches.
-        live: the device's live loop (started here unless running; if its predictor is ``session``
-            and it is not running yet, predictions are tagged with the session's revision), or
-            ``None``.
+        live: the device's live loop (started here unless running), or ``None``.
         token: the access token every request must carry, or ``None`` (only for loopback: the
             caller decides; see :mod:`lastlayer.serve.security`).
         source: opens the device's loop for a predictor (``source(predictor) -> LiveLoop``, not
@@ -463,19 +419,15 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
 
     ``app.state.feed`` is the :class:`~lastlayer.serve.feed.Feed`; it stops on the app's shutdown.
     """
-    revision = Revision()
-    if live is not None and live.predictor is session and not live.running:
-        live.predictor = TaggedPredictor(session, revision)
-    opener = None if source is None else (lambda: source(TaggedPredictor(session, revision)))
-    feed = Feed(live, opener, name=source_name, retries=retries, first_delay=retry_delay, log=log)
+    opener = None if source is None else (lambda: source(session))
+    feed = Feed(live, opener, name=source_name, retries=retries, first_delay=retry_delay, log=log, session=session)
     if live is None and opener is not None:
         try:
             feed.live = opener()
         except Exception as error:  # reported on the page; the feed keeps trying to open it
             feed.error = str(error) or type(error).__name__
             log(f"source error: {feed.error}")
-    teacher = WebTeacher(session, feed, revision, token=token, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels,
-                         top_k=top_k, log=log)
+    teacher = WebTeacher(session, feed, token=token, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, top_k=top_k, log=log)
     t = teacher
     routes = [
         Route("/", t.index, methods=["GET"]),
@@ -503,8 +455,7 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
     ]
 
     async def known_error(request: Request, error: Exception) -> JSONResponse:
-        status = getattr(error, "status", 400)
-        return JSONResponse({"error": str(error) or type(error).__name__}, status_code=status)
+        return JSONResponse({"error": str(error) or type(error).__name__}, status_code=status_of(error))
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
@@ -532,6 +483,6 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
                             ClientDisconnect: disconnected, Exception: internal_error},
         lifespan=lifespan,
     )
-    app.state.feed, app.state.teacher, app.state.revision = feed, teacher, revision
+    app.state.feed, app.state.teacher = feed, teacher
     feed.start()
     return app

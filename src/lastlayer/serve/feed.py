@@ -1,14 +1,16 @@
 """The device's live view for the web app: one supervised :class:`LiveLoop`, fanned out to every client.
 
 A pump thread takes each new :class:`~lastlayer.teach.live.LiveState` from the loop, encodes its
-frame to JPEG once (every stream client sends the same bytes), keeps the last frames so a teach
-request can add exactly the frame the page showed, and wakes the waiting clients (asyncio events
-set through ``call_soon_threadsafe``). When the loop stops (camera unplugged, stream stalled, file
-ended) the pump reports the error and reopens the source with back-off: ``retries`` attempts,
-the delay doubling from ``first_delay``; after that it waits for :meth:`Feed.retry`.
+frame to JPEG once (every stream client sends the same bytes), keeps the last frames with their
+embeddings so a teach request can add exactly the frame the page showed without embedding it again,
+and wakes the waiting clients (asyncio events set through ``call_soon_threadsafe``). When the loop
+stops (camera unplugged, stream stalled, file ended) the pump reports the error and reopens the
+source with back-off: ``retries`` attempts, the delay doubling from ``first_delay``; after that it
+waits for :meth:`Feed.retry`.
 
-:class:`Revision` counts the changes to the session; predictions are tagged with the revision they
-were computed at, so a client can tell the first prediction that uses a new example.
+A watch thread looks at the teaching state every :data:`WATCH_INTERVAL` seconds and wakes the
+clients when any process changed it (the page's ``changed`` event). Predictions carry the state's
+revision they were computed at, so a client can tell the first prediction that uses a new example.
 """
 
 from __future__ import annotations
@@ -19,71 +21,31 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from lastlayer.errors import LastLayerError
 from lastlayer.images import encode_jpeg
 from lastlayer.teach.live import LiveLoop, LiveState
-from lastlayer.teach.session import Prediction, TeachingSession
+from lastlayer.teach.session import TeachingSession
 
 JPEG_QUALITY = 80
 KEEP_FRAMES = 90  # frames kept for "add the frame I saw" (6 s at 15 fps)
+WATCH_INTERVAL = 0.25  # seconds between two looks at the state for other processes' changes
 
 
-class Revision:
-    """A counter of the session's changes (thread-safe)."""
+class KeptFrame(NamedTuple):
+    """A streamed frame kept for teaching: its index, pixels, and unit embedding (``None`` if unknown)."""
 
-    def __init__(self) -> None:
-        self._value = 0
-        self._lock = threading.Lock()
-
-    @property
-    def value(self) -> int:
-        return self._value
-
-    def bump(self) -> int:
-        with self._lock:
-            self._value += 1
-            return self._value
-
-
-class TaggedPredictor:
-    """Wraps a session's ``predict``: remembers the revision each prediction was made at.
-
-    A live loop keeps the :class:`Prediction` object it got in its state, so :meth:`tag` finds the
-    revision by identity, whatever the loop passes in (frames or resized pixels).
-    """
-
-    def __init__(self, session: TeachingSession, revision: Revision, keep: int = 64) -> None:
-        self.session, self.revision = session, revision
-        self._recent: deque[tuple[Prediction, int]] = deque(maxlen=keep)
-        self._lock = threading.Lock()
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """The model's input (width, height): a live loop may resize frames ahead of :meth:`predict`."""
-        return self.session.input_size
-
-    def predict(self, image: Any, top_k: int = 3) -> Prediction:
-        tag = self.revision.value  # read before predicting: the prediction uses at least this revision
-        prediction = self.session.predict(image, top_k)
-        with self._lock:
-            self._recent.append((prediction, tag))
-        return prediction
-
-    def tag(self, prediction: Prediction) -> int | None:
-        """The revision ``prediction`` was made at (``None`` if it did not come from here recently)."""
-        with self._lock:
-            for made, tag in reversed(self._recent):
-                if made is prediction:
-                    return tag
-        return None
+    index: int
+    pixels: np.ndarray
+    embedding: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One streamed frame: the live state, its JPEG, the session revision of its prediction, a sequence number."""
+    """One streamed frame: the live state, its JPEG, the state revision of its prediction, a sequence number."""
 
     state: LiveState
     jpeg: bytes
@@ -103,12 +65,13 @@ class Feed:
         name: the source's name for the page.
         retries, first_delay, max_delay: reopening attempts and their back-off (seconds).
         log: where to report source failures and recoveries.
+        session: the teaching session whose state is watched for other processes' changes, or ``None``.
     """
 
     def __init__(self, live: LiveLoop | None, opener: Callable[[], LiveLoop] | None = None, *, name: str | None = None,
                  retries: int = 5, first_delay: float = 1.0, max_delay: float = 16.0,
-                 log: Callable[[str], None] = print) -> None:
-        self.live, self.opener = live, opener
+                 log: Callable[[str], None] = print, session: TeachingSession | None = None) -> None:
+        self.live, self.opener, self.session = live, opener, session
         self.name = name
         self.retries, self.first_delay, self.max_delay = retries, first_delay, max_delay
         self.log = log
@@ -116,13 +79,14 @@ class Feed:
         self.error: str | None = None
         self.attempt = 0
         self._snapshot: Snapshot | None = None
-        self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=KEEP_FRAMES)
+        self._frames: deque[KeptFrame] = deque(maxlen=KEEP_FRAMES)
         self._sequence = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._retry = threading.Event()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
 
     @property
     def attached(self) -> bool:
@@ -136,6 +100,9 @@ class Feed:
                 self.live.start()
             self._thread = threading.Thread(target=self._pump, name="lastlayer-web-feed", daemon=True)
             self._thread.start()
+        if self.session is not None and self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="lastlayer-web-state", daemon=True)
+            self._watcher.start()
         return self
 
     def stop(self) -> None:
@@ -143,8 +110,9 @@ class Feed:
         self._retry.set()
         if self.live is not None:
             self.live.stop()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(5.0)
         self.notify()
 
     def retry(self) -> None:
@@ -152,7 +120,28 @@ class Feed:
         self.attempt = 0
         self._retry.set()
 
-    # ----------------------------------------------------------------- pump
+    # ----------------------------------------------------------------- threads
+    def _watch(self) -> None:
+        """Wake the clients whenever the state's revision moved (looked at every :data:`WATCH_INTERVAL`).
+
+        Compared with the revision last announced, not with what this look found: a request of this
+        server may have caught up with another process's change first.
+        """
+        assert self.session is not None
+        announced, failing = self.session.revision, False
+        while not self._stop.wait(WATCH_INTERVAL):
+            try:
+                self.session.refresh()
+            except LastLayerError as error:  # e.g. the disk is failing: said once, and looked at again
+                if not failing:
+                    self.log(f"cannot read the state: {error}")
+                failing = True
+            else:
+                failing = False
+            if self.session.revision != announced:
+                announced = self.session.revision
+                self.notify()
+
     def _pump(self) -> None:
         processed = 0
         while not self._stop.is_set():
@@ -171,12 +160,10 @@ class Feed:
 
     def _publish(self, state: LiveState) -> None:
         jpeg = encode_jpeg(state.frame.pixels, JPEG_QUALITY)
-        tagger = getattr(self.live, "predictor", None)
-        revision = tagger.tag(state.prediction) if isinstance(tagger, TaggedPredictor) else None
         with self._cond:
             self._sequence += 1
-            self._snapshot = Snapshot(state, jpeg, revision, self._sequence)
-            self._frames.append((state.frame.index, state.frame.pixels))
+            self._snapshot = Snapshot(state, jpeg, state.prediction.revision, self._sequence)
+            self._frames.append(KeptFrame(state.frame.index, state.frame.pixels, state.prediction.embedding))
             if self.status != "live":
                 if self.status == "reconnecting":
                     self.log(f"source {self.name} is back")
@@ -232,19 +219,19 @@ class Feed:
         return {"kind": "device" if self.attached else None, "name": self.name, "status": self.status, "error": self.error,
                 "attempt": self.attempt, "retries": self.retries}
 
-    def frame(self, index: int | None = None) -> tuple[int, np.ndarray] | None:
+    def frame(self, index: int | None = None) -> KeptFrame | None:
         """The kept frame with ``index`` (when still kept), else the newest; ``None`` before the first."""
         with self._cond:
             if index is not None:
                 for kept in reversed(self._frames):
-                    if kept[0] == index:
+                    if kept.index == index:
                         return kept
             return self._frames[-1] if self._frames else None
 
-    def next_frames(self, count: int, timeout: float) -> list[np.ndarray]:
+    def next_frames(self, count: int, timeout: float) -> list[KeptFrame]:
         """The next ``count`` new frames (blocking, from a worker thread); fewer if ``timeout`` passes first."""
         deadline = time.monotonic() + timeout
-        frames: list[np.ndarray] = []
+        frames: list[KeptFrame] = []
         with self._cond:
             seen = self._sequence
             while len(frames) < count and not self._stop.is_set():
@@ -253,7 +240,7 @@ class Feed:
                     break
                 if self._sequence > seen and self._frames:
                     seen = self._sequence
-                    frames.append(self._frames[-1][1])
+                    frames.append(self._frames[-1])
         return frames
 
     # ----------------------------------------------------------------- async waiting
@@ -288,7 +275,7 @@ class Feed:
             self._waiters.discard(waiter)
 
     def notify(self) -> None:
-        """Wake every waiting client (after a frame, a status change, or a change of the session)."""
+        """Wake every waiting client (after a frame, a status change, or a change of the state)."""
         with self._cond:
             waiters = list(self._waiters)
         for loop, event in waiters:

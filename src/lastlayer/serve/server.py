@@ -11,11 +11,11 @@ from typing import Any, Callable, Iterator
 from lastlayer.errors import LastLayerError
 from lastlayer.serve import require_web
 from lastlayer.serve.security import is_loopback, new_token
-from lastlayer.teach.live import LiveLoop, Predictor
+from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop, Predictor
 from lastlayer.teach.session import TeachingSession
 
 LIVE_WINDOW = 3  # frames of smoothing: short, so a new example shows within a few frames
-MAX_FPS = 15.0  # predictions per second on the device (leaves CPU for teaching requests)
+MAX_FPS = TEACHING_MAX_FPS  # predictions per second on the device (leaves CPU for teaching requests)
 
 
 def source_opener(spec: str, *, top_k: int = 3, max_fps: float = MAX_FPS, stall_timeout: float = 5.0) -> Callable[[Predictor], LiveLoop]:

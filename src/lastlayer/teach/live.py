@@ -20,6 +20,8 @@ import numpy as np
 from lastlayer.teach.session import Prediction
 from lastlayer.teach.sources import Frame, FrameSource
 
+TEACHING_MAX_FPS = 15.0  # predictions per second while teaching: a fluid view, and CPU left for the teaching itself
+
 
 class Predictor(Protocol):
     """What the live loop predicts with. A predictor may also have ``lanes``: how many calls

@@ -1,8 +1,12 @@
-"""The teaching state on disk: one SQLite database (WAL mode) in the state folder.
+"""The teaching state on disk: one SQLite database (WAL mode) in the state folder, the one source of truth.
 
-Every change is one transaction, committed before the call returns, so a kill -9 or a power cut
-never loses an example that was acknowledged and never leaves half of a change behind. Classes,
-examples (embedding + thumbnail) and a few settings live in three tables.
+Every change is one transaction, committed and synced before the call returns, so a kill -9 or a power
+cut never loses an example that was acknowledged and never leaves half of a change behind. Several
+processes may use one state at once: each change bumps a revision number stored with the data, so a
+process sees the others' changes in one cheap read (:meth:`StateStore.snapshot`), and the rules live in
+the database (a class name is UNIQUE, an example needs its class), so a race between two processes ends
+in a :class:`~lastlayer.errors.ConflictError` or :class:`~lastlayer.errors.NotFoundError`. Locks, busy
+waits and storage failures: :mod:`lastlayer.teach.database`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.errors import LastLayerError
+from lastlayer.errors import ConflictError, LastLayerError, NotFoundError
+from lastlayer.teach.database import BUSY_MESSAGE, StateDatabase, StateError
+
+__all__ = ["BUSY_MESSAGE", "DATABASE_NAME", "DEFAULT_BUSY_TIMEOUT", "Snapshot", "StateError", "StateStore", "StoredClass",
+           "StoredExample"]
 
 DATABASE_NAME = "session.sqlite"
 SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a change waits for another process's write lock ($LASTLAYER_BUSY_TIMEOUT)
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS classes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,11 +48,14 @@ CREATE TABLE IF NOT EXISTS examples (
     thumbnail BLOB                 -- small JPEG for review
 );
 CREATE TABLE IF NOT EXISTS finetuned (class_id INTEGER PRIMARY KEY REFERENCES classes(id) ON DELETE CASCADE, row BLOB NOT NULL);
+-- value: bumped by every change; examples / tuned: the revision of the last change to what the head is
+-- imprinted from (examples, classes with rows, settings) / to the fine-tuned rows.
+CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL,
+                                     examples INTEGER NOT NULL, tuned INTEGER NOT NULL);
+INSERT OR IGNORE INTO revision(id, value, examples, tuned) VALUES (0, 0, 0, 0);
+CREATE INDEX IF NOT EXISTS examples_by_class ON examples(class_id);
 """
-
-
-class StateError(LastLayerError, RuntimeError):
-    """The state folder cannot be used (unwritable, or a database from something else)."""
+_SCHEMA_OBJECTS = {"meta", "classes", "examples", "finetuned", "revision", "examples_by_class"}
 
 
 @dataclass(frozen=True)
@@ -58,49 +69,111 @@ class StoredClass:
 
 @dataclass(frozen=True)
 class StoredExample:
+    """One example; ``embedding`` is ``None`` in listings that do not need it."""
+
     id: int
     class_id: int
     created: float
-    embedding: np.ndarray
+    embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole state as one consistent read (see :meth:`StateStore.snapshot`)."""
+
+    revision: int
+    examples_revision: int
+    tuned_revision: int
+    classes: list[StoredClass]
+    examples: list[StoredExample]  # oldest first: the new ones, or all (see ``every_example``)
+    example_count: int  # how many examples the state holds
+    finetuned: dict[int, np.ndarray] | None  # None: unchanged since the ``tuned`` revision asked about
 
 
 class StateStore:
-    """Thread-safe access to ``<state_dir>/session.sqlite``."""
+    """Thread-safe access to ``<state_dir>/session.sqlite`` from any number of threads and processes.
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    Args:
+        state_dir: the state folder (created when missing, unless ``read_only``).
+        read_only: open an existing state without creating or changing anything in the folder
+            (:class:`StateError` when it holds no state); changes raise :class:`StateError`.
+        busy_timeout: seconds a change waits for another process's write lock before
+            :class:`~lastlayer.errors.BusyError` (default: ``$LASTLAYER_BUSY_TIMEOUT``, else 5).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, read_only: bool = False, busy_timeout: float | None = None) -> None:
         self.folder = Path(state_dir)
+        self.read_only = read_only
+        self._db = StateDatabase(self.folder / DATABASE_NAME, _TABLES, _SCHEMA_OBJECTS, read_only=read_only,
+                                 busy_timeout=default_busy_timeout() if busy_timeout is None else busy_timeout)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.folder / DATABASE_NAME, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # durable at commit: survives a power cut
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state folder {self.folder} holds a database lastlayer cannot use ({exc}); "
-                             "choose an empty folder", subject="state") from None
-        except OSError as exc:
-            raise StateError(f"cannot use state folder {self.folder}: {exc.strerror or exc}; choose a writable folder",
-                             subject="state") from None
-        self._lock = threading.RLock()
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) > SCHEMA_VERSION:
-            raise StateError(f"state folder {self.folder} was written by a newer lastlayer; upgrade lastlayer", subject="state")
+            if read_only:
+                self._check_state()
+            version = self.get_meta("schema_version")
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise StateError(f"state folder {self.folder} was written by a newer lastlayer; upgrade lastlayer", subject="state")
+            if version is None and not read_only:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+        except BaseException:
+            self.close()
+            raise
 
-    # ----------------------------------------------------------------- plumbing
-    def transaction(self) -> _Transaction:
-        """``with store.transaction() as db:`` runs the statements as one atomic, durable change."""
-        return _Transaction(self)
+    def _check_state(self) -> None:
+        try:
+            with self._db.reading() as db:
+                present = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        except LastLayerError:
+            present = set()
+        if not {"meta", "classes", "examples"} <= present:
+            raise StateError(f"{self.folder} holds no teaching state lastlayer can read ({DATABASE_NAME} has no classes); "
+                             "check the path", subject="state")
+
+    @property
+    def busy_timeout(self) -> float:
+        return self._db.busy_timeout
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Close the database; a change still waiting for another process's lock gives up at once."""
+        self._db.close()
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._db.reading() as db:
+            return db.execute(sql, args).fetchall()
+
+    # ----------------------------------------------------------------- revision
+    def revision(self) -> int:
+        """The number of changes ever made to this state (by any process)."""
+        with self._db.reading() as db:
+            return _revision_row(db)[0]
+
+    def snapshot(self, since: int | None = None, *, after: int = 0, tuned: int | None = None,
+                 every_example: bool = False) -> Snapshot | None:
+        """The state in one consistent read, or ``None`` when its revision is still ``since``.
+
+        ``examples`` holds the examples with an id above ``after`` (ids only grow, so these are the ones
+        added since a reader saw ``after``), or with ``every_example`` all of them, with embeddings for
+        those above ``after`` only. The fine-tuned rows are read only when they changed since the
+        ``tuned`` revision.
+        """
+        with self._db.reading() as db:
+            db.execute("BEGIN")
+            try:
+                numbers = _revision_row(db)
+                if since is not None and numbers[0] == since:
+                    return None
+                classes = [StoredClass(r[0], r[1], None if r[2] is None else np.frombuffer(r[2], dtype=np.float64).copy(), r[3], bool(r[4]))
+                           for r in db.execute("SELECT id, name, base_weights, base_shots, trainable FROM classes ORDER BY id")]
+                count = int(db.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
+                rows = db.execute("SELECT id, class_id, created, CASE WHEN id > ? THEN embedding END FROM examples WHERE id > ? "
+                                  "ORDER BY id", (after, -1 if every_example else after))
+                examples = [StoredExample(r[0], r[1], r[2], None if r[3] is None else np.frombuffer(r[3], dtype=np.float32).copy())
+                            for r in rows]
+                finetuned = None if tuned == numbers[2] else {
+                    r[0]: np.frombuffer(r[1], dtype=np.float64).copy() for r in db.execute("SELECT class_id, row FROM finetuned")}
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        return Snapshot(numbers[0], numbers[1], numbers[2], classes, examples, count, finetuned)
 
     # ----------------------------------------------------------------- meta
     def get_meta(self, key: str) -> Any:
@@ -108,82 +181,131 @@ class StateStore:
         return json.loads(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        with self._db.changing() as change:
+            change.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            change.examples = True  # the scale and the normalisation decide what the examples mean
 
     # ----------------------------------------------------------------- classes
-    def classes(self) -> list[StoredClass]:
-        rows = self._query("SELECT id, name, base_weights, base_shots, trainable FROM classes ORDER BY id")
-        return [StoredClass(r[0], r[1], None if r[2] is None else np.frombuffer(r[2], dtype=np.float64).copy(), r[3], bool(r[4]))
-                for r in rows]
-
     def add_class(self, name: str, base_weights: np.ndarray | None = None, base_shots: int = 0, trainable: bool = True) -> int:
+        """Create a class; :class:`ConflictError` if the name is taken (by any process)."""
         blob = None if base_weights is None else np.asarray(base_weights, dtype=np.float64).tobytes()
-        with self.transaction() as db:
-            cursor = db.execute("INSERT INTO classes(name, base_weights, base_shots, trainable) VALUES (?, ?, ?, ?)",
-                                (name, blob, int(base_shots), int(trainable)))
-            db.execute("DELETE FROM finetuned")
+        with self._db.changing(len(name) + len(blob or b"")) as change:
+            try:
+                cursor = change.db.execute("INSERT INTO classes(name, base_weights, base_shots, trainable) VALUES (?, ?, ?, ?)",
+                                           (name, blob, int(base_shots), int(trainable)))
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"a class named {name!r} exists already", subject="class") from None
+            change.examples = blob is not None
             return int(cursor.lastrowid)
 
     def rename_class(self, class_id: int, name: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE classes SET name = ? WHERE id = ?", (name, class_id))
+        with self._db.changing(len(name)) as change:
+            try:
+                renamed = change.db.execute("UPDATE classes SET name = ? WHERE id = ?", (name, class_id)).rowcount
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"a class named {name!r} exists already", subject="class") from None
+            if not renamed:
+                raise _no_class(class_id)
 
     def remove_class(self, class_id: int) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM examples WHERE class_id = ?", (class_id,))
-            db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
-            db.execute("DELETE FROM finetuned")
+        """Delete a class and its examples; :class:`NotFoundError` if it does not exist (any more)."""
+        with self._db.changing() as change:
+            change.db.execute("DELETE FROM examples WHERE class_id = ?", (class_id,))
+            if not change.db.execute("DELETE FROM classes WHERE id = ?", (class_id,)).rowcount:
+                raise _no_class(class_id)
+            change.clear_finetuned()
+            change.examples = True
 
     # ----------------------------------------------------------------- examples
-    def add_examples(self, class_id: int, embeddings: np.ndarray, thumbnails: list[bytes | None]) -> list[int]:
+    def add_examples(self, class_id: int, embeddings: np.ndarray, thumbnails: list[bytes | None]) -> list[StoredExample]:
+        """Store examples of an existing class that may take them (else NotFoundError / ConflictError)."""
+        blobs = [np.asarray(embedding, dtype=np.float32).tobytes() for embedding in embeddings]
         now = time.time()
-        ids = []
-        with self.transaction() as db:
-            for embedding, thumbnail in zip(embeddings, thumbnails):
-                cursor = db.execute("INSERT INTO examples(class_id, created, embedding, thumbnail) VALUES (?, ?, ?, ?)",
-                                    (class_id, now, np.asarray(embedding, dtype=np.float32).tobytes(), thumbnail))
-                ids.append(int(cursor.lastrowid))
-            db.execute("DELETE FROM finetuned")
-        return ids
+        with self._db.changing(sum(len(b) for b in blobs) + sum(len(t or b"") for t in thumbnails)) as change:
+            row = change.db.execute("SELECT name, trainable FROM classes WHERE id = ?", (class_id,)).fetchone()
+            if row is None:
+                raise _no_class(class_id)
+            if not row[1]:
+                raise ConflictError(f"class {row[0]!r} came with the model and cannot take new examples", subject="class")
+            ids = [int(change.db.execute("INSERT INTO examples(class_id, created, embedding, thumbnail) VALUES (?, ?, ?, ?)",
+                                         (class_id, now, blob, thumbnail)).lastrowid) for blob, thumbnail in zip(blobs, thumbnails)]
+            change.clear_finetuned()
+            change.examples = True
+        return [StoredExample(i, class_id, now) for i in ids]
 
-    def remove_example(self, example_id: int) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM examples WHERE id = ?", (example_id,))
-            db.execute("DELETE FROM finetuned")
+    def remove_example(self, example_id: int | None = None) -> StoredExample | None:
+        """Delete one example (the newest one when ``example_id`` is None); returns it, or ``None`` when there is none.
 
-    def examples(self) -> list[StoredExample]:
-        rows = self._query("SELECT id, class_id, created, embedding FROM examples ORDER BY id")
-        return [StoredExample(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy()) for r in rows]
+        :class:`NotFoundError` when ``example_id`` does not exist (any more).
+        """
+        with self._db.changing() as change:
+            row = change.db.execute("SELECT id, class_id, created FROM examples " +
+                                    ("ORDER BY id DESC LIMIT 1" if example_id is None else "WHERE id = ?"),
+                                    () if example_id is None else (example_id,)).fetchone()
+            if row is None:
+                if example_id is None:
+                    return None
+                raise NotFoundError(f"there is no example {example_id} (it may have been removed already)", subject="example")
+            change.db.execute("DELETE FROM examples WHERE id = ?", (row[0],))
+            change.clear_finetuned()
+            change.examples = True
+            return StoredExample(row[0], row[1], row[2])
 
-    def thumbnail(self, example_id: int) -> bytes | None:
+    def examples(self, class_id: int | None = None) -> list[StoredExample]:
+        """The examples (of one class: :class:`NotFoundError` if it does not exist), oldest first, without embeddings."""
+        with self._db.reading() as db:
+            if class_id is not None and db.execute("SELECT 1 FROM classes WHERE id = ?", (class_id,)).fetchone() is None:
+                raise _no_class(class_id)
+            rows = db.execute("SELECT id, class_id, created FROM examples" + ("" if class_id is None else " WHERE class_id = ?") +
+                              " ORDER BY id", () if class_id is None else (class_id,)).fetchall()
+        return [StoredExample(r[0], r[1], r[2]) for r in rows]
+
+    def thumbnail(self, example_id: int) -> bytes:
+        """An example's stored JPEG; :class:`NotFoundError` if the example does not exist (any more) or has none."""
         rows = self._query("SELECT thumbnail FROM examples WHERE id = ?", (example_id,))
-        return rows[0][0] if rows else None
+        if not rows or rows[0][0] is None:
+            what = "has no thumbnail" if rows else "does not exist (it may have been removed)"
+            raise NotFoundError(f"example {example_id} {what}", subject="example")
+        return rows[0][0]
 
     # ----------------------------------------------------------------- fine-tuned rows
     def finetuned_rows(self) -> dict[int, np.ndarray]:
         return {r[0]: np.frombuffer(r[1], dtype=np.float64).copy() for r in self._query("SELECT class_id, row FROM finetuned")}
 
-    def set_finetuned_rows(self, rows: dict[int, np.ndarray]) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM finetuned")
-            db.executemany("INSERT INTO finetuned(class_id, row) VALUES (?, ?)",
-                           [(k, np.asarray(v, dtype=np.float64).tobytes()) for k, v in rows.items()])
+    def set_finetuned_rows(self, rows: dict[int, np.ndarray], examples_revision: int | None = None) -> None:
+        """Keep fine-tuned rows; with ``examples_revision``, only if no example or class changed since that revision
+        (:class:`ConflictError` otherwise: the rows were tuned on examples that are not the state's any more)."""
+        blobs = [(k, np.asarray(v, dtype=np.float64).tobytes()) for k, v in rows.items()]
+        with self._db.changing(sum(len(b) for _, b in blobs)) as change:
+            current = change.db.execute("SELECT examples FROM revision").fetchone()[0]
+            if examples_revision is not None and current != examples_revision:
+                raise ConflictError("the examples changed while fine-tuning (another change came first); nothing was kept: "
+                                    "fine-tune again", subject="class")
+            change.db.execute("DELETE FROM finetuned")
+            try:
+                change.db.executemany("INSERT INTO finetuned(class_id, row) VALUES (?, ?)", blobs)
+            except sqlite3.IntegrityError:
+                raise ConflictError("a class was deleted while fine-tuning; nothing was kept: fine-tune again", subject="class") from None
+            change.tuned = True
 
 
-class _Transaction:
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.store._lock.acquire()
-        self.store._db.execute("BEGIN IMMEDIATE")
-        return self.store._db
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        try:
-            self.store._db.execute("ROLLBACK" if kind is not None else "COMMIT")
-        finally:
-            self.store._lock.release()
+def default_busy_timeout() -> float:
+    """``$LASTLAYER_BUSY_TIMEOUT`` (seconds) when set to a number >= 0, else :data:`DEFAULT_BUSY_TIMEOUT`."""
+    try:
+        value = float(os.environ.get("LASTLAYER_BUSY_TIMEOUT", ""))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT
+    return value if value >= 0 else DEFAULT_BUSY_TIMEOUT
 
 
+def _revision_row(db: sqlite3.Connection) -> tuple[int, int, int]:
+    """(revision, examples revision, tuned revision); zeros for a state written before revisions were kept."""
+    try:
+        value, examples, tuned = db.execute("SELECT value, examples, tuned FROM revision").fetchone()
+    except sqlite3.OperationalError:  # no such table: read-only, and no writer has opened it since
+        return 0, 0, 0
+    return int(value), int(examples), int(tuned)
+
+
+def _no_class(class_id: int) -> NotFoundError:
+    return NotFoundError(f"there is no class {class_id} (it may have been deleted)", subject="class")

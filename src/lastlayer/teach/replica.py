@@ -1,0 +1,185 @@
+"""What one process knows of a teaching state: the store's classes and examples as one ImprintingHead, kept current.
+
+The store is the one source of truth, changed by any number of processes; a :class:`Replica` follows it.
+A refresh costs one read of the revision number when nothing changed, and otherwise reads only what it
+lacks: examples newer than the newest it holds (ids only grow), all example ids only when the count
+says some were removed, the classes table, and the fine-tuned rows only when they changed. Examples
+added to or removed from classes already in the head go to :meth:`ImprintingHead.add` /
+:meth:`ImprintingHead.remove_example`; anything else (a class joining or leaving the head, new
+fine-tuned rows) rebuilds the head from the store with :meth:`ImprintingHead.from_examples`.
+
+The head is used and changed only under a short lock (no disk, no inference, no fine-tune inside it),
+so predictions never wait for the disk, another process, or a long fine-tune.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from lastlayer.learn.imprinting import ImprintingHead
+from lastlayer.teach.store import Snapshot, StateStore, StoredClass
+
+REFRESH_INTERVAL = 0.1  # seconds between two looks at the store's revision from predictions
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A prediction over the head: its classes' store ids, labels and probabilities, at one revision."""
+
+    revision: int
+    class_ids: list[int]
+    labels: list[str]
+    probabilities: np.ndarray
+
+
+class Replica:
+    """The store's state as an :class:`ImprintingHead` over the classes with examples (or imported rows).
+
+    Args:
+        store: the state followed.
+        dim: the embedding size.
+        scale: the head's ``s``.
+        interval: the least time between two looks at the store from :meth:`refresh` without ``force``.
+    """
+
+    def __init__(self, store: StateStore, dim: int, scale: float, interval: float = REFRESH_INTERVAL) -> None:
+        self.store, self.dim, self.scale, self.interval = store, dim, scale, interval
+        self._lock = threading.Lock()  # the head and the tables below: memory only, held briefly
+        self._refreshing = threading.Lock()
+        self._next_look = 0.0
+        self.revision = self.examples_revision = -1
+        self._tuned = -1
+        self._finetuned: dict[int, np.ndarray] = {}
+        self._classes: dict[int, StoredClass] = {}
+        self._example_ids: dict[int, list[int]] = {}  # class id -> its example ids, in the head's order
+        self._newest = 0
+        self._head: ImprintingHead | None = None
+        self._head_ids: list[int] = []
+
+    # ----------------------------------------------------------------- following the store
+    def refresh(self, force: bool = False) -> bool:
+        """Catch up with the store; returns whether anything changed.
+
+        Without ``force`` it looks at most every ``interval`` seconds, and not at all while another
+        thread is refreshing (the caller goes on with what is known); with ``force`` (after a change of
+        this process) it always looks, waiting for a refresh under way.
+        """
+        if not force and time.monotonic() < self._next_look:
+            return False
+        if not self._refreshing.acquire(blocking=force):
+            return False
+        try:
+            self._next_look = time.monotonic() + self.interval
+            snap = self.store.snapshot(self.revision, after=self._newest, tuned=self._tuned)
+            if snap is None:
+                return False
+            listed_all = snap.example_count != self._known() + len(snap.examples)
+            if listed_all:  # some were removed: list them all to see which
+                snap = self.store.snapshot(None, after=self._newest, tuned=self._tuned, every_example=True)
+            if snap is not None and not self._follow(snap, listed_all):
+                self._rebuild(self.store.snapshot(None, tuned=None, every_example=True))
+            return True
+        finally:
+            self._refreshing.release()
+
+    def _known(self) -> int:
+        return sum(len(ids) for ids in self._example_ids.values())
+
+    @staticmethod
+    def _members(snap: Snapshot, counts: dict[int, int]) -> list[StoredClass]:
+        """The classes in the head: those with examples or imported rows, in creation order."""
+        return [c for c in snap.classes if c.base_weights is not None or counts.get(c.id)]
+
+    def _follow(self, snap: Snapshot, listed_all: bool) -> bool:
+        """Apply ``snap`` to the head in place; ``False`` when it needs a rebuild instead."""
+        present = {e.id for e in snap.examples} if listed_all else None
+        removed = [] if present is None else [(cid, eid) for cid, ids in self._example_ids.items() for eid in ids if eid not in present]
+        added = [e for e in snap.examples if e.id > self._newest]
+        counts = {cid: len(ids) for cid, ids in self._example_ids.items()}
+        for cid, _ in removed:
+            counts[cid] -= 1
+        for example in added:
+            counts[example.class_id] = counts.get(example.class_id, 0) + 1
+        members = [c.id for c in self._members(snap, counts)]
+        if members != self._head_ids or (members and self._head is None) or snap.finetuned is not None:
+            return False
+        grouped: dict[int, list[np.ndarray]] = defaultdict(list)
+        for example in added:
+            grouped[example.class_id].append(example.embedding)
+        with self._lock:
+            for cid, eid in removed:  # (the head is None only when no class is in it)
+                self._head.remove_example(self._head_ids.index(cid), self._example_ids[cid].index(eid))
+                self._example_ids[cid].remove(eid)
+            for cid, units in grouped.items():
+                self._head.add(np.stack(units), self._head_ids.index(cid))
+                self._example_ids.setdefault(cid, []).extend(e.id for e in added if e.class_id == cid)
+            for klass in snap.classes:
+                if klass.id in self._head_ids:
+                    self._head.rename(self._head_ids.index(klass.id), klass.name)
+            self._classes = {c.id: c for c in snap.classes}
+            self._newest = max([self._newest] + [e.id for e in added])
+            self.revision, self.examples_revision = snap.revision, snap.examples_revision
+        return True
+
+    def _rebuild(self, snap: Snapshot | None) -> None:
+        """A new head from a snapshot holding every example with its embedding."""
+        if snap is None:
+            return
+        finetuned = snap.finetuned if snap.finetuned is not None else self._finetuned
+        by_class: dict[int, list[np.ndarray]] = defaultdict(list)
+        ids: dict[int, list[int]] = defaultdict(list)
+        for example in snap.examples:
+            by_class[example.class_id].append(example.embedding)
+            ids[example.class_id].append(example.id)
+        members = self._members(snap, {cid: len(units) for cid, units in by_class.items()})
+        head = None
+        if members:
+            X = np.concatenate([np.stack(by_class[c.id]) if by_class[c.id] else np.zeros((0, self.dim)) for c in members])
+            y = np.concatenate([np.full(len(by_class[c.id]), index) for index, c in enumerate(members)])
+            head = ImprintingHead.from_examples(
+                X, y, [c.name for c in members], scale=self.scale, dim=self.dim,
+                base_rows=np.stack([c.base_weights if c.base_weights is not None else np.zeros(self.dim) for c in members]),
+                base_shots=[c.base_shots for c in members], trainable=[c.trainable for c in members],
+                rows={index: finetuned[c.id] for index, c in enumerate(members) if c.id in finetuned})
+        with self._lock:
+            self._head, self._head_ids = head, [c.id for c in members]
+            self._classes = {c.id: c for c in snap.classes}
+            self._example_ids = dict(ids)
+            self._newest = max([0] + [e.id for e in snap.examples])
+            self._finetuned, self._tuned = finetuned, snap.tuned_revision
+            self.revision, self.examples_revision = snap.revision, snap.examples_revision
+
+    # ----------------------------------------------------------------- reading
+    def classes(self) -> list[tuple[StoredClass, int]]:
+        """Every class, in creation order, with how many examples taught it (imported shots included)."""
+        with self._lock:
+            return [(c, c.base_shots + len(self._example_ids.get(c.id, ()))) for c in self._classes.values()]
+
+    def find(self, name: str) -> StoredClass | None:
+        with self._lock:
+            return next((c for c in self._classes.values() if c.name == name), None)
+
+    def scores(self, unit: np.ndarray) -> Scores:
+        """The head's probabilities for one unit embedding (none before the first example)."""
+        with self._lock:
+            if self._head is None:
+                return Scores(self.revision, [], [], np.zeros(0))
+            return Scores(self.revision, list(self._head_ids), self._head.labels, self._head.predict_proba(unit[np.newaxis])[0])
+
+    def with_head(self, use: Callable[[ImprintingHead | None, list[int]], T]) -> T:
+        """``use(head, class ids)`` under the lock: for quick work only (see :meth:`head_copy` for slow work)."""
+        with self._lock:
+            return use(self._head, list(self._head_ids))
+
+    def head_copy(self) -> tuple[ImprintingHead | None, list[int], int]:
+        """A copy of the head to work on outside the lock, its classes' ids, and the examples revision it holds."""
+        with self._lock:
+            return copy.deepcopy(self._head), list(self._head_ids), self.examples_revision
