@@ -42,3 +42,38 @@ class DenseLayer:
     @property
     def dim(self) -> int:
         return int(self.weights.shape[1])
+
+
+@dataclass(frozen=True)
+class AppendedClasses:
+    """New classes to append after a classifier's own (fixed) classes, as arrays.
+
+    The model writer adds a layer computing ``x W^T + b`` from the embedding the class layer reads
+    and concatenates its logits after the original ones, before the original softmax; the original
+    layer is not touched.
+
+    Attributes:
+        weights: ``[K, D]`` float rows, one per new class.
+        bias: ``[K]`` float.
+        labels: the names of every class, the original ones first (``C + K`` entries).
+        state: JSON-able learner state stored in the model, so that a later run can add classes or shots.
+        metadata: further named metadata entries to store in the model (for example a rule for inputs
+            of no known class), as bytes.
+        logit_range: the (min, max) the joined logits should represent, the original width moved up to
+            leave the new logits headroom (``None``: the original logits' range).
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray
+    labels: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    logit_range: tuple[float, float] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[1])
