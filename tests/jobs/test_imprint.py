@@ -115,6 +115,9 @@ def test_keep_classes_names_the_original_classes_from_a_label_file(clothing_smal
                      options=ImprintOptions(keep_classes=True, labels=str(names), shots=2, **QUIET))
     assert ModelFile.read(result.model_path).label_list(1004)[999:] == ["thing999", "thing1000", "dress", "hat", "shoes"]
     assert not (tmp_path / "a").exists()
+    with pytest.raises(ModelError, match="--keep-classes") as info:  # without keeping classes there are none to name
+        imprint(clothing_small, tmp_path / "c", options=ImprintOptions(labels=str(names), **QUIET))
+    assert info.value.subject == "labels" and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize(("option", "subject"), [({"finetune": True}, "finetune"), ({"scale": 20.0}, "scale")])

@@ -51,8 +51,7 @@ def _head(layer, count: int = 3, seed: int = 0) -> KeepClassesHead:
     """New classes from synthetic ReLU-like embeddings (what the writer gets does not depend on their origin)."""
     rng = np.random.default_rng(seed)
     dim = layer.weights.shape[1]
-    head = KeepClassesHead(layer.weights, layer.bias, layer.labels, logit_range=layer.logit_range,
-                           max_logit_shift=layer.max_logit_shift)
+    head = KeepClassesHead.from_class_layer(layer)
     for k in range(count):
         bump = np.zeros(dim)
         bump[rng.choice(dim, 8, replace=False)] = 3.0
@@ -157,8 +156,8 @@ def test_writing_again_replaces_the_appended_classes_and_reads_them_back(model_f
     np.testing.assert_array_equal(again.weights, layer.weights)
     np.testing.assert_array_equal(again.bias, layer.bias)
     assert again.appended == 2 and again.labels == layer.labels and again.state["classes"][1]["label"] == "new1"
-    head = KeepClassesHead.restore(again.weights, again.bias, again.labels, again.state, logit_range=again.logit_range,
-                                   max_logit_shift=again.max_logit_shift)
+    head = KeepClassesHead.from_class_layer(again)
+    assert head.labels[-2:] == ["new0", "new1"] and head.shots(layer.num_classes + 1) == 4
     head.add(np.full(layer.weights.shape[1], 2.0), layer.num_classes + 2, "new2")
     second = ModelFile.from_bytes(write_appended_classes(first, head.export()), "second")
     names = [operator_name(second.tree.operatorCodes[op.opcodeIndex]) for op in second.tree.subgraphs[0].operators]

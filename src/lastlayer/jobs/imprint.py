@@ -144,6 +144,9 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         check_options(options.finetune, options.scale)
         head, kept_layer = open_kept_head(base, options.labels)
     else:
+        if options.labels is not None:
+            raise ModelError("--labels names the classes of a classifier kept with --keep-classes; leave it out here",
+                             subject="labels")
         resumed = resumed_layer(base) if resume is not None else None
         head = open_head(base, options, resumed)
     structure = find_structure(base.tree)

@@ -48,13 +48,7 @@ def open_kept_head(base: ModelFile, labels_path: str | None = None) -> tuple[Kee
         if len(table) < layer.num_classes:
             raise ModelError(f"{labels_path} names {len(table)} classes but {base.name} has {layer.num_classes}; "
                              "give the label file of this model", subject="labels")
-    if layer.state is not None:
-        head = KeepClassesHead.restore(layer.weights, layer.bias, labels, layer.state, logit_range=layer.logit_range,
-                                       max_logit_shift=layer.max_logit_shift)
-    else:
-        head = KeepClassesHead(layer.weights, layer.bias, labels, logit_range=layer.logit_range,
-                               max_logit_shift=layer.max_logit_shift)
-    return head, layer
+    return KeepClassesHead.from_class_layer(layer, labels), layer
 
 
 def check_options(finetune: bool, scale: float | None) -> None:

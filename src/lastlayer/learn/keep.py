@@ -385,6 +385,18 @@ class KeepClassesHead:
                                logit_range=self.logit_window())
 
     @classmethod
+    def from_class_layer(cls, layer: Any, labels: Labels | None = None) -> KeepClassesHead:
+        """A head over a classifier's class layer as the model reader hands it over (anything with ``weights``,
+        ``bias``, ``labels``, ``logit_range``, ``max_logit_shift`` and ``state``, e.g.
+        :class:`lastlayer.model.keep.ClassLayer`), with the classes appended before when ``state`` holds them.
+        ``labels`` overrides the original classes' names."""
+        names = layer.labels if labels is None else labels
+        if layer.state is not None:
+            return cls.restore(layer.weights, layer.bias, names, layer.state, logit_range=layer.logit_range,
+                               max_logit_shift=layer.max_logit_shift)
+        return cls(layer.weights, layer.bias, names, logit_range=layer.logit_range, max_logit_shift=layer.max_logit_shift)
+
+    @classmethod
     def restore(cls, weights: np.ndarray, bias: np.ndarray, labels: Labels | None, state: Mapping[str, Any],
                 logit_range: tuple[float, float] | None = None, max_logit_shift: float = 0.0) -> KeepClassesHead:
         """Continue from :meth:`state` stored with a model: the same original layer, the same new classes."""
