@@ -13,8 +13,22 @@ from typing import Any
 import numpy as np
 
 
+class _Rows:
+    """``num_classes`` and ``dim`` of a layer's ``weights [C, D]``."""
+
+    weights: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[1])
+
+
 @dataclass(frozen=True)
-class DenseLayer:
+class DenseLayer(_Rows):
     """A dense + softmax head as arrays.
 
     Attributes:
@@ -35,17 +49,9 @@ class DenseLayer:
     labels: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def num_classes(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[1])
-
 
 @dataclass(frozen=True)
-class AppendedClasses:
+class AppendedClasses(_Rows):
     """New classes to append after a classifier's own (fixed) classes, as arrays.
 
     The model writer adds a layer computing ``x W^T + b`` from the embedding the class layer reads
@@ -69,11 +75,3 @@ class AppendedClasses:
     state: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, bytes] = field(default_factory=dict)
     logit_range: tuple[float, float] | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[1])
