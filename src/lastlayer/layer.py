@@ -17,8 +17,22 @@ OUTPUT_TYPES = ("uint8", "int8", "float32")
 """The output types a written model can have (its scores' tensor type); a learned model keeps its base model's."""
 
 
+class _Rows:
+    """``num_classes`` and ``dim`` of a layer's ``weights [C, D]``."""
+
+    weights: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[1])
+
+
 @dataclass(frozen=True)
-class DenseLayer:
+class DenseLayer(_Rows):
     """A dense + softmax head as arrays.
 
     Attributes:
@@ -39,10 +53,29 @@ class DenseLayer:
     labels: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def num_classes(self) -> int:
-        return int(self.weights.shape[0])
 
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[1])
+@dataclass(frozen=True)
+class AppendedClasses(_Rows):
+    """New classes to append after a classifier's own (fixed) classes, as arrays.
+
+    The model writer adds a layer computing ``x W^T + b`` from the embedding the class layer reads
+    and concatenates its logits after the original ones, before the original softmax; the original
+    layer is not touched.
+
+    Attributes:
+        weights: ``[K, D]`` float rows, one per new class.
+        bias: ``[K]`` float.
+        labels: the names of every class, the original ones first (``C + K`` entries).
+        state: JSON-able learner state stored in the model, so that a later run can add classes or shots.
+        metadata: further named metadata entries to store in the model (for example a rule for inputs
+            of no known class), as bytes.
+        logit_range: the (min, max) the joined logits should represent, the original width moved up to
+            leave the new logits headroom (``None``: the original logits' range).
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray
+    labels: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    logit_range: tuple[float, float] | None = None

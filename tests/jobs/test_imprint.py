@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jobs.conftest import link_dataset
 from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.jobs.train import TrainOptions, train
@@ -12,6 +13,9 @@ from lastlayer.model.export import read_imprinting_layer
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure
 from lastlayer.model.io import save_model
+from lastlayer.model.keep import read_class_layer
+from lastlayer.model.names import operator_name
+from lastlayer.model.surgery import locate_embedding
 
 from conftest import CLASSIFIER_V2
 from graphs import make_cosine_classifier
@@ -61,10 +65,95 @@ def test_keep_classes_keeps_a_cosine_classifiers_rows(flowers_small, tmp_path, m
     assert list(kept.report["new_or_extended_classes"].values()) == [1001, 1002, 1003]
 
 
-def test_keep_classes_of_a_plain_classifier_is_refused_before_any_output(flowers_small, tmp_path):
-    with pytest.raises(ModelError, match="not a cosine classifier") as info:
-        imprint(flowers_small, tmp_path / "a", model=CLASSIFIER_V2, options=ImprintOptions(keep_classes=True, **QUIET))
-    assert info.value.subject == "keep_classes" and not (tmp_path / "a").exists()
+@pytest.fixture
+def clothing_small(datasets_dir, tmp_path):
+    """3 clothing classes x 12 photos (no class named like an ImageNet class)."""
+    return link_dataset(datasets_dir / "clothing" / "train", tmp_path / "clothing_small", {"dress": 12, "hat": 12, "shoes": 12})
+
+
+def _class_layer_bytes(path) -> list[bytes]:
+    tree = ModelFile.read(path).tree
+    graph = tree.subgraphs[0]
+    op = graph.operators[locate_embedding(tree).class_layer]
+    return [bytes(np.asarray(tree.buffers[graph.tensors[i].buffer].data, np.uint8)) for i in op.inputs[1:]]
+
+
+def _ops(path) -> list[str]:
+    tree = ModelFile.read(path).tree
+    return [operator_name(tree.operatorCodes[op.opcodeIndex]) for op in tree.subgraphs[0].operators]
+
+
+def test_keep_classes_of_an_ordinary_classifier_appends_after_its_own(clothing_small, tmp_path, model_file):
+    classifier = model_file("mobilenet_v1_0.25_128_quant.tflite")
+    lines: list[str] = []
+    kept = imprint(clothing_small, tmp_path / "a", model=classifier, options=ImprintOptions(keep_classes=True, shots=5, **QUIET),
+                   log=lines.append)
+    fresh = imprint(clothing_small, tmp_path / "b", model=classifier, options=ImprintOptions(shots=5, **QUIET))
+    report = kept.report
+    assert report["num_classes"] == 1004 and fresh.report["num_classes"] == 3
+    assert report["new_or_extended_classes"] == {"dress": 1001, "hat": 1002, "shoes": 1003}
+    assert _class_layer_bytes(kept.model_path) == _class_layer_bytes(classifier)  # rows and biases bit-exact
+    original = ModelFile.read(classifier).label_list(1001)
+    assert ModelFile.read(kept.model_path).label_list(1004) == original + ["dress", "hat", "shoes"]
+    assert kept.labels_path.read_text().splitlines()[1001:] == ["1001 dress", "1002 hat", "1003 shoes"]
+    section = report["keep_classes"]
+    assert section["original_classes"] == 1001 and section["new_classes"] == 3 and section["shots_total"] == 15
+    assert [s["label"] for s in section["shots"]] == ["dress", "hat", "shoes"] and report["scale_factor"] is None
+    assert f"the original ones still win {section['shots_kept_by_original']} of the 15 photos imprinted" in kept.headline
+    assert all(any(w in line for line in lines) for w in section["warnings"])
+    assert report["test_images"] == 9 and report["test_accuracy"] is not None and report["leave_one_out"]["photos"] == 15
+
+
+def test_keep_classes_names_the_original_classes_from_a_label_file(clothing_small, tmp_path, model_file):
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"{i} thing{i}\n" for i in range(1000)) + "1000 hat\n")
+    with pytest.raises(TrainingError, match="'hat' is a base class"):
+        imprint(clothing_small, tmp_path / "a", model=model_file("mobilenet_v1_0.25_128_quant.tflite"),
+                options=ImprintOptions(keep_classes=True, labels=str(names), **QUIET))
+    names.write_text("".join(f"{i} thing{i}\n" for i in range(1001)))
+    result = imprint(clothing_small, tmp_path / "b", model=model_file("mobilenet_v1_0.25_128_quant.tflite"),
+                     options=ImprintOptions(keep_classes=True, labels=str(names), shots=2, **QUIET))
+    assert ModelFile.read(result.model_path).label_list(1004)[999:] == ["thing999", "thing1000", "dress", "hat", "shoes"]
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ModelError, match="--keep-classes") as info:  # without keeping classes there are none to name
+        imprint(clothing_small, tmp_path / "c", options=ImprintOptions(labels=str(names), **QUIET))
+    assert info.value.subject == "labels" and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("option", "subject"), [({"finetune": True}, "finetune"), ({"scale": 20.0}, "scale")])
+def test_keep_classes_refuses_imprinting_only_options_before_any_output(clothing_small, tmp_path, option, subject):
+    with pytest.raises(TrainingError, match="leave it out") as info:
+        imprint(clothing_small, tmp_path / "a", model=CLASSIFIER_V2, options=ImprintOptions(keep_classes=True, **option, **QUIET))
+    assert info.value.subject == subject and not (tmp_path / "a").exists()
+
+
+def test_resume_after_keep_adds_classes_and_shots_and_keeps_the_original_layer(clothing_small, tmp_path, model_file):
+    classifier = model_file("mobilenet_v1_0.25_128_quant.tflite")
+    first = link_dataset(clothing_small, tmp_path / "first", {"dress": 3, "hat": 3})
+    later = link_dataset(clothing_small, tmp_path / "later", {"hat": 6, "shoes": 4})
+    base = imprint(first, tmp_path / "a", model=classifier, options=ImprintOptions(keep_classes=True, test_ratio=0, **QUIET))
+    lines: list[str] = []
+    resumed = imprint(later, tmp_path / "b", options=ImprintOptions(test_ratio=0, **QUIET), resume=base.model_path,
+                      log=lines.append)
+    assert resumed.report["skipped_already_imprinted"] == 3 and any("skipped 3 photo(s)" in line for line in lines)
+    assert resumed.report["new_or_extended_classes"] == {"hat": 1002, "shoes": 1003}
+    state = read_class_layer(ModelFile.read(resumed.model_path)).state
+    assert [(c["label"], c["count"]) for c in state["classes"]] == [("dress", 3), ("hat", 6), ("shoes", 4)]
+    assert sum(len(v) for v in state["digests"].values()) == 13
+    assert _class_layer_bytes(resumed.model_path) == _class_layer_bytes(classifier)
+    assert _ops(resumed.model_path).count("CONCATENATION") == 1
+    original_name = ModelFile.read(classifier).label_list(1001)[5]
+    with pytest.raises(TrainingError, match="base class"):  # the original classes stay fixed
+        imprint(_named_like_original(clothing_small, tmp_path, original_name), tmp_path / "c", resume=resumed.model_path,
+                options=ImprintOptions(test_ratio=0, **QUIET))
+
+
+def _named_like_original(source, tmp_path, name: str):
+    folder = tmp_path / "named" / name
+    folder.mkdir(parents=True)
+    for image in sorted((source / "dress").iterdir())[:2]:
+        (folder / image.name).symlink_to(image.resolve())
+    return tmp_path / "named"
 
 
 def test_resume_adds_a_class_without_the_old_photos(flowers_small, tmp_path):

@@ -243,12 +243,47 @@ def test_extension_any_extractor_builds_coral_structure(model_file):
     assert names == ["L2_NORMALIZATION", "QUANTIZE", "CONV_2D", "MUL", "RESHAPE", "SOFTMAX"]
 
 
-def test_keep_classes_needs_classes_and_a_cosine_class_layer(model_file):
+def test_keep_classes_needs_classes(model_file):
     with pytest.raises(ValueError, match="no classes to keep"):
         ImprintingEngine(str(model_file(EXTRACTOR)), keep_classes=True)
-    with pytest.raises(ValueError, match="not a cosine classifier .*row norms"):
-        ImprintingEngine(str(model_file("mobilenet_v1_0.25_128_quant.tflite")), keep_classes=True)
     assert ImprintingEngine(str(model_file("mobilenet_v1_0.25_128_quant.tflite"))).num_classes == 0
+
+
+def test_keep_classes_of_an_ordinary_classifier_appends_after_its_classes_and_resumes(model_file, images_dir, tmp_path):
+    path = model_file("mobilenet_v1_0.25_128_quant.tflite")
+    original = ModelFile.read(path)
+    engine = ImprintingEngine(str(path), keep_classes=True)
+    assert engine.num_classes == 1001 and engine.embedding_dim == 256
+    assert engine.serialize_model() == original.data  # nothing taught: the classifier as it was
+    extractor = make_interpreter(engine.serialize_extractor_model())
+    extractor.allocate_tensors()
+    assert [op.name for op in inspect_model(engine.serialize_extractor_model()).main.operators][-1] == "AVERAGE_POOL_2D"
+    with pytest.raises(RuntimeError, match="Cannot change the base model classes"):
+        engine.train(embed(extractor, images_dir / "imprinting" / "hotdog_train_0.bmp"), 934)
+    with pytest.raises(RuntimeError, match="too large"):
+        engine.train(embed(extractor, images_dir / "imprinting" / "hotdog_train_0.bmp"), 1002)
+    for name in ("hotdog_train_0.bmp", "hotdog_train_1.bmp"):
+        engine.train(embed(extractor, images_dir / "imprinting" / name), 1001)
+    kept = tmp_path / "kept.tflite"
+    kept.write_bytes(engine.serialize_model())
+    interpreter = make_interpreter(str(kept))
+    interpreter.allocate_tensors()
+    embed(interpreter, images_dir / "imprinting" / "hotdog_test_0.bmp")
+    assert classify.num_classes(interpreter) == 1002 and int(classify.get_classes(interpreter, top_k=1)[0].id) == 1001
+    resumed = ImprintingEngine(str(kept), keep_classes=True)  # the appended class stays trainable, the others fixed
+    assert resumed.num_classes == 1002
+    resumed.train(embed(extractor, images_dir / "imprinting" / "cat_train_0.bmp"), 1002)
+    resumed.train(embed(extractor, images_dir / "imprinting" / "dog_train_0.bmp"), 1001)
+    with pytest.raises(RuntimeError, match="Cannot change the base model classes"):
+        resumed.train(embed(extractor, images_dir / "imprinting" / "dog_train_0.bmp"), 1000)
+    assert classify.num_classes(_allocated(resumed.serialize_model())) == 1003
+    assert ImprintingEngine(str(kept)).num_classes == 0  # without keep_classes: a new imprinting model on its extractor
+
+
+def _allocated(model_bytes: bytes):
+    interpreter = make_interpreter(model_bytes)
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def test_keep_classes_of_a_cosine_classifier_adds_after_its_classes(model_file, images_dir):

@@ -11,6 +11,14 @@ from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots,
 from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
+from lastlayer.jobs.keep import (
+    appends_classes,
+    check_options,
+    kept_headline,
+    kept_leave_one_out,
+    kept_report,
+    open_kept_head,
+)
 from lastlayer.layer import DenseLayer
 from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead, leave_one_out
 from lastlayer.model.export import (
@@ -22,6 +30,7 @@ from lastlayer.model.export import (
 )
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure
+from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.report import classification_report, misclassified
 from lastlayer.runtime import Interpreter
@@ -42,6 +51,7 @@ class ImprintOptions(skeleton.DataOptions):
     input_mean: Values | str | None = None  # None: decided from the model (see lastlayer.model.normalization)
     input_std: Values | str | None = None
     output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
+    labels: str | None = None  # label file of the base classifier's own classes (with keep_classes)
 
 
 def resumed_layer(base: ModelFile) -> DenseLayer:
@@ -93,9 +103,9 @@ def _names(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _known_digests(resumed: DenseLayer | None) -> dict[str, str]:
+def _known_digests(state: dict[str, Any] | None) -> dict[str, str]:
     """Digest -> class id of the photos a resumed model was imprinted from (empty for models without them)."""
-    stored = resumed.state.get("digests", {}) if resumed is not None else {}
+    stored = (state or {}).get("digests", {})
     return {digest: class_id for class_id, digests in stored.items() for digest in digests}
 
 
@@ -128,8 +138,17 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     say = log or skeleton.stderr_log
     timer = skeleton.Timer()
     base = open_model(resume if resume is not None else model)
-    resumed = resumed_layer(base) if resume is not None else None
-    head = open_head(base, options, resumed)
+    appending = appends_classes(base, options.keep_classes, resume is not None)
+    resumed, kept_layer = None, None
+    if appending:
+        check_options(options.finetune, options.scale)
+        head, kept_layer = open_kept_head(base, options.labels)
+    else:
+        if options.labels is not None:
+            raise ModelError("--labels names the classes of a classifier kept with --keep-classes; leave it out here",
+                             subject="labels")
+        resumed = resumed_layer(base) if resume is not None else None
+        head = open_head(base, options, resumed)
     structure = find_structure(base.tree)
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
     dataset = skeleton.announced_dataset(data, say)
@@ -142,7 +161,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         say(f"no photos held out from {_names(kept_whole)} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
     if options.shots:
         train_rows = take_shots(train_rows, dataset.labels, options.shots, options.seed)
-    known = _known_digests(resumed)
+    known = _known_digests(kept_layer.state if kept_layer is not None else resumed.state if resumed is not None else None)
     digests = [d[:DIGEST_CHARS] for d in skeleton.content_digests(dataset, options)]
     repeated = [r for r in train_rows if digests[r] in known]
     if repeated:
@@ -178,15 +197,19 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     with timer.step("serialize_s"):
         layer = head.export()
         layer.state["digests"] = _merged(known, new_digests)  # so a later --resume can skip these photos
-        model_bytes = write_head(base, layer, output_type=output_type, normalization=normalization)
+        if appending:
+            model_bytes = write_appended_classes(base, layer, output_type=options.output_type, normalization=normalization)
+        else:
+            model_bytes = write_head(base, layer, output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
-        "method": "imprinting" + (" + finetune" if options.finetune else ""),
+        "method": ("imprinting, original classes kept" if appending else "imprinting") + (" + finetune" if options.finetune else ""),
         "base_model": base.name,
         **skeleton.data_report(data, embedded),
         "classes": head.labels if head.num_classes <= 50 else f"{head.num_classes} classes (see labels.txt)",
         "num_classes": head.num_classes,
         "new_or_extended_classes": {dataset.classes[i]: ids[i] for i in range(len(ids))},
-        "scale_factor": head.scale,
+        "scale_factor": None if appending else head.scale,
+        "keep_classes": kept_report(head, kept_layer) if appending else None,
         "output_type": output_type,
         "normalization": normalization.to_dict(),
         "train_images": int(len(train_rows)),
@@ -201,14 +224,17 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "test_accuracy": None,
     }
     if len(test_rows):
-        scores = head.saved_scores(X[test_rows], kernel_quantization)
+        scores = head.predict_proba(X[test_rows]) if appending else head.saved_scores(X[test_rows], kernel_quantization)
         report["test"] = classification_report(y[test_rows], scores, dataset.classes, ids)
         report["test"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in test_rows], y[test_rows], scores,
                                                         dataset.classes, ids, head.labels)
         report["test_accuracy"] = report["test"]["top1_accuracy"]
-    report["leave_one_out"] = _leave_one_out(X[train_rows], y[train_rows], dataset.classes, head.scale)
+    report["leave_one_out"] = kept_leave_one_out(head) if appending else \
+        _leave_one_out(X[train_rows], y[train_rows], dataset.classes, head.scale)
     report["times"] = timer.rounded()
     headline = f"{head.num_classes} classes"
+    for warning in (report["keep_classes"] or {}).get("warnings", []):
+        say(f"warning: {warning}")
     if report["test_accuracy"] is not None:
         tested = sorted({dataset.classes[c] for c in y[test_rows]})
         headline += f", test accuracy {report['test_accuracy']:.3f} on {len(test_rows)} held-out photos of {_names(tested)}"
@@ -218,6 +244,8 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
                      "(no photos held out)")
     else:
         headline += f"; accuracy not available: {report['leave_one_out']['note']}"
+    if appending:
+        headline += kept_headline(report["keep_classes"])
     written = skeleton.write_model_outputs(output, model_bytes, head.labels, report, report.get("test"),
                                   f"{base.path.name} imprinted: test split")
     return ModelJobResult(written, report, headline)

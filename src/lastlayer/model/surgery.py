@@ -68,20 +68,37 @@ def _is_class_layer(model: schema.ModelT, graph: schema.SubGraphT, op: schema.Op
 
 
 def locate_embedding(model: schema.ModelT) -> CutPoint | None:
-    """Walk back from the single output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer; ``None`` if there is none."""
+    """Walk back from the single output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer; ``None`` if there is none.
+
+    A CONCATENATION of class layers that all read the same embedding (a classifier with classes
+    appended by lastlayer) is walked through to its first input: the original class layer.
+    """
     if len(model.subgraphs or []) != 1 or len(model.subgraphs[0].outputs or []) != 1:
         return None
     graph = model.subgraphs[0]
-    producers = _producers(graph)
-    tensor = graph.outputs[0]
+    found = _class_layer_behind(model, graph, _producers(graph), graph.outputs[0])
+    if found is None:
+        return None
+    op_index, name = found
+    embedding = graph.operators[op_index].inputs[0]
+    shape = graph.tensors[embedding].shape
+    return CutPoint(embedding, as_text(graph.tensors[embedding].name), shape[-1], op_index, name)
+
+
+def _class_layer_behind(model: schema.ModelT, graph: schema.SubGraphT, producers: dict[int, int], tensor: int,
+                        ) -> tuple[int, str] | None:
+    """(operator index, name) of the class layer that ``tensor`` passes unchanged from, or ``None``."""
     while tensor in producers:
         op_index = producers[tensor]
         op = graph.operators[op_index]
         name = operator_name(model.operatorCodes[op.opcodeIndex])
         if _is_class_layer(model, graph, op):
-            embedding = op.inputs[0]
-            shape = graph.tensors[embedding].shape
-            return CutPoint(embedding, as_text(graph.tensors[embedding].name), shape[-1], op_index, name)
+            return op_index, name
+        if name == "CONCATENATION" and len(op.inputs) > 1:
+            parts = [_class_layer_behind(model, graph, producers, t) for t in op.inputs]
+            if any(p is None for p in parts) or len({graph.operators[p[0]].inputs[0] for p in parts}) != 1:
+                return None
+            return parts[0]
         if name not in _PASS_THROUGH or len(op.inputs) == 0:
             return None
         tensor = op.inputs[0]

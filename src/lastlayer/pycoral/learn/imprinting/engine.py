@@ -9,9 +9,13 @@ Coral's structure, metadata text included, so models go both ways between PyCora
 Beyond PyCoral, none of which changes what ported code sees:
 
 * ``model_path`` may also be any embedding extractor or classifier (no L2Norm): the imprinting
-  structure is built on it (cut at its embedding for a classifier). With ``keep_classes`` a
-  classifier's classes are kept if its class layer is a cosine classifier; otherwise the error says
-  why. A model that has an L2Norm is treated as Coral's prototype and validated with PyCoral's rules.
+  structure is built on it (cut at its embedding for a classifier). With ``keep_classes`` an ordinary
+  classifier keeps its own class layer as it is and the new classes are appended after its classes
+  (:mod:`lastlayer.learn.keep`, :mod:`lastlayer.model.keep`): :meth:`~ImprintingEngine.serialize_extractor_model`
+  is then the classifier cut at its embedding, and :meth:`~ImprintingEngine.serialize_model` the
+  classifier with the new classes (the original model itself while there are none). A cosine
+  classifier's classes become fixed imprinted rows, as in Coral's model. A model that has an L2Norm is
+  treated as Coral's prototype and validated with PyCoral's rules.
 * :meth:`~ImprintingEngine.serialize_extractor_model` really removes the head (PyCoral only re-pointed
   the output, so the head still ran).
 * A negative ``class_id`` raises (undefined behaviour in PyCoral); quantized (integer) embeddings are
@@ -27,10 +31,13 @@ from typing import Union
 import numpy as np
 
 from lastlayer.errors import ModelError, TrainingError
+from lastlayer.jobs.keep import appends_classes, open_kept_head
 from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
+from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model import imprinting as structure
 from lastlayer.model.export import cosine_class_rows, extractor_model, extractor_tree, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
+from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.names import operator_name
 from lastlayer.zoo import open_model
 
@@ -68,6 +75,13 @@ class ImprintingEngine:
 
     def __init__(self, model_path: ModelSource, keep_classes: bool = False) -> None:
         model = _open(model_path)
+        self._extractor: bytes | None = None
+        self._head: ImprintingHead | KeepClassesHead
+        if appends_classes(model, keep_classes):
+            self._model = model
+            self._head = open_kept_head(model)[0]
+            self._embedding_dim = self._head.embedding_dim
+            return
         if model.kind is not ModelKind.IMPRINTING and not _has_l2norm(model) \
                 and model.kind in (ModelKind.EXTRACTOR, ModelKind.CLASSIFIER):
             self._model, self._head = self._build_on(model, keep_classes)
@@ -80,7 +94,6 @@ class ImprintingEngine:
             else:
                 self._head = ImprintingHead(scale=info.scale_factor, normalize_examples=False)
         self._embedding_dim = structure.validate(self._model.tree, self._model.name).embedding_dim
-        self._extractor: bytes | None = None
 
     @staticmethod
     def _build_on(model: ModelFile, keep_classes: bool) -> tuple[ModelFile, ImprintingHead]:
@@ -95,7 +108,7 @@ class ImprintingEngine:
 
     @property
     def embedding_dim(self) -> int:
-        """Size of the embeddings :meth:`train` takes (the L2Norm output's last dimension)."""
+        """Size of the embeddings :meth:`train` takes (the L2Norm output's last dimension; a kept classifier's embedding)."""
         return self._embedding_dim
 
     @property
@@ -104,7 +117,8 @@ class ImprintingEngine:
         return self._head.num_classes
 
     def serialize_extractor_model(self) -> bytes:
-        """The model up to the L2Norm output: run it on an image and pass its (dequantized) output to :meth:`train`."""
+        """The model up to the L2Norm output (a kept classifier's embedding): run it on an image and pass its
+        (dequantized) output to :meth:`train`."""
         if self._extractor is None:
             self._extractor = extractor_model(self._model).data
         return self._extractor
@@ -133,6 +147,10 @@ class ImprintingEngine:
         Raises:
             RuntimeError: ``Model is not trained.`` when there are no classes.
         """
+        if isinstance(self._head, KeepClassesHead):
+            if self._head.num_classes == self._head.base_classes:
+                return self._model.data  # nothing added: the classifier as it was
+            return write_appended_classes(self._model, self._head.export())
         if self._head.num_classes == 0:
             raise TrainingError("Model is not trained.")
         return write_head(self._model, self._head.export())
