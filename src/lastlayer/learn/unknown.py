@@ -1,0 +1,295 @@
+"""Know what a head does not know: the *unknown* rule, derived from the examples each class already has.
+
+A picture belongs to none of the taught classes when its embedding is less similar to every class
+than pictures of the taught classes are to their own class. No extra "none" class and no
+pictures of other things are needed: the rule is learned from the user's own examples, each left
+out of its class in turn.
+
+The math (NumPy only; it knows no file format):
+
+* each embedding ``x`` (what the extractor outputs, e.g. 1024 MobileNet features) is mapped to
+  ``t(x) = unit(sign(x) |x|^p)`` with ``p = power`` (:data:`POWER`; ``p = 1`` is the plain unit
+  vector imprinting uses);
+* class ``c``'s centre is ``unit(sum of t(x_i) over its examples)`` (for ``p = 1`` exactly the
+  imprinted row);
+* a picture's *similarity* is ``max_c t(x) . centre_c`` (a cosine, -1..1), and it is *unknown*
+  when the similarity is below :attr:`UnknownRule.threshold`;
+* the threshold comes from leave-one-out: each example's similarity to its own class's centre
+  computed without it, over the examples whose left-out centre is still the most similar one
+  (the pictures a head gets right, so rejecting them is what costs accuracy). It is a lower
+  tolerance bound of a normal fit of those similarities: with :data:`CONFIDENCE` confidence, at most
+  :data:`TARGET_REJECTION` of such pictures fall below it. With few examples the bound moves down
+  (fewer known pictures rejected), with many it approaches the plain quantile.
+
+The rule does not depend on the head: an imprinted head and a softmax head trained on the same
+examples get the same rule, because logits and probabilities of a softmax head cannot tell
+"far from every class" (measured in ``benchmarks/unknown.py``: at a cost of 0.03 known-class
+accuracy, probabilities or logits of a tuned softmax head rejected 0.30-0.59 of far-away photos,
+the similarity to class centres 0.99-1.00).
+
+Typical use (phase 2 of the feature wires these calls into the jobs that write models)::
+
+    rule = UnknownRule.fit(X, y)                      # X [n, D] embeddings, y class ids 0..C-1
+    layer = dataclasses.replace(head.export(), unknown=rule.to_dict())   # stored with the model
+    rule.accepts(X_new)                               # bool [n]: True = one of the taught classes
+    rule.similarity(X_new)                            # [n] the value compared with rule.threshold
+    UnknownRule.from_dict(rule.to_dict())             # the same rule (centres stored as float16)
+    rule.with_threshold(0.6)                          # a user's override
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field, replace
+from statistics import NormalDist
+from typing import Any, Mapping
+
+import numpy as np
+
+from lastlayer.errors import TrainingError
+from lastlayer.learn.validation import check_features, check_labels
+
+# Chosen by measurement (benchmarks/unknown.py, clothing with 2 of 10 classes held out, MobileNet v1
+# and v2 embeddings): p = 2 rejected more held-out clothing photos than p = 1 at the same cost in
+# known-class accuracy (paired over 45 held-out pairs), and as many far-away photos.
+POWER = 2.0
+# The threshold is a lower tolerance bound: with CONFIDENCE, at most TARGET_REJECTION of the correctly
+# classified pictures of taught classes fall below it. Measured (benchmarks/unknown.py, 45 draws): it cost
+# 0.011-0.015 known-class accuracy on average with 5 and with all shots (a plain 5 % quantile: up to 0.029).
+TARGET_REJECTION = 0.05
+CONFIDENCE = 0.9
+# Fewer left-out examples than this cannot place a threshold.
+MIN_LEFT_OUT = 3
+FORMAT = "lastlayer-unknown-1"
+_EPSILON = 1e-8
+
+
+class TooFewExamplesError(TrainingError):
+    """The examples are too few to derive an unknown rule (e.g. one per class); a caller may go without one."""
+
+
+def embed_features(X: np.ndarray, power: float = POWER) -> np.ndarray:
+    """``unit(sign(x) |x|^power)`` of each row, float64 (rows of zeros stay zero)."""
+    X = np.asarray(X, dtype=np.float64)
+    powered = X if power == 1 else np.sign(X) * np.abs(X) ** power
+    norms = np.linalg.norm(powered, axis=1, keepdims=True)
+    return np.divide(powered, norms, out=np.zeros_like(powered), where=norms > _EPSILON)
+
+
+@dataclass(frozen=True)
+class ClassSpread:
+    """How a class's own examples sit around its centre (leave-one-out similarities)."""
+
+    examples: int
+    mean: float | None = None  # mean leave-one-out similarity, 6 decimals (None with fewer than 2 examples)
+    spread: float | None = None  # their standard deviation (None with fewer than 2 examples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples, "mean": self.mean, "spread": self.spread}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Leave-one-out similarities of the examples: to their own class's centre and to the best other one."""
+
+    own: np.ndarray  # [n] similarity to the own class's centre without the example (NaN: the only example)
+    other: np.ndarray  # [n] the highest similarity to another class's centre (-inf: no other class)
+
+    @property
+    def usable(self) -> np.ndarray:
+        """The examples whose left-out own centre exists and is the most similar: those a head gets right."""
+        return np.isfinite(self.own) & (self.own >= self.other)
+
+
+def left_out_similarities(T: np.ndarray, y: np.ndarray, num_classes: int) -> LeftOut:
+    """For unit features ``T`` [n, D] with class ids ``y``: :class:`LeftOut`, in O(n C D) without refitting."""
+    sums = np.zeros((num_classes, T.shape[1]))
+    np.add.at(sums, y, T)
+    dots = T @ sums.T  # [n, C]
+    norms = np.linalg.norm(sums, axis=1)
+    rows = np.arange(len(T))
+    own_dot = dots[rows, y]
+    own_norm = np.sqrt(np.maximum(norms[y] ** 2 - 2 * own_dot + np.sum(T * T, axis=1), 0.0))
+    own = np.where(own_norm > 1e-6, (own_dot - np.sum(T * T, axis=1)) / np.maximum(own_norm, 1e-6), np.nan)
+    cosines = np.where(norms > _EPSILON, dots / np.maximum(norms, _EPSILON), -np.inf)
+    cosines[rows, y] = -np.inf
+    return LeftOut(own, cosines.max(axis=1) if num_classes > 1 else np.full(len(T), -np.inf))
+
+
+def tolerance_bound(values: np.ndarray, share: float, confidence: float = CONFIDENCE) -> float:
+    """A lower bound below which at most ``share`` of the population lies, with ``confidence``, from a normal fit.
+
+    ``mean - k * sd`` with the one-sided normal tolerance factor ``k = z(1 - share) + z(confidence) *
+    sqrt(1/n + z(1 - share)^2 / (2 (n - 1)))`` (Natrella's approximation): the plain quantile for large
+    ``n``, lower for few values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n < 2:
+        raise TrainingError("a tolerance bound needs at least 2 values")
+    normal = NormalDist()
+    quantile = normal.inv_cdf(1 - share)
+    k = quantile + normal.inv_cdf(confidence) * math.sqrt(1 / n + quantile ** 2 / (2 * (n - 1)))
+    return float(np.mean(values) - k * np.std(values, ddof=1))
+
+
+@dataclass(frozen=True)
+class UnknownRule:
+    """When a picture belongs to none of the taught classes (see the module docstring).
+
+    Attributes:
+        centres: ``[C, D]`` unit class centres in feature space, float16 (as stored in a model);
+            a row of NaN for a class without examples (e.g. a model's own classes kept beside imprinted
+            ones): a picture taken for such a class is never judged (see :meth:`accepts`).
+        threshold: pictures whose :meth:`similarity` is below it are unknown.
+        power: the ``p`` of :func:`embed_features`.
+        target, confidence: the derived threshold rejects at most ``target`` of the correctly
+            classified pictures of taught classes, with ``confidence`` (see :func:`tolerance_bound`).
+        classes: each class's :class:`ClassSpread` (what the threshold was derived from).
+        derived_threshold: the threshold :meth:`fit` derived (``threshold`` differs after an override).
+    """
+
+    centres: np.ndarray
+    threshold: float
+    power: float = POWER
+    target: float = TARGET_REJECTION
+    confidence: float = CONFIDENCE
+    classes: tuple[ClassSpread, ...] = field(default_factory=tuple)
+    derived_threshold: float | None = None
+
+    # ----------------------------------------------------------------- learning
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, *, num_classes: int | None = None, power: float = POWER,
+            target: float = TARGET_REJECTION, confidence: float = CONFIDENCE) -> UnknownRule:
+        """Derive the rule from embeddings ``X`` [n, D] of classes ``y`` (ids ``0..num_classes-1``).
+
+        Classes without examples get no centre. Raises :class:`TooFewExamplesError` when fewer than
+        :data:`MIN_LEFT_OUT` examples can be left out usefully (e.g. one example per class).
+        """
+        if not (0 < float(target) < 1 and 0 < float(confidence) < 1 and float(power) > 0):
+            raise TrainingError(f"the unknown rule needs 0 < target < 1, 0 < confidence < 1 and power > 0, got target {target}, "
+                                f"confidence {confidence} and power {power}")
+        X = check_features(X)
+        y = check_labels(y, len(X), num_classes)
+        count = int(num_classes) if num_classes is not None else int(y.max()) + 1
+        T = embed_features(X, power)
+        sums = np.zeros((count, T.shape[1]))
+        np.add.at(sums, y, T)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centres = np.where(norms > _EPSILON, sums / np.maximum(norms, _EPSILON), np.nan).astype(np.float16)
+        left = left_out_similarities(T, y, count)
+        usable = left.usable
+        if usable.sum() < MIN_LEFT_OUT:
+            raise TooFewExamplesError(f"too few examples to learn when a picture is unknown ({int(usable.sum())} usable when left out, "
+                                f"at least {MIN_LEFT_OUT} needed); give 2 or more examples to some classes")
+        threshold = tolerance_bound(left.own[usable], float(target), float(confidence))
+        spreads = []
+        for c in range(count):
+            own = left.own[(y == c) & np.isfinite(left.own)]
+            spreads.append(ClassSpread(int(np.sum(y == c)), _rounded(own.mean()) if len(own) else None,
+                                       _rounded(own.std(ddof=1)) if len(own) > 1 else None))
+        return cls(centres, threshold, float(power), float(target), float(confidence), tuple(spreads), threshold)
+
+    # ----------------------------------------------------------------- deciding
+    @property
+    def num_classes(self) -> int:
+        return int(self.centres.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centres.shape[1])
+
+    def similarities(self, X: np.ndarray) -> np.ndarray:
+        """``[n, C]`` similarity of each picture to each class centre (NaN for classes without a centre)."""
+        X = check_features(X, self.dim)
+        return embed_features(X, self.power) @ self.centres.astype(np.float64).T
+
+    def similarity(self, X: np.ndarray) -> np.ndarray:
+        """``[n]`` similarity to the closest class centre: the value compared with the threshold."""
+        values = self.similarities(X)
+        known = ~np.isnan(self.centres[:, 0])
+        return values[:, known].max(axis=1) if known.any() else np.full(len(values), np.inf)
+
+    def accepts(self, X: np.ndarray, threshold: float | None = None, predicted: np.ndarray | None = None) -> np.ndarray:
+        """``[n]`` booleans: True where a picture is one of the taught classes, False where it is unknown.
+
+        ``threshold`` overrides :attr:`threshold` for this call. ``predicted`` (the head's class id per
+        picture) lets pictures taken for a class without a centre through: the rule knows nothing of it.
+        """
+        limit = self.threshold if threshold is None else float(threshold)
+        accepted = self.similarity(X) >= limit
+        if predicted is not None:
+            accepted |= np.isnan(self.centres[np.asarray(predicted, dtype=np.int64), 0])
+        return accepted
+
+    def with_threshold(self, threshold: float) -> UnknownRule:
+        """The same rule deciding at ``threshold`` (the derived one stays in :attr:`derived_threshold`)."""
+        if not math.isfinite(float(threshold)):
+            raise TrainingError(f"the unknown threshold must be a finite number, got {threshold}")
+        return replace(self, threshold=float(threshold))
+
+    def describe(self) -> str:
+        """One line, e.g. ``unknown below similarity 0.624 (derived from 40 examples, each left out in turn)``."""
+        examples = sum(c.examples for c in self.classes)
+        text = f"unknown below similarity {self.threshold:.3f}"
+        if self.derived_threshold is not None and self.threshold != self.derived_threshold:
+            return text + f" (set by hand; derived {self.derived_threshold:.3f})"
+        return text + f" (derived from {examples} examples, each left out in turn)"
+
+    # ----------------------------------------------------------------- storing
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (centres as base64 float16) that :meth:`from_dict` reads back to an equal rule."""
+        centres = np.ascontiguousarray(self.centres, dtype="<f2")
+        return {"format": FORMAT, "power": self.power, "threshold": self.threshold, "target": self.target, "confidence": self.confidence,
+                "derived_threshold": self.derived_threshold,
+                "centres": {"dtype": "float16", "shape": list(centres.shape), "base64": base64.b64encode(centres.tobytes()).decode("ascii")},
+                "classes": [c.to_dict() for c in self.classes]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UnknownRule:
+        """The rule of :meth:`to_dict`; a :class:`ValueError` says what is wrong with damaged data."""
+        try:
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r} is not {FORMAT!r}")
+            stored = data["centres"]
+            shape = [int(d) for d in stored["shape"]]
+            if stored.get("dtype") != "float16" or len(shape) != 2 or min(shape) < 1:
+                raise ValueError(f"centres must be float16 [C, D], got {stored.get('dtype')} {shape}")
+            raw = base64.b64decode(stored["base64"], validate=True)
+            if len(raw) != 2 * shape[0] * shape[1]:
+                raise ValueError(f"centres hold {len(raw)} bytes, not the {2 * shape[0] * shape[1]} of shape {shape}")
+            centres = np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float16)
+            empty = np.isnan(centres).all(axis=1)
+            if not np.isfinite(centres[~empty]).all():
+                raise ValueError("a class centre holds NaN or infinite values")
+            threshold, power, target = float(data["threshold"]), float(data["power"]), float(data["target"])
+            confidence = float(data["confidence"])
+            derived = data.get("derived_threshold")
+            if not (math.isfinite(threshold) and math.isfinite(power) and power > 0 and 0 < target < 1 and 0 < confidence < 1):
+                raise ValueError("threshold, power, target or confidence out of range")
+            classes = tuple(ClassSpread(int(c["examples"]), _optional(c.get("mean")), _optional(c.get("spread")))
+                            for c in data.get("classes", []))
+            if classes and len(classes) != shape[0]:
+                raise ValueError(f"{len(classes)} class entries for {shape[0]} centres")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise ValueError(f"unreadable unknown rule: {exc}") from None
+        return cls(centres, threshold, power, target, confidence, classes, None if derived is None else float(derived))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UnknownRule):
+            return NotImplemented
+        return (self.threshold, self.power, self.target, self.confidence, self.classes, self.derived_threshold) == \
+            (other.threshold, other.power, other.target, other.confidence, other.classes, other.derived_threshold) and \
+            np.array_equal(self.centres, other.centres, equal_nan=True)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
