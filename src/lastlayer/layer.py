@@ -25,6 +25,8 @@ class DenseLayer:
         logit_range: (min, max) of the logits seen in training; sets the output quantization.
         labels: class names, one per row.
         state: JSON-able learner state stored beside the model so training can resume from it.
+        unknown: JSON-able data of the rule that says when a picture is of no class
+            (:meth:`lastlayer.learn.unknown.UnknownRule.to_dict`), stored in the model; ``None``: none.
     """
 
     weights: np.ndarray
@@ -34,6 +36,7 @@ class DenseLayer:
     logit_range: tuple[float, float] = (-1.0, 1.0)
     labels: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    unknown: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
