@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["embed", "warm", "softmax", "imprint", "accuracy", "live", "serve", "report", "validate"]
-TAKE_QUICK = {"embed", "warm", "accuracy"}
+SCRIPTS = ["embed", "warm", "softmax", "imprint", "accuracy", "unknown", "live", "serve", "report", "validate"]
+TAKE_QUICK = {"embed", "warm", "accuracy", "unknown"}
 BUDGET_S = 600.0  # the whole suite should finish within 10 minutes on a 2-core machine
 
 

@@ -34,6 +34,8 @@ _LAZY = {
     "load_resized": "lastlayer.images",
     "DenseLayer": "lastlayer.layer",
     "ImprintingHead": "lastlayer.learn.imprinting",
+    "UnknownRule": "lastlayer.learn.unknown",
+    "classify_files": "lastlayer.jobs.classify",
     "SoftmaxRegression": "lastlayer.learn.softmax",
     "ModelFile": "lastlayer.model.file",
     "ModelKind": "lastlayer.model.file",

@@ -107,3 +107,31 @@ def text_table(report: dict[str, Any]) -> str:
         top5 = "" if report.get("top5_accuracy") is None else f", top-5 {report['top5_accuracy']:.3f}"
         lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{top5} on {report['samples']} images")
     return "\n".join(lines)
+
+
+CURVE_POINTS = 101
+
+
+def rejection_curve(known_similarity: np.ndarray, known_right: np.ndarray, other_similarity: np.ndarray | None = None,
+                    points: int = CURVE_POINTS) -> dict[str, list[float] | None]:
+    """What each unknown threshold would give, from the lowest to the highest similarity seen.
+
+    Per threshold: ``known_accuracy`` (share of known photos accepted and right), ``known_rejected``
+    (share of known photos answered unknown) and ``other_rejected`` (share of the other photos
+    answered unknown; ``None`` without other photos). A photo is unknown when its similarity is
+    below the threshold.
+    """
+    known = np.asarray(known_similarity, dtype=np.float64)
+    right = np.asarray(known_right, dtype=bool)
+    other = None if other_similarity is None else np.asarray(other_similarity, dtype=np.float64)
+    seen = np.concatenate([known] + ([other] if other is not None else []))
+    seen = seen[np.isfinite(seen)]
+    low, high = (float(seen.min()), float(seen.max())) if len(seen) else (0.0, 1.0)
+    thresholds = np.linspace(low, np.nextafter(high, np.inf), points)
+    accepted = known[None, :] >= thresholds[:, None]
+    return {
+        "thresholds": [round(float(t), 6) for t in thresholds],
+        "known_accuracy": [round(float(v), 6) for v in (accepted & right[None, :]).mean(axis=1)],
+        "known_rejected": [round(float(v), 6) for v in 1.0 - accepted.mean(axis=1)],
+        "other_rejected": None if other is None else [round(float(v), 6) for v in (other[None, :] < thresholds[:, None]).mean(axis=1)],
+    }

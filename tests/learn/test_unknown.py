@@ -178,3 +178,12 @@ def test_damaged_rule_data_is_a_value_error_saying_so(damage):
     damage(data)
     with pytest.raises(ValueError, match="unreadable unknown rule"):
         UnknownRule.from_dict(data)
+
+
+def test_attached_to_a_layer_of_its_classes_only():
+    X, y, _ = clusters()
+    rule = UnknownRule.fit(X, y)
+    layer = ImprintingHead().fit(X, y).export()
+    assert UnknownRule.from_dict(rule.attach(layer).unknown) == rule and layer.unknown is None
+    with pytest.raises(TrainingError, match="3 classes of 32 features but the head has 2 classes"):
+        rule.attach(ImprintingHead().fit(X[y < 2], y[y < 2]).export())

@@ -5,7 +5,6 @@ The file's graph stays as it was, so LiteRT and PyCoral readers get the plain sc
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -46,7 +45,7 @@ def _layer(kind, X, y, rule=None):
         layer = ImprintingHead().fit(X, y, labels=list(FLOWERS)).export()
     else:
         layer = TunedSoftmaxRegression(seed=0).fit(X, y).export(list(FLOWERS))
-    return layer if rule is None else dataclasses.replace(layer, unknown=rule.to_dict())
+    return layer if rule is None else rule.attach(layer)
 
 
 @pytest.mark.parametrize(("kind", "tensor"), [("imprint", "MobilenetV1/Logits/AvgPool_1a/AvgPool"), ("softmax", "Appended/Reshape/Output")])

@@ -23,14 +23,14 @@ The math (NumPy only; it knows no file format):
 
 The rule does not depend on the head: an imprinted head and a softmax head trained on the same
 examples get the same rule, because logits and probabilities of a softmax head cannot tell
-"far from every class" (measured in ``benchmarks/unknown.py``: at a cost of 0.03 known-class
-accuracy, probabilities or logits of a tuned softmax head rejected 0.30-0.59 of far-away photos,
-the similarity to class centres 0.99-1.00).
+"far from every class" (measured in ``benchmarks/unknown.py --design``: at a cost of 0.03
+known-class accuracy, probabilities or logits of a tuned softmax head rejected 0.24-0.72 of
+far-away photos, the similarity to class centres 0.995-1.000).
 
 Typical use (phase 2 of the feature wires these calls into the jobs that write models)::
 
     rule = UnknownRule.fit(X, y)                      # X [n, D] embeddings, y class ids 0..C-1
-    layer = dataclasses.replace(head.export(), unknown=rule.to_dict())   # stored with the model
+    layer = rule.attach(head.export())                # write_head stores it in the model's metadata
     rule.accepts(X_new)                               # bool [n]: True = one of the taught classes
     rule.similarity(X_new)                            # [n] the value compared with rule.threshold
     UnknownRule.from_dict(rule.to_dict())             # the same rule (centres stored as float16)
@@ -48,6 +48,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lastlayer.errors import TrainingError
+from lastlayer.layer import DenseLayer
 from lastlayer.learn.validation import check_features, check_labels
 
 # Chosen by measurement (benchmarks/unknown.py, clothing with 2 of 10 classes held out, MobileNet v1
@@ -242,6 +243,16 @@ class UnknownRule:
         return text + f" (derived from {examples} examples, each left out in turn)"
 
     # ----------------------------------------------------------------- storing
+    def attach(self, layer: DenseLayer) -> DenseLayer:
+        """``layer`` carrying this rule (:func:`lastlayer.model.export.write_head` stores it with the model).
+
+        The rule must be for the layer's classes and embedding size (a :class:`TrainingError` otherwise).
+        """
+        if (self.num_classes, self.dim) != (layer.num_classes, layer.dim):
+            raise TrainingError(f"the unknown rule is for {self.num_classes} classes of {self.dim} features but the head has "
+                                f"{layer.num_classes} classes of {layer.dim}; fit the rule on the head's examples")
+        return replace(layer, unknown=self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (centres as base64 float16) that :meth:`from_dict` reads back to an equal rule."""
         centres = np.ascontiguousarray(self.centres, dtype="<f2")
