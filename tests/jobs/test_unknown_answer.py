@@ -124,6 +124,13 @@ def _independent_report(world, threshold=None):
 
 
 def test_evaluate_counts_accepted_and_right_and_rejected_others(world, tmp_path):
+    middle = float(np.median(_expected(world, world["known_paths"])[0]))  # rejects half the known photos, right ones among them
+    report = evaluate(world["model"], world["known"], EvaluateOptions(unknown_data=world["others"], unknown_threshold=middle,
+                                                                      progress=False)).report
+    right, plain, rejected, answered_unknown = _independent_report(world, middle)
+    assert report["unknown"]["known"]["accuracy"]["count"] == right < round(plain * 24)
+    assert report["unknown"]["known"]["answered_unknown"] == answered_unknown == 12
+    assert report["unknown"]["other"]["rejected"]["count"] == rejected
     report = evaluate(world["model"], world["known"], EvaluateOptions(unknown_data=world["others"], report_dir=tmp_path / "r",
                                                                       progress=False)).report
     right, plain, rejected, answered_unknown = _independent_report(world)

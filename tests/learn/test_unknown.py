@@ -91,10 +91,12 @@ def test_left_out_similarities_equal_refitting_without_each_example(seed):
 
 
 def test_threshold_is_the_tolerance_bound_of_correctly_left_out_examples():
-    X, y, _ = clusters(n_per_class=15, spread=0.6)
+    X, y, _ = clusters(n_per_class=15, spread=2.0)  # overlapping classes: some examples are wrong when left out
     rule = UnknownRule.fit(X, y)
     left = left_out_similarities(embed_features(X), y, 3)
+    assert 0 < left.usable.sum() < len(X)
     assert rule.threshold == pytest.approx(tolerance_bound(left.own[left.usable], TARGET_REJECTION, CONFIDENCE))
+    assert rule.threshold != pytest.approx(tolerance_bound(left.own, TARGET_REJECTION, CONFIDENCE))
     assert rule.derived_threshold == rule.threshold
     assert [c.examples for c in rule.classes] == [15, 15, 15]
     assert rule.classes[0].mean == pytest.approx(np.mean(left.own[y == 0]), abs=1e-6)
