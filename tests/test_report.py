@@ -68,3 +68,11 @@ def test_threshold_curve_png_marks_the_threshold_in_use():
     assert image.format is None and marker.any()  # the red line of the threshold in use
     unmarked = np.asarray(Image.open(io.BytesIO(threshold_curve_png(curve, 5.0, "t"))).convert("RGB"))
     assert not np.all(unmarked == (200, 30, 30), axis=2).any()  # outside the curve: no marker
+
+
+def test_top1_says_on_how_many_with_its_interval():
+    scores = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]]
+    truth = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1])  # 9 / 10 right
+    found = classification_report(truth, scores, ["a", "b", "c"])
+    assert found["top1_right"] == 9 and found["top1_interval"] == pytest.approx([0.5550, 0.9975], abs=1e-4)  # R: binom.test(9, 10)
+    assert report.text_table(found).splitlines()[-1] == "top-1 accuracy 0.900 (9 / 10 right, 95 % interval 0.55-1.00)"

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lastlayer.intervals import count
+
 OTHER = "(other class)"
 
 
@@ -46,13 +48,17 @@ def classification_report(
 ) -> dict[str, Any]:
     """Top-1/top-5 accuracy, per-class precision/recall/support and the confusion matrix, JSON-ready.
 
+    ``top1_right`` is how many were right and ``top1_interval`` the 95 % interval of the top-1 accuracy
+    (Clopper-Pearson, see :mod:`lastlayer.intervals`).
+
     ``y_true`` holds dataset class indices (into ``classes``); ``scores`` is ``[n, model classes]``;
     ``class_ids[i]`` is the model's id of dataset class ``i`` (default: the same index).
     """
     y_true = np.asarray(y_true, dtype=int)
     ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids, dtype=int)
     if len(y_true) == 0:
-        return {"samples": 0, "top1_accuracy": None, "top5_accuracy": None, "per_class": {}, "confusion_matrix": [],
+        return {"samples": 0, "top1_accuracy": None, "top1_right": 0, "top1_interval": None, "top5_accuracy": None,
+                "per_class": {}, "confusion_matrix": [],
                 "classes": list(classes), "columns": list(classes)}
     truth = ids[y_true]
     predicted = np.argmax(scores, axis=1)
@@ -69,9 +75,12 @@ def classification_report(
             "recall": float(matrix[i, i] / support) if support else None,
             "support": support,
         }
+    right = count(int(np.sum(predicted == truth)), len(y_true))
     return {
         "samples": int(len(y_true)),
         "top1_accuracy": float(np.mean(predicted == truth)),
+        "top1_right": right.hits,
+        "top1_interval": [round(right.low, 6), round(right.high, 6)],
         "top5_accuracy": top_k_accuracy(scores, truth, 5) if scores.shape[1] > 5 else None,  # always 1 with <= 5 classes
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
@@ -105,7 +114,9 @@ def text_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {row['support']:>7}")
     if report["top1_accuracy"] is not None:
         top5 = "" if report.get("top5_accuracy") is None else f", top-5 {report['top5_accuracy']:.3f}"
-        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{top5} on {report['samples']} images")
+        right = report.get("top1_right")
+        honest = f" ({count(right, report['samples']).describe()})" if right is not None else f" on {report['samples']} images"
+        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{honest}{top5}")
     return "\n".join(lines)
 
 
