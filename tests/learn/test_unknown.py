@@ -99,7 +99,8 @@ def test_threshold_is_the_tolerance_bound_of_correctly_left_out_examples():
     assert rule.threshold != pytest.approx(tolerance_bound(left.own, TARGET_REJECTION, CONFIDENCE))
     assert rule.derived_threshold == rule.threshold
     assert [c.examples for c in rule.classes] == [15, 15, 15]
-    assert rule.classes[0].mean == pytest.approx(np.mean(left.own[y == 0]), abs=1e-6)
+    assert rule.classes[0].mean == pytest.approx(np.mean(left.own[(y == 0) & left.usable]), abs=1e-6)
+    assert sum(len(values) for values in rule.left_out) == left.usable.sum()
 
 
 def test_tolerance_bound_follows_its_formula_and_tends_to_the_quantile():
@@ -164,19 +165,20 @@ def test_stored_and_read_back_to_an_equal_rule_that_decides_the_same():
 
 
 @pytest.mark.parametrize("damage", [
-    lambda d: d.pop("centres"),
+    lambda d: d.pop("means"),
     lambda d: d.update(format="something-else"),
-    lambda d: d["centres"].update(shape=[2, 2]),
-    lambda d: d["centres"].update(base64="not base64!"),
+    lambda d: d.update(dim=2),
+    lambda d: d["means"].update(base64="not base64!"),
     lambda d: d.update(threshold="high"),
     lambda d: d.update(target=2.0),
-    lambda d: d.update(classes=[{"examples": 1}]),
-    lambda d: d["centres"].update(base64="AHwAfAB8"),  # float16 +inf
+    lambda d: d.update(examples=[12, 12]),
+    lambda d: d.update(left_out=[[0.5]]),
+    lambda d: d["means"].update(rows=[0, 1]),
+    lambda d: d["means"].update(base64="AHwAfAB8"),  # float16 +inf
 ])
 def test_damaged_rule_data_is_a_value_error_saying_so(damage):
     X, y, _ = clusters(dim=1)
     data = UnknownRule.fit(np.abs(X) + 1, y).to_dict()
-    data["centres"].update(shape=[3, 1])
     damage(data)
     with pytest.raises(ValueError, match="unreadable unknown rule"):
         UnknownRule.from_dict(data)
@@ -189,3 +191,22 @@ def test_attached_to_a_layer_of_its_classes_only():
     assert UnknownRule.from_dict(rule.attach(layer).unknown) == rule and layer.unknown is None
     with pytest.raises(TrainingError, match="3 classes of 32 features but the head has 2 classes"):
         rule.attach(ImprintingHead().fit(X[y < 2], y[y < 2]).export())
+
+
+def test_more_examples_later_grow_the_rule():
+    X, y, far = sparse_clusters(n_per_class=10, classes=3)
+    first = UnknownRule.fit(X[y < 2], y[y < 2])
+    grown = first.with_threshold(0.1).partial_fit(X[y == 2], y[y == 2])  # a new class, as when a model is resumed
+    full = UnknownRule.fit(X, y)
+    assert grown.examples == (10, 10, 10) and grown.threshold == grown.derived_threshold  # the override is dropped
+    np.testing.assert_allclose(grown.centres, full.centres, atol=2e-3)
+    np.testing.assert_allclose(grown.left_out[2], full.left_out[2], atol=1e-3)  # the new examples are left out exactly
+    assert grown.left_out[:2] == first.left_out[:2]  # the earlier ones are kept as they were
+    values = np.concatenate([np.asarray(v) for v in grown.left_out])
+    assert grown.threshold == pytest.approx(tolerance_bound(values, TARGET_REJECTION, CONFIDENCE))
+    assert not grown.accepts(far).any() and grown.accepts(X[y == 2]).mean() >= 0.9
+    assert first.accepts(X[y == 2]).mean() <= 0.1  # before: the third class was unknown
+    more = grown.partial_fit(X[:3], y[:3])  # more examples of an existing class
+    assert more.examples == (13, 10, 10) and len(more.left_out[0]) == len(grown.left_out[0]) + 3
+    with pytest.raises(TrainingError, match="features"):
+        grown.partial_fit(X[:, :5], y)

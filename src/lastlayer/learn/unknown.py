@@ -33,15 +33,16 @@ Typical use (phase 2 of the feature wires these calls into the jobs that write m
     layer = rule.attach(head.export())                # write_head stores it in the model's metadata
     rule.accepts(X_new)                               # bool [n]: True = one of the taught classes
     rule.similarity(X_new)                            # [n] the value compared with rule.threshold
-    UnknownRule.from_dict(rule.to_dict())             # the same rule (centres stored as float16)
+    UnknownRule.from_dict(rule.to_dict())             # the same rule (class means stored as float16)
     rule.with_threshold(0.6)                          # a user's override
+    rule.partial_fit(X_more, y_more)                  # more examples or classes later (a resumed model)
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any, Mapping
 
@@ -80,18 +81,15 @@ def embed_features(X: np.ndarray, power: float = POWER) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClassSpread:
-    """How a class's own examples sit around its centre (leave-one-out similarities)."""
+    """How a class's examples sit around its centre: their similarities when each is left out."""
 
     examples: int
-    mean: float | None = None  # mean leave-one-out similarity, 6 decimals (None with fewer than 2 examples)
-    spread: float | None = None  # their standard deviation (None with fewer than 2 examples)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"examples": self.examples, "mean": self.mean, "spread": self.spread}
+    mean: float | None = None  # mean left-out similarity of the examples a head gets right (None: none)
+    spread: float | None = None  # their standard deviation (None with fewer than 2)
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 6)
+def _rounded(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(v), 6) for v in values)
 
 
 @dataclass(frozen=True)
@@ -107,16 +105,20 @@ class LeftOut:
         return np.isfinite(self.own) & (self.own >= self.other)
 
 
-def left_out_similarities(T: np.ndarray, y: np.ndarray, num_classes: int) -> LeftOut:
-    """For unit features ``T`` [n, D] with class ids ``y``: :class:`LeftOut`, in O(n C D) without refitting."""
-    sums = np.zeros((num_classes, T.shape[1]))
-    np.add.at(sums, y, T)
+def left_out_similarities(T: np.ndarray, y: np.ndarray, num_classes: int, sums: np.ndarray | None = None) -> LeftOut:
+    """For unit features ``T`` [n, D] of classes ``y``: :class:`LeftOut`, in O(n C D) without refitting.
+
+    ``sums`` [C, D] are the classes' sums of features, ``T``'s rows included (default: those of ``T`` alone).
+    """
+    if sums is None:
+        sums = np.zeros((num_classes, T.shape[1]))
+        np.add.at(sums, y, T)
     dots = T @ sums.T  # [n, C]
     norms = np.linalg.norm(sums, axis=1)
     rows = np.arange(len(T))
-    own_dot = dots[rows, y]
-    own_norm = np.sqrt(np.maximum(norms[y] ** 2 - 2 * own_dot + np.sum(T * T, axis=1), 0.0))
-    own = np.where(own_norm > 1e-6, (own_dot - np.sum(T * T, axis=1)) / np.maximum(own_norm, 1e-6), np.nan)
+    own_dot, self_dot = dots[rows, y], np.sum(T * T, axis=1)
+    own_norm = np.sqrt(np.maximum(norms[y] ** 2 - 2 * own_dot + self_dot, 0.0))
+    own = np.where(own_norm > 1e-6, (own_dot - self_dot) / np.maximum(own_norm, 1e-6), np.nan)
     cosines = np.where(norms > _EPSILON, dots / np.maximum(norms, _EPSILON), -np.inf)
     cosines[rows, y] = -np.inf
     return LeftOut(own, cosines.max(axis=1) if num_classes > 1 else np.full(len(T), -np.inf))
@@ -139,28 +141,37 @@ def tolerance_bound(values: np.ndarray, share: float, confidence: float = CONFID
     return float(np.mean(values) - k * np.std(values, ddof=1))
 
 
-@dataclass(frozen=True)
+def _check_settings(power: float, target: float, confidence: float) -> None:
+    if not (0 < float(target) < 1 and 0 < float(confidence) < 1 and float(power) > 0 and math.isfinite(float(power))):
+        raise TrainingError(f"the unknown rule needs 0 < target < 1, 0 < confidence < 1 and power > 0, got target {target}, "
+                            f"confidence {confidence} and power {power}")
+
+
+@dataclass(frozen=True, eq=False)
 class UnknownRule:
     """When a picture belongs to none of the taught classes (see the module docstring).
 
     Attributes:
-        centres: ``[C, D]`` unit class centres in feature space, float16 (as stored in a model);
-            a row of NaN for a class without examples (e.g. a model's own classes kept beside imprinted
-            ones): a picture taken for such a class is never judged (see :meth:`accepts`).
+        means: ``[C, D]`` each class's mean of its examples' features (:func:`embed_features`), float16
+            as stored in a model; zeros for a class without examples (e.g. a model's own classes
+            kept beside imprinted ones): a picture taken for such a class is never judged.
+        examples: how many examples each class has.
+        left_out: per class, the left-out similarities of its examples that a head gets right (what
+            the threshold is derived from), 6 decimals.
         threshold: pictures whose :meth:`similarity` is below it are unknown.
         power: the ``p`` of :func:`embed_features`.
         target, confidence: the derived threshold rejects at most ``target`` of the correctly
             classified pictures of taught classes, with ``confidence`` (see :func:`tolerance_bound`).
-        classes: each class's :class:`ClassSpread` (what the threshold was derived from).
-        derived_threshold: the threshold :meth:`fit` derived (``threshold`` differs after an override).
+        derived_threshold: the threshold derived from the examples (``threshold`` differs after an override).
     """
 
-    centres: np.ndarray
+    means: np.ndarray
+    examples: tuple[int, ...]
+    left_out: tuple[tuple[float, ...], ...]
     threshold: float
     power: float = POWER
     target: float = TARGET_REJECTION
     confidence: float = CONFIDENCE
-    classes: tuple[ClassSpread, ...] = field(default_factory=tuple)
     derived_threshold: float | None = None
 
     # ----------------------------------------------------------------- learning
@@ -172,60 +183,95 @@ class UnknownRule:
         Classes without examples get no centre. Raises :class:`TooFewExamplesError` when fewer than
         :data:`MIN_LEFT_OUT` examples can be left out usefully (e.g. one example per class).
         """
-        if not (0 < float(target) < 1 and 0 < float(confidence) < 1 and float(power) > 0):
-            raise TrainingError(f"the unknown rule needs 0 < target < 1, 0 < confidence < 1 and power > 0, got target {target}, "
-                                f"confidence {confidence} and power {power}")
+        _check_settings(power, target, confidence)
         X = check_features(X)
-        y = check_labels(y, len(X), num_classes)
-        count = int(num_classes) if num_classes is not None else int(y.max()) + 1
+        count = int(num_classes) if num_classes is not None else int(check_labels(y, len(X)).max()) + 1
+        empty = np.zeros((count, X.shape[1]))
+        return cls._grown(empty, (0,) * count, ((),) * count, X, y, float(power), float(target), float(confidence))
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray, *, num_classes: int | None = None) -> UnknownRule:
+        """This rule with more examples: of its classes or of new ones (the next ids), e.g. when a model is resumed.
+
+        The new examples are left out of their classes exactly; the left-out similarities of the
+        earlier examples are kept as they were (their examples are not at hand), which slightly
+        underrates a class that grows. Returns a new rule with a newly derived threshold (an
+        override is dropped).
+        """
+        X = check_features(X, self.dim)
+        labels = check_labels(y, len(X))
+        count = max(self.num_classes, int(num_classes or 0), int(labels.max()) + 1 if len(labels) else 0)
+        extra = count - self.num_classes
+        sums = np.concatenate([self.means.astype(np.float64) * np.asarray(self.examples, dtype=np.float64)[:, None],
+                               np.zeros((extra, self.dim))])
+        return self._grown(sums, self.examples + (0,) * extra, self.left_out + ((),) * extra, X, labels,
+                           self.power, self.target, self.confidence)
+
+    @classmethod
+    def _grown(cls, sums: np.ndarray, examples: tuple[int, ...], left_out: tuple[tuple[float, ...], ...], X: np.ndarray,
+               y: np.ndarray, power: float, target: float, confidence: float) -> UnknownRule:
+        y = check_labels(y, len(X), len(sums))
         T = embed_features(X, power)
-        sums = np.zeros((count, T.shape[1]))
+        sums = sums.copy()
         np.add.at(sums, y, T)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        centres = np.where(norms > _EPSILON, sums / np.maximum(norms, _EPSILON), np.nan).astype(np.float16)
-        left = left_out_similarities(T, y, count)
+        left = left_out_similarities(T, y, len(sums), sums)
         usable = left.usable
-        if usable.sum() < MIN_LEFT_OUT:
-            raise TooFewExamplesError(f"too few examples to learn when a picture is unknown ({int(usable.sum())} usable when left out, "
-                                f"at least {MIN_LEFT_OUT} needed); give 2 or more examples to some classes")
-        threshold = tolerance_bound(left.own[usable], float(target), float(confidence))
-        spreads = []
-        for c in range(count):
-            own = left.own[(y == c) & np.isfinite(left.own)]
-            spreads.append(ClassSpread(int(np.sum(y == c)), _rounded(own.mean()) if len(own) else None,
-                                       _rounded(own.std(ddof=1)) if len(own) > 1 else None))
-        return cls(centres, threshold, float(power), float(target), float(confidence), tuple(spreads), threshold)
+        grown = tuple(old + _rounded(left.own[usable & (y == c)]) for c, old in enumerate(left_out))
+        values = np.array([v for per_class in grown for v in per_class])
+        if len(values) < MIN_LEFT_OUT:
+            raise TooFewExamplesError(f"too few examples to learn when a picture is unknown ({len(values)} usable when left out, "
+                                      f"at least {MIN_LEFT_OUT} needed); give 2 or more examples to some classes")
+        counts = tuple(old + int(np.sum(y == c)) for c, old in enumerate(examples))
+        means = (sums / np.maximum(np.asarray(counts, dtype=np.float64), 1)[:, None]).astype(np.float16)
+        threshold = tolerance_bound(values, target, confidence)
+        return cls(means, counts, grown, threshold, power, target, confidence, threshold)
 
     # ----------------------------------------------------------------- deciding
     @property
     def num_classes(self) -> int:
-        return int(self.centres.shape[0])
+        return int(self.means.shape[0])
 
     @property
     def dim(self) -> int:
-        return int(self.centres.shape[1])
+        return int(self.means.shape[1])
+
+    @property
+    def centres(self) -> np.ndarray:
+        """``[C, D]`` unit class centres, float64; a row of NaN for a class without examples."""
+        means = self.means.astype(np.float64)
+        norms = np.linalg.norm(means, axis=1, keepdims=True)
+        return np.where(norms > _EPSILON, means / np.maximum(norms, _EPSILON), np.nan)
+
+    @property
+    def classes(self) -> tuple[ClassSpread, ...]:
+        """Each class's :class:`ClassSpread`."""
+        spreads = []
+        for count, values in zip(self.examples, self.left_out):
+            array = np.asarray(values, dtype=np.float64)
+            spreads.append(ClassSpread(count, round(float(array.mean()), 6) if len(array) else None,
+                                       round(float(array.std(ddof=1)), 6) if len(array) > 1 else None))
+        return tuple(spreads)
 
     def similarities(self, X: np.ndarray) -> np.ndarray:
         """``[n, C]`` similarity of each picture to each class centre (NaN for classes without a centre)."""
         X = check_features(X, self.dim)
-        return embed_features(X, self.power) @ self.centres.astype(np.float64).T
+        return embed_features(X, self.power) @ self.centres.T
 
     def similarity(self, X: np.ndarray) -> np.ndarray:
         """``[n]`` similarity to the closest class centre: the value compared with the threshold."""
         values = self.similarities(X)
-        known = ~np.isnan(self.centres[:, 0])
+        known = np.asarray(self.examples) > 0
         return values[:, known].max(axis=1) if known.any() else np.full(len(values), np.inf)
 
     def accepts(self, X: np.ndarray, threshold: float | None = None, predicted: np.ndarray | None = None) -> np.ndarray:
         """``[n]`` booleans: True where a picture is one of the taught classes, False where it is unknown.
 
         ``threshold`` overrides :attr:`threshold` for this call. ``predicted`` (the head's class id per
-        picture) lets pictures taken for a class without a centre through: the rule knows nothing of it.
+        picture) lets pictures taken for a class without examples through: the rule knows nothing of it.
         """
         limit = self.threshold if threshold is None else float(threshold)
         accepted = self.similarity(X) >= limit
         if predicted is not None:
-            accepted |= np.isnan(self.centres[np.asarray(predicted, dtype=np.int64), 0])
+            accepted |= np.asarray(self.examples)[np.asarray(predicted, dtype=np.int64)] == 0
         return accepted
 
     def with_threshold(self, threshold: float) -> UnknownRule:
@@ -236,11 +282,10 @@ class UnknownRule:
 
     def describe(self) -> str:
         """One line, e.g. ``unknown below similarity 0.624 (derived from 40 examples, each left out in turn)``."""
-        examples = sum(c.examples for c in self.classes)
         text = f"unknown below similarity {self.threshold:.3f}"
         if self.derived_threshold is not None and self.threshold != self.derived_threshold:
             return text + f" (set by hand; derived {self.derived_threshold:.3f})"
-        return text + f" (derived from {examples} examples, each left out in turn)"
+        return text + f" (derived from {sum(self.examples)} examples, each left out in turn)"
 
     # ----------------------------------------------------------------- storing
     def attach(self, layer: DenseLayer) -> DenseLayer:
@@ -254,12 +299,17 @@ class UnknownRule:
         return replace(layer, unknown=self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (centres as base64 float16) that :meth:`from_dict` reads back to an equal rule."""
-        centres = np.ascontiguousarray(self.centres, dtype="<f2")
-        return {"format": FORMAT, "power": self.power, "threshold": self.threshold, "target": self.target, "confidence": self.confidence,
-                "derived_threshold": self.derived_threshold,
-                "centres": {"dtype": "float16", "shape": list(centres.shape), "base64": base64.b64encode(centres.tobytes()).decode("ascii")},
-                "classes": [c.to_dict() for c in self.classes]}
+        """A JSON-able dict that :meth:`from_dict` reads back to an equal rule.
+
+        Only the means of classes with examples are stored (base64 float16, ``rows`` says whose).
+        """
+        rows = [c for c, count in enumerate(self.examples) if count > 0]
+        means = np.ascontiguousarray(self.means[rows], dtype="<f2")
+        return {"format": FORMAT, "power": self.power, "threshold": self.threshold, "target": self.target,
+                "confidence": self.confidence, "derived_threshold": self.derived_threshold,
+                "classes": self.num_classes, "dim": self.dim, "examples": list(self.examples),
+                "means": {"dtype": "float16", "rows": rows, "base64": base64.b64encode(means.tobytes()).decode("ascii")},
+                "left_out": [list(values) for values in self.left_out]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UnknownRule:
@@ -267,40 +317,39 @@ class UnknownRule:
         try:
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r} is not {FORMAT!r}")
-            stored = data["centres"]
-            shape = [int(d) for d in stored["shape"]]
-            if stored.get("dtype") != "float16" or len(shape) != 2 or min(shape) < 1:
-                raise ValueError(f"centres must be float16 [C, D], got {stored.get('dtype')} {shape}")
+            count, dim = int(data["classes"]), int(data["dim"])
+            examples = tuple(int(n) for n in data["examples"])
+            stored = data["means"]
+            rows = [int(r) for r in stored["rows"]]
+            if count < 1 or dim < 1 or len(examples) != count or min(examples) < 0 or stored.get("dtype") != "float16":
+                raise ValueError(f"{count} classes of {dim} features with {len(examples)} example counts")
+            if rows != [c for c, n in enumerate(examples) if n > 0]:
+                raise ValueError("the stored means are not those of the classes with examples")
             raw = base64.b64decode(stored["base64"], validate=True)
-            if len(raw) != 2 * shape[0] * shape[1]:
-                raise ValueError(f"centres hold {len(raw)} bytes, not the {2 * shape[0] * shape[1]} of shape {shape}")
-            centres = np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float16)
-            empty = np.isnan(centres).all(axis=1)
-            if not np.isfinite(centres[~empty]).all():
-                raise ValueError("a class centre holds NaN or infinite values")
-            threshold, power, target = float(data["threshold"]), float(data["power"]), float(data["target"])
-            confidence = float(data["confidence"])
+            if len(raw) != 2 * len(rows) * dim:
+                raise ValueError(f"the means hold {len(raw)} bytes, not the {2 * len(rows) * dim} of {len(rows)} x {dim}")
+            means = np.zeros((count, dim), dtype=np.float16)
+            means[rows] = np.frombuffer(raw, dtype="<f2").reshape(len(rows), dim)
+            if not np.isfinite(means).all():
+                raise ValueError("a class mean holds NaN or infinite values")
+            left_out = tuple(tuple(float(v) for v in values) for values in data["left_out"])
+            if len(left_out) != count:
+                raise ValueError(f"{len(left_out)} left-out lists for {count} classes")
+            threshold, power = float(data["threshold"]), float(data["power"])
+            target, confidence = float(data["target"]), float(data["confidence"])
             derived = data.get("derived_threshold")
-            if not (math.isfinite(threshold) and math.isfinite(power) and power > 0 and 0 < target < 1 and 0 < confidence < 1):
-                raise ValueError("threshold, power, target or confidence out of range")
-            classes = tuple(ClassSpread(int(c["examples"]), _optional(c.get("mean")), _optional(c.get("spread")))
-                            for c in data.get("classes", []))
-            if classes and len(classes) != shape[0]:
-                raise ValueError(f"{len(classes)} class entries for {shape[0]} centres")
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # binascii.Error is a ValueError
+            _check_settings(power, target, confidence)
+            if not math.isfinite(threshold):
+                raise ValueError("the threshold is not a finite number")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # binascii.Error and TrainingError are ValueErrors
             raise ValueError(f"unreadable unknown rule: {exc}") from None
-        return cls(centres, threshold, power, target, confidence, classes, None if derived is None else float(derived))
+        return cls(means, examples, left_out, threshold, power, target, confidence, None if derived is None else float(derived))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UnknownRule):
             return NotImplemented
-        return (self.threshold, self.power, self.target, self.confidence, self.classes, self.derived_threshold) == \
-            (other.threshold, other.power, other.target, other.confidence, other.classes, other.derived_threshold) and \
-            np.array_equal(self.centres, other.centres, equal_nan=True)
+        return (self.examples, self.left_out, self.threshold, self.power, self.target, self.confidence, self.derived_threshold) == \
+            (other.examples, other.left_out, other.threshold, other.power, other.target, other.confidence, other.derived_threshold) \
+            and np.array_equal(self.means, other.means)
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _optional(value: Any) -> float | None:
-    return None if value is None else float(value)
-
