@@ -24,7 +24,8 @@ draws lastlayer rejected more / fewer).
 
 ``--design`` prints the measurements behind the rule's design instead: which signal separates
 known from unknown at a cost of 0.03 (softmax probabilities, logits, cosine to class centres with
-power 1 or 2, per-class standardised cosine).
+power 1 or 2, per-class standardised cosine: ``(cosine - class mean) / class spread`` of the left-out
+similarities, the pooled ones for a class with fewer than 2).
 """
 
 from __future__ import annotations
@@ -157,7 +158,9 @@ def design(data: dict[str, np.ndarray], pairs: list[tuple[int, ...]]) -> None:
             head = fit_head(kind, X, y, draw)
             right = head.predict(Xk) == yk
             p1, p2 = UnknownRule.fit(X, y, power=1.0), UnknownRule.fit(X, y, power=2.0)
-            spread = np.array([[c.mean or 0.0, c.spread or 1.0] for c in p2.classes])
+            pooled = np.concatenate([np.asarray(v) for v in p2.left_out])  # classes with too few values take the pooled ones
+            spread = np.array([[pooled.mean() if c.mean is None else c.mean, pooled.std() if c.spread is None else c.spread]
+                               for c in p2.classes])
 
             def standardised(Z: np.ndarray, rule: UnknownRule = p2, spread: np.ndarray = spread) -> np.ndarray:
                 sims = rule.similarities(Z)
