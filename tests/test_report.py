@@ -39,3 +39,40 @@ def test_report_top5_on_many_classes():
     result = classification_report(truth, scores, [f"c{i}" for i in range(40)])
     assert result["top5_accuracy"] == _by_sorting(scores, truth, 5)
     assert result["top1_accuracy"] >= 0.5 and result["top5_accuracy"] >= result["top1_accuracy"]
+
+
+def test_rejection_curve_counts_each_threshold():
+    from lastlayer.report import rejection_curve
+
+    curve = rejection_curve(np.array([0.2, 0.5, 0.8, 0.9]), np.array([True, False, True, True]), np.array([0.1, 0.6]), points=3)
+    assert curve["thresholds"][0] == 0.1 and curve["thresholds"][-1] == pytest.approx(0.9)
+    # from the lowest similarity (nothing below it) to just above the highest (everything below it)
+    assert curve["known_accuracy"] == [0.75, 0.5, 0.0]  # accepted (similarity >= threshold) and right, of all known
+    assert curve["known_rejected"] == [0.0, 0.5, 1.0]  # the middle threshold lies just above 0.5
+    assert curve["other_rejected"] == [0.0, 0.5, 1.0]
+    assert rejection_curve(np.array([0.3]), np.array([True]))["other_rejected"] is None
+
+
+def test_threshold_curve_png_marks_the_threshold_in_use():
+    import io
+
+    from PIL import Image
+
+    from lastlayer.plot import threshold_curve_png
+    from lastlayer.report import rejection_curve
+
+    curve = rejection_curve(np.linspace(0.3, 0.9, 50), np.ones(50, dtype=bool), np.linspace(0.1, 0.5, 20))
+    image = Image.open(io.BytesIO(threshold_curve_png(curve, 0.4, "t"))).convert("RGB")
+    pixels = np.asarray(image)
+    marker = np.all(pixels == (200, 30, 30), axis=2)
+    assert image.format is None and marker.any()  # the red line of the threshold in use
+    unmarked = np.asarray(Image.open(io.BytesIO(threshold_curve_png(curve, 5.0, "t"))).convert("RGB"))
+    assert not np.all(unmarked == (200, 30, 30), axis=2).any()  # outside the curve: no marker
+
+
+def test_top1_says_on_how_many_with_its_interval():
+    scores = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]]
+    truth = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1])  # 9 / 10 right
+    found = classification_report(truth, scores, ["a", "b", "c"])
+    assert found["top1_right"] == 9 and found["top1_interval"] == pytest.approx([0.5550, 0.9975], abs=1e-4)  # R: binom.test(9, 10)
+    assert report.text_table(found).splitlines()[-1] == "top-1 accuracy 0.900 (9 / 10 right, 95 % interval 0.55-1.00)"

@@ -36,6 +36,8 @@ _LAZY = {
     "DenseLayer": "lastlayer.layer",
     "ImprintingHead": "lastlayer.learn.imprinting",
     "KeepClassesHead": "lastlayer.learn.keep",
+    "UnknownRule": "lastlayer.learn.unknown",
+    "classify_files": "lastlayer.jobs.classify",
     "SoftmaxRegression": "lastlayer.learn.softmax",
     "ModelFile": "lastlayer.model.file",
     "ModelKind": "lastlayer.model.file",

@@ -43,6 +43,8 @@ class DenseLayer(_Rows):
         logit_range: (min, max) of the logits seen in training; sets the output quantization.
         labels: class names, one per row.
         state: JSON-able learner state stored beside the model so training can resume from it.
+        unknown: JSON-able data of the rule that says when a picture is of no class
+            (:meth:`lastlayer.learn.unknown.UnknownRule.to_dict`), stored in the model; ``None``: none.
     """
 
     weights: np.ndarray
@@ -52,6 +54,7 @@ class DenseLayer(_Rows):
     logit_range: tuple[float, float] = (-1.0, 1.0)
     labels: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    unknown: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

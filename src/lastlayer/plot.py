@@ -1,4 +1,4 @@
-"""Confusion matrices as PNG, drawn with Pillow (no plotting library needed, linear in the number of classes).
+"""Confusion matrices and unknown-threshold curves as PNG, drawn with Pillow (no plotting library needed).
 
 Up to :data:`MAX_CLASSES` classes every cell shows its count. Beyond that the picture shows the
 classes most often confused (rows and columns with the most off-diagonal counts), with a note
@@ -117,3 +117,61 @@ def save_confusion_png(reports: dict[str, Any] | Sequence[dict[str, Any]], path:
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=False)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+_CURVE_COLOURS = {"known_accuracy": (31, 119, 180), "known_rejected": (150, 150, 150), "other_rejected": (214, 96, 39)}
+_CURVE_NAMES = {"known_accuracy": "known-class accuracy (accepted and right)", "known_rejected": "known photos answered unknown",
+                "other_rejected": "other photos rejected"}
+
+
+def threshold_curve_image(curve: dict[str, Any], threshold: float, title: str) -> Any:
+    """What an unknown threshold trades: each of the curve's lines (0..1) against the threshold, the one in use marked.
+
+    ``curve`` holds ``thresholds`` and, per threshold, ``known_accuracy``, ``known_rejected`` and
+    optionally ``other_rejected`` (see :func:`lastlayer.report.rejection_curve`).
+    """
+    from PIL import Image, ImageDraw
+
+    font, small = _font(13), _font(11)
+    width, height, left, top, plot_w, plot_h = 560, 340, 46, 34, 490, 200
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), title, fill="black", font=font)
+    xs = np.asarray(curve["thresholds"], dtype=np.float64)
+    low, high = float(xs.min()), float(xs.max())
+    span = high - low if high > low else 1.0
+
+    def point(x: float, y: float) -> tuple[float, float]:
+        return left + (x - low) / span * plot_w, top + (1.0 - y) * plot_h
+
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline=(120, 120, 120))
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + (1.0 - tick) * plot_h
+        draw.line([left - 4, y, left, y], fill=(120, 120, 120))
+        draw.text((8, y - 7), f"{tick:.2f}", fill=(90, 90, 90), font=small)
+    for x in np.linspace(low, high, 5):
+        px = point(float(x), 0.0)[0]
+        draw.line([px, top + plot_h, px, top + plot_h + 4], fill=(120, 120, 120))
+        draw.text((px - 14, top + plot_h + 6), f"{x:.2f}", fill=(90, 90, 90), font=small)
+    draw.text((left + plot_w // 2 - 110, top + plot_h + 22), "unknown below this similarity (threshold)", fill=(90, 90, 90), font=small)
+    if low <= threshold <= high:
+        px = point(threshold, 0.0)[0]
+        draw.line([px, top, px, top + plot_h], fill=(200, 30, 30), width=2)
+        draw.text((min(px + 4, left + plot_w - 90), top + 2), f"in use: {threshold:.3f}", fill=(200, 30, 30), font=small)
+    legend_y = top + plot_h + 44
+    for key, colour in _CURVE_COLOURS.items():
+        values = curve.get(key)
+        if values is None:
+            continue
+        draw.line([point(float(x), float(v)) for x, v in zip(xs, values)], fill=colour, width=2)
+        draw.line([left, legend_y + 7, left + 24, legend_y + 7], fill=colour, width=3)
+        draw.text((left + 30, legend_y), _CURVE_NAMES[key], fill="black", font=small)
+        legend_y += 18
+    return image
+
+
+def threshold_curve_png(curve: dict[str, Any], threshold: float, title: str = "unknown threshold") -> bytes:
+    """:func:`threshold_curve_image` as PNG bytes."""
+    buffer = io.BytesIO()
+    threshold_curve_image(curve, threshold, title).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

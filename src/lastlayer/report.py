@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lastlayer.intervals import count
+
 OTHER = "(other class)"
 
 
@@ -46,13 +48,17 @@ def classification_report(
 ) -> dict[str, Any]:
     """Top-1/top-5 accuracy, per-class precision/recall/support and the confusion matrix, JSON-ready.
 
+    ``top1_right`` is how many were right and ``top1_interval`` the 95 % interval of the top-1 accuracy
+    (Clopper-Pearson, see :mod:`lastlayer.intervals`).
+
     ``y_true`` holds dataset class indices (into ``classes``); ``scores`` is ``[n, model classes]``;
     ``class_ids[i]`` is the model's id of dataset class ``i`` (default: the same index).
     """
     y_true = np.asarray(y_true, dtype=int)
     ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids, dtype=int)
     if len(y_true) == 0:
-        return {"samples": 0, "top1_accuracy": None, "top5_accuracy": None, "per_class": {}, "confusion_matrix": [],
+        return {"samples": 0, "top1_accuracy": None, "top1_right": 0, "top1_interval": None, "top5_accuracy": None,
+                "per_class": {}, "confusion_matrix": [],
                 "classes": list(classes), "columns": list(classes)}
     truth = ids[y_true]
     predicted = np.argmax(scores, axis=1)
@@ -69,9 +75,12 @@ def classification_report(
             "recall": float(matrix[i, i] / support) if support else None,
             "support": support,
         }
+    right = count(int(np.sum(predicted == truth)), len(y_true))
     return {
         "samples": int(len(y_true)),
         "top1_accuracy": float(np.mean(predicted == truth)),
+        "top1_right": right.hits,
+        "top1_interval": [round(right.low, 6), round(right.high, 6)],
         "top5_accuracy": top_k_accuracy(scores, truth, 5) if scores.shape[1] > 5 else None,  # always 1 with <= 5 classes
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
@@ -105,5 +114,35 @@ def text_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {row['support']:>7}")
     if report["top1_accuracy"] is not None:
         top5 = "" if report.get("top5_accuracy") is None else f", top-5 {report['top5_accuracy']:.3f}"
-        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{top5} on {report['samples']} images")
+        right = report.get("top1_right")
+        honest = f" ({count(right, report['samples']).describe()})" if right is not None else f" on {report['samples']} images"
+        lines.append(f"top-1 accuracy {report['top1_accuracy']:.3f}{honest}{top5}")
     return "\n".join(lines)
+
+
+CURVE_POINTS = 101
+
+
+def rejection_curve(known_similarity: np.ndarray, known_right: np.ndarray, other_similarity: np.ndarray | None = None,
+                    points: int = CURVE_POINTS) -> dict[str, list[float] | None]:
+    """What each unknown threshold would give, from the lowest to the highest similarity seen.
+
+    Per threshold: ``known_accuracy`` (share of known photos accepted and right), ``known_rejected``
+    (share of known photos answered unknown) and ``other_rejected`` (share of the other photos
+    answered unknown; ``None`` without other photos). A photo is unknown when its similarity is
+    below the threshold.
+    """
+    known = np.asarray(known_similarity, dtype=np.float64)
+    right = np.asarray(known_right, dtype=bool)
+    other = None if other_similarity is None else np.asarray(other_similarity, dtype=np.float64)
+    seen = np.concatenate([known] + ([other] if other is not None else []))
+    seen = seen[np.isfinite(seen)]
+    low, high = (float(seen.min()), float(seen.max())) if len(seen) else (0.0, 1.0)
+    thresholds = np.linspace(low, np.nextafter(high, np.inf), points)
+    accepted = known[None, :] >= thresholds[:, None]
+    return {
+        "thresholds": [round(float(t), 6) for t in thresholds],
+        "known_accuracy": [round(float(v), 6) for v in (accepted & right[None, :]).mean(axis=1)],
+        "known_rejected": [round(float(v), 6) for v in 1.0 - accepted.mean(axis=1)],
+        "other_rejected": None if other is None else [round(float(v), 6) for v in (other[None, :] < thresholds[:, None]).mean(axis=1)],
+    }

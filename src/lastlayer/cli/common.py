@@ -81,6 +81,19 @@ def add_output_type_option(parser: argparse.ArgumentParser) -> None:
                         "an extractor's input type)")
 
 
+UNKNOWN_FLAGS = "--unknown-threshold / --no-unknown"
+
+
+def add_unknown_options(parser: argparse.ArgumentParser) -> None:
+    """``--unknown-threshold`` and ``--no-unknown`` (exclusive): how a model's unknown rule is applied."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--unknown-threshold", type=finite_float, default=None, metavar="SIMILARITY",
+                       help="answer unknown below this similarity to the closest class (-1..1), instead of the threshold the "
+                       "model derived from its examples (shown by --json)")
+    group.add_argument("--no-unknown", action="store_true",
+                       help="never answer unknown: rank the taught classes only, as before the model had a rule")
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -1,4 +1,9 @@
-"""``lastlayer evaluate``: accuracy, per-class metrics, confusion matrix and latency of a classifier."""
+"""``lastlayer evaluate``: accuracy, per-class metrics, confusion matrix and latency of a classifier.
+
+A model that stores an unknown rule (see :mod:`lastlayer.unknown`) is also judged as it answers:
+known-class accuracy counts the photos accepted *and* right, and with ``unknown_data`` (a folder of
+photos of none of its classes) how many of those it rejected, with the threshold curve as a PNG.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,18 @@ import numpy as np
 
 from lastlayer.data import Dataset, DatasetWarning, load_dataset, note_duplicates
 from lastlayer.embeddings import dataset_digests
-from lastlayer.errors import DatasetError, ImageError
+from lastlayer.errors import DatasetError, ImageError, ModelError
 from lastlayer.files import OutputSet
+from lastlayer.images import is_image_file
+from lastlayer.intervals import count
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
-from lastlayer.plot import save_confusion_png
-from lastlayer.report import classification_report, misclassified, text_table
+from lastlayer.plot import save_confusion_png, threshold_curve_png
+from lastlayer.report import classification_report, misclassified, rejection_curve, text_table
 from lastlayer.runtime import Interpreter, extract_embeddings
+from lastlayer.unknown import Decision, UnknownCheck, unknown_check
 from lastlayer.zoo import open_model, resolve_labels
 
 
@@ -35,6 +43,9 @@ class EvaluateOptions:
     progress: bool = True
     input_mean: Values | str | None = None  # the evaluated model's normalisation (None: decided from it)
     input_std: Values | str | None = None  # a compared model is always fed as decided from that model
+    unknown_data: PathLike | None = None  # photos of none of the model's classes: how many does its unknown rule reject?
+    unknown: bool = True  # apply the model's unknown rule (when it stores one)
+    unknown_threshold: float | None = None  # overrides the rule's stored threshold
 
 
 @dataclass
@@ -44,6 +55,8 @@ class _Scored:
     class_ids: list[int]
     scores: np.ndarray
     latencies: list[float]
+    decision: Decision | None = None
+    interpreter: Interpreter | None = None
 
 
 def model_class_ids(classes: list[str], labels: list[str] | None, size: int, model: str) -> list[int]:
@@ -64,18 +77,22 @@ def model_class_ids(classes: list[str], labels: list[str] | None, size: int, mod
 
 
 def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, options: EvaluateOptions, on_error: Any,
-           normalization: tuple[Any, Any] = (None, None)) -> _Scored:
-    interpreter = Interpreter(model, input_mean=normalization[0], input_std=normalization[1])
+           normalization: tuple[Any, Any] = (None, None), check: UnknownCheck | None = None) -> _Scored:
+    interpreter = Interpreter(model, input_mean=normalization[0], input_std=normalization[1],
+                              extra_outputs=check.extra_outputs if check else ())
+    size = check.classes if check else interpreter.output_size
     if labels_path:
         table = read_label_file(resolve_labels(labels_path))
-        labels = [table.get(i, str(i)) for i in range(interpreter.output_size)]
+        labels = [table.get(i, str(i)) for i in range(size)]
     else:
-        labels = model.label_list(interpreter.output_size)
-    ids = model_class_ids(dataset.classes, labels, interpreter.output_size, model.name)
+        labels = model.label_list(size)
+    ids = model_class_ids(dataset.classes, labels, size, model.name)
     latencies: list[float] = []
-    scores = extract_embeddings(interpreter, dataset.paths, progress=options.progress, on_error=on_error, latencies=latencies,
-                                description=f"evaluating {model.path.name}")
-    return _Scored(model.name, labels or [str(i) for i in range(interpreter.output_size)], ids, scores, latencies)
+    outputs = extract_embeddings(interpreter, dataset.paths, progress=options.progress, on_error=on_error, latencies=latencies,
+                                 description=f"evaluating {model.path.name}")
+    decision = check.decide(outputs) if check else None
+    return _Scored(model.name, labels or [str(i) for i in range(size)], ids, decision.scores if decision else outputs, latencies,
+                   decision, interpreter)
 
 
 @dataclass
@@ -92,6 +109,8 @@ class EvaluateResult:
         report = self.report
         lines = [f"{report['model']} on {report['evaluated']} images of {self.data}", text_table(report),
                  f"mean latency {report['mean_latency_ms']} ms per image; {len(report['misclassified'])} misclassified"]
+        if report.get("unknown"):
+            lines.extend(unknown_text(report["unknown"]))
         if "compare" in report:
             other = report["compare"]
             top5 = "" if other.get("top5_accuracy") is None else f", top-5 {other['top5_accuracy']:.3f}"
@@ -99,7 +118,8 @@ class EvaluateResult:
                          f"latency {other['mean_latency_ms']} ms; agreement {report['agreement']:.3f} "
                          f"({len(report['disagreements'])} disagreements)")
         if report.get("report_json"):
-            lines.append(f"wrote {report['report_json']}" + (f" and {report['confusion_png']}" if report.get("confusion_png") else ""))
+            pictures = [path for path in (report.get("confusion_png"), (report.get("unknown") or {}).get("curve_png")) if path]
+            lines.append(f"wrote {report['report_json']}" + "".join(f" and {path}" for path in pictures))
         return "\n".join(lines)
 
 
@@ -113,8 +133,14 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
     """Evaluate a classifier on a class-per-folder dataset; optionally against a second model."""
     options = options or EvaluateOptions()
     models = [open_model(model)] + ([open_model(options.compare)] if options.compare else [])
+    check = unknown_check(models[0], enabled=options.unknown, threshold=options.unknown_threshold)
+    if options.unknown_data is not None and check is None:
+        why = "its unknown rule is turned off" if not options.unknown else "it carries no unknown rule"
+        raise ModelError(f"{models[0].name} cannot reject the photos of {options.unknown_data}: {why}; evaluate a model written "
+                         "with an unknown rule, with the rule on", subject="unknown_data")
     dataset = load_dataset(data)
     note_duplicates(dataset, dataset_digests(dataset))
+    others = unknown_photos(options.unknown_data) if options.unknown_data is not None else []
     unreadable: list[str] = []
 
     def report_bad(path: Any, error: ImageError) -> None:
@@ -124,7 +150,7 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
             unreadable.append(str(path))
             warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
 
-    runs = [_score(models[0], dataset, options.labels, options, report_bad, (options.input_mean, options.input_std))]
+    runs = [_score(models[0], dataset, options.labels, options, report_bad, (options.input_mean, options.input_std), check)]
     if len(models) == 2:
         runs.append(_score(models[1], dataset, None, options, report_bad))
     keep = np.ones(len(dataset), dtype=bool)
@@ -151,15 +177,83 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
         report["disagreements"] = differ
         if runs[0].scores.shape == runs[1].scores.shape:
             report["max_score_difference"] = float(np.abs(runs[0].scores[keep] - runs[1].scores[keep]).max())
+    if check is not None:
+        other = _run_others(runs[0], check, others, options, report_bad) if options.unknown_data is not None else None
+        report["unknown"] = unknown_section(check, runs[0], keep, y, paths, dataset.classes, other, options.unknown_data)
     if options.report_dir:
         write_report(options.report_dir, report, sections, [f"{_short_name(run.name)} on {Path(data).name}" for run in runs])
     return EvaluateResult(report, str(data))
 
 
-def write_report(report_dir: PathLike, report: dict[str, Any], sections: list[dict[str, Any]], titles: list[str]) -> None:
-    """Write ``report.json`` and ``confusion.png`` into ``report_dir`` together (both or neither; see ``OutputSet``).
+def unknown_photos(folder: PathLike) -> list[Path]:
+    """The image files under ``folder`` (any depth, hidden ones left out), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"the folder of unknown photos {root} does not exist or is not a folder; give a folder of images",
+                           subject="unknown_data")
+    found = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not found:
+        raise DatasetError(f"the folder of unknown photos {root} holds no images (.jpg, .png, ...); give a folder of images",
+                           subject="unknown_data")
+    return found
 
-    Sets ``report["confusion_png"]`` and ``report["report_json"]`` to where they were written.
+
+def _run_others(run: _Scored, check: UnknownCheck, paths: list[Path], options: EvaluateOptions, on_error: Any) -> tuple[list[Path], Decision]:
+    """The readable photos of the unknown folder and the rule's decision on each."""
+    outputs = extract_embeddings(run.interpreter, paths, progress=options.progress, on_error=on_error,
+                                 description=f"unknown photos of {Path(str(options.unknown_data)).name}")
+    readable = ~np.isnan(outputs).any(axis=1)
+    if not readable.any():
+        raise DatasetError(f"no photo of {options.unknown_data} could be read; replace the unreadable files", subject="unknown_data")
+    return [p for p, ok in zip(paths, readable) if ok], check.decide(outputs[readable])
+
+
+def unknown_section(check: UnknownCheck, run: _Scored, keep: np.ndarray, y: np.ndarray, paths: list[Path], classes: list[str],
+                    other: tuple[list[Path], Decision] | None, other_data: PathLike | None) -> dict[str, Any]:
+    """The report's ``unknown`` part: known-class accuracy with the rule, rejected known photos, the other photos, the curve."""
+    decision = run.decision
+    unknown, similarity = decision.unknown[keep], decision.similarity[keep]
+    predicted = np.argmax(decision.scores[keep], axis=1)
+    right = predicted == np.asarray(run.class_ids)[y]
+    accepted_right = int(np.sum(right & ~unknown))
+    section: dict[str, Any] = {**check.to_dict(), "known": {
+        "images": int(len(y)), "answered_unknown": int(unknown.sum()),
+        "accuracy": count(accepted_right, len(y)).to_dict(), "accuracy_without_rule": round(float(np.mean(right)), 6),
+        "answered_unknown_files": [{"file": str(p), "true": classes[t], "similarity": round(float(s), 6)}
+                                   for p, t, s, u in zip(paths, y, similarity, unknown) if u]}}
+    if other is not None:
+        other_paths, other_decision = other
+        section["other"] = {"data": str(other_data), "images": len(other_paths),
+                            "rejected": count(int(other_decision.unknown.sum()), len(other_paths)).to_dict()}
+    section["curve"] = rejection_curve(similarity, right, other[1].similarity if other is not None else None)
+    return section
+
+
+def unknown_text(section: dict[str, Any]) -> list[str]:
+    """The unknown part of the text report."""
+    known = section["known"]
+    accuracy = known["accuracy"]
+    source = "stored in the model" if section["source"] == "model" else "given"
+    lines = [f"unknown rule: similarity threshold {section['threshold']:.3f} ({source}); known-class accuracy "
+             f"{accuracy['value']:.3f} (accepted and {_count_text(accuracy, 'right')}; {known['accuracy_without_rule']:.3f} without "
+             f"the rule); {known['answered_unknown']} of {known['images']} known photos answered unknown"]
+    if section.get("other"):
+        other = section["other"]
+        lines.append(f"{other['data']}: {_count_text(other['rejected'], 'rejected as unknown')}")
+    return lines
+
+
+def _count_text(data: dict[str, Any], what: str) -> str:
+    return count(data["count"], data["of"], data["confidence"]).describe(what)
+
+
+
+def write_report(report_dir: PathLike, report: dict[str, Any], sections: list[dict[str, Any]], titles: list[str]) -> None:
+    """Write ``report.json``, ``confusion.png`` and (with an unknown rule) ``unknown.png`` into ``report_dir`` together
+    (all or none; see ``OutputSet``).
+
+    Sets ``report["confusion_png"]``, ``report["unknown"]["curve_png"]`` and ``report["report_json"]`` to where they were written.
     """
     folder = Path(report_dir)
     with OutputSet(folder) as staged:
@@ -167,6 +261,14 @@ def write_report(report_dir: PathLike, report: dict[str, Any], sections: list[di
         if png is None:
             staged.remove("confusion.png")
         report["confusion_png"] = str(folder / "confusion.png") if png else None
+        unknown = report.get("unknown")
+        if unknown:
+            other = Path(unknown["other"]["data"]) if unknown.get("other") else None
+            title = f"unknown threshold: {titles[0]}" + (f" vs {other.parent.name}/{other.name}" if other else "")
+            staged.add_bytes("unknown.png", threshold_curve_png(unknown["curve"], unknown["threshold"], title))
+            unknown["curve_png"] = str(folder / "unknown.png")
+        else:
+            staged.remove("unknown.png")  # a curve from an earlier run would describe another rule
         report["report_json"] = str(folder / "report.json")
         staged.add_text("report.json", json.dumps(report, indent=2) + "\n")
         staged.commit()

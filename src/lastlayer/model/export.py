@@ -3,7 +3,8 @@
 A head arrives as a :class:`~lastlayer.layer.DenseLayer` (plain arrays). With ``normalize_input``
 it becomes Coral's imprinting structure (``L2_NORMALIZATION -> CONV_2D -> MUL -> RESHAPE ->
 SOFTMAX``, readable by PyCoral); otherwise ``FULLY_CONNECTED -> SOFTMAX`` after the embedding.
-Labels and the learner's state are stored in the model's metadata, and so is the input normalisation
+Labels, the learner's state and the unknown rule (see :mod:`lastlayer.model.unknown`) are stored in
+the model's metadata, and so is the input normalisation
 (TFLite ``NormalizationOptions``), so that lastlayer and other readers of the metadata feed the
 learned model as the base was fed.
 
@@ -27,6 +28,7 @@ from lastlayer.model.names import as_text, tensor_type_name
 from lastlayer.model.normalization import Normalization, input_normalization
 from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, locate_embedding
 from lastlayer.model.tflite_metadata import write_input_normalization
+from lastlayer.model.unknown import store_unknown_rule
 
 _TYPE_NAMES = {"UINT8": "uint8", "INT8": "int8", "FLOAT32": "float32"}
 
@@ -109,6 +111,7 @@ def write_head(base: ModelFile, layer: DenseLayer, *, output_type: str | None = 
     convert_output(tree, output_type)
     if layer.labels:
         set_embedded_labels(tree, list(layer.labels))
+    store_unknown_rule(tree, layer.unknown, base.name)  # None drops a rule the base carried: it was for other classes
     chosen = normalization or input_normalization(base)
     write_input_normalization(tree, chosen.mean, chosen.std)
     return model_to_bytes(tree)

@@ -30,3 +30,14 @@ def write_metadata(model: schema.ModelT, name: str, data: bytes) -> None:
     entry = schema.MetadataT()
     entry.name, entry.buffer = name, len(model.buffers) - 1
     model.metadata = list(model.metadata or []) + [entry]
+
+
+def remove_metadata(model: schema.ModelT, name: str) -> bool:
+    """Drop metadata entry ``name`` (its buffer is emptied, so its bytes leave the file); True if there was one."""
+    entries = list(model.metadata or [])
+    kept = [entry for entry in entries if as_text(entry.name) != name]
+    for entry in entries:
+        if as_text(entry.name) == name and model.buffers and entry.buffer < len(model.buffers):
+            model.buffers[entry.buffer] = schema.BufferT()
+    model.metadata = kept or None
+    return len(kept) != len(entries)

@@ -116,6 +116,11 @@ class Interpreter:
         normalization: an already decided :class:`~lastlayer.model.normalization.Normalization`
             (e.g. decided on a classifier and used for its cut extractor); overrides the two above.
         preserve_all_tensors: keep intermediate tensors readable (slower; for debugging and tests).
+        extra_outputs: indices of intermediate tensors (subgraph 0) to read with every image, e.g.
+            the embedding an unknown rule needs. lastlayer then runs an in-memory copy of the model
+            with them as extra graph outputs (the file is not touched), and :meth:`run` /
+            :meth:`output` return output 0 followed by each of them, flattened into one vector of
+            :attr:`output_size` values (:attr:`output_sizes` says where each part starts).
 
     Images are always handed in as ``HxWx3`` uint8 RGB; channels-first (``[1, C, H, W]``) and grey
     (one channel) inputs are transposed / converted when the tensor is set.
@@ -131,12 +136,19 @@ class Interpreter:
         input_std: Values | str | None = None,
         normalization: Normalization | None = None,
         preserve_all_tensors: bool = False,
+        extra_outputs: tuple[int, ...] = (),
     ) -> None:
         self.model = as_model_file(model)
         self.device = device
         self.preserve_all_tensors = preserve_all_tensors
         self.name = self.model.name
-        self.model_bytes = data = self.model.data
+        self.extra_outputs = tuple(int(i) for i in extra_outputs)
+        running = self.model
+        if self.extra_outputs:
+            from lastlayer.model.unknown import expose_tensors
+
+            running = expose_tensors(self.model, self.extra_outputs)
+        self.model_bytes = data = running.data
         self.uses_edgetpu = self.model.edgetpu
         if self.uses_edgetpu and device == "cpu":
             raise EdgeTpuError(f"{self.name} was compiled for the Edge TPU and cannot run on the CPU; use its CPU build")
@@ -174,7 +186,8 @@ class Interpreter:
         has one device: run it from one interpreter instead of cloning it.
         """
         twin = Interpreter(self.model, num_threads=num_threads or self.num_threads, device=self.device,
-                           normalization=self.normalization, preserve_all_tensors=self.preserve_all_tensors)
+                           normalization=self.normalization, preserve_all_tensors=self.preserve_all_tensors,
+                           extra_outputs=self.extra_outputs)
         twin._watch = self._watch
         return twin
 
@@ -220,8 +233,15 @@ class Interpreter:
 
     @property
     def output_size(self) -> int:
-        """Number of values in output 0 (classes for a classifier, features for an extractor)."""
-        return int(np.prod(self.output_details[0]["shape"]))
+        """Number of values in output 0 (classes for a classifier, features for an extractor), plus those of
+        the ``extra_outputs`` when there are any (what :meth:`run` returns)."""
+        return sum(self.output_sizes)
+
+    @property
+    def output_sizes(self) -> list[int]:
+        """Values in output 0 and in each extra output, in the order :meth:`run` returns them."""
+        count = 1 + len(self.extra_outputs) if self.extra_outputs else 1
+        return [int(np.prod(detail["shape"])) for detail in self.output_details[:count]]
 
     def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
         """Map ``HxWxC`` uint8 pixels (C = the input's channels) to the input tensor's dtype and quantization."""
@@ -266,8 +286,12 @@ class Interpreter:
         """Output ``index`` as stored (quantized for uint8/int8 models), flattened."""
         return self.litert.get_tensor(self.output_details[index]["index"]).reshape(-1)
 
-    def output(self, index: int = 0) -> np.ndarray:
-        """Output ``index`` dequantized to float32, flattened."""
+    def output(self, index: int | None = None) -> np.ndarray:
+        """Output ``index`` dequantized to float32, flattened; by default output 0 followed by the extra outputs."""
+        if index is None:
+            if not self.extra_outputs:
+                return self.output(0)
+            return np.concatenate([self.output(i) for i in range(1 + len(self.extra_outputs))])
         detail = self.output_details[index]
         values = self.raw_output(index)
         if values.dtype in (np.uint8, np.int8, np.int16, np.int32):
@@ -277,7 +301,7 @@ class Interpreter:
         return values.astype(np.float32)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """Set the image, invoke, and return the dequantized output 0."""
+        """Set the image, invoke, and return the dequantized output 0 (and the extra outputs, see ``extra_outputs``)."""
         self.set_image(pixels)
         self.invoke()
         result = self.output()
@@ -286,5 +310,5 @@ class Interpreter:
         return result
 
     def run_file(self, path: ImagePath) -> np.ndarray:
-        """Load, resize and run one image file; return the dequantized output 0."""
+        """Load, resize and run one image file; return what :meth:`run` returns."""
         return self.run(load_resized(path, self.input_size))
