@@ -120,3 +120,47 @@ def test_a_new_folder_is_not_created_by_an_interrupted_or_failing_run(scene, tmp
     assert target.is_dir() or not (tmp_path / "fresh").exists()
     if target.is_dir():
         assert folder_state(target) == NEW and leftovers(target) == []
+
+
+STUCK_WORKER = """
+import sys, threading
+import lastlayer.runtime.batch as batch
+
+real = batch._run_chunk
+calls = []
+
+def stuck_after_the_first(*args):
+    calls.append(1)
+    if len(calls) > 1:
+        sys.stderr.write("worker stuck\\n")
+        sys.stderr.flush()
+        threading.Event().wait()  # a worker that never finishes (as one waiting for a lock the signal left held)
+    return real(*args)
+
+batch._run_chunk = stuck_after_the_first
+sys.argv = ["lastlayer"] + sys.argv[1:]
+from lastlayer.cli import entry_point
+entry_point()
+"""
+
+
+def test_an_interruption_never_waits_for_a_stuck_worker(scene):
+    """A signal may leave a lock held that a worker waits for: the command still ends, with its exit code."""
+    argv = [sys.executable, "-c", STUCK_WORKER, "imprint", str(scene["new"]), "-o", str(scene["out"]), "--no-cache"]
+    child = subprocess.Popen(argv, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if "worker stuck" in line:
+            break
+    child.send_signal(signal.SIGTERM)
+    try:
+        rest = child.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        pytest.fail("the interrupted command waited for its stuck worker")
+    err = "".join(seen) + rest
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "lastlayer: interrupted (SIGTERM)" and "Traceback" not in err
+    assert folder_state(scene["out"]) == OLD and leftovers(scene["out"]) == []

@@ -10,6 +10,7 @@ or Pillow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -106,7 +107,11 @@ def _interrupted() -> int:
     except ValueError:
         name = str(signum)
     sys.stderr.write(f"lastlayer: interrupted ({name})\n")
+    _interruptions.append(signum)
     return 128 + signum
+
+
+_interruptions: list[int] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,6 +162,14 @@ def _run(argv: Sequence[str] | None) -> int:
 def entry_point() -> None:
     """The console script: no traceback, even for Ctrl-C during the imports."""
     try:
-        sys.exit(main())
+        code = main()
     except KeyboardInterrupt:
-        sys.exit(_interrupted())
+        code = _interrupted()
+    if _interruptions:
+        # Outputs are already cleaned up. A worker thread may wait for a lock the interruption left
+        # held in the main thread; the interpreter's exit would join it forever, so leave at once.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -161,6 +161,25 @@ def _in_order(pool: ThreadPoolExecutor, work: _Work, units: Sequence[Any], depth
             future.cancel()
 
 
+@contextmanager
+def _workers(threads: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that is waited for on the way out, except after an interruption.
+
+    A signal (Ctrl-C, SIGTERM) raises in the main thread wherever it is, possibly while it holds the
+    lock of a future a worker is about to complete; waiting for that worker would then wait forever.
+    """
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed")
+    try:
+        yield pool
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            pool.shutdown(wait=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, workers: int | None = None) -> Iterator[Embedded]:
     """Run every image through ``interpreter``, yielding an :class:`Embedded` per path in row order.
 
@@ -180,7 +199,7 @@ def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, wor
             threads = layout.interpreters
             step = chunk_size(len(paths), threads)
             chunks = [paths[start:start + step] for start in range(0, len(paths), step)]
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed"))
+            pool = stack.enter_context(_workers(threads))
             for index, future in _in_order(pool, lambda chunk: _run_chunk(free, size, chunk), chunks, depth=2 * threads):
                 for offset, outcome in enumerate(future.result()):  # type: ignore[union-attr]
                     if outcome.failure is not None:
@@ -189,7 +208,7 @@ def iter_embeddings(interpreter: Interpreter, paths: Sequence[ImagePath], *, wor
                     yield Embedded(row, outcome.vector, outcome.error, outcome.seconds)
             return
         threads = layout.decoders
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lastlayer-embed"))
+        pool = stack.enter_context(_workers(threads))
         for row, future in _in_order(pool, lambda path: load_resized(path, size), paths, depth=2 * threads + 2):
             try:
                 pixels = future.result()
