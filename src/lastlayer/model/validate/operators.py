@@ -1,0 +1,230 @@
+"""One operator: indices, arity, options and the constant inputs that set axes, paddings and shapes."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lastlayer.model.names import TENSOR_TYPE_NAMES, builtin_code
+from lastlayer.model.validate.common import (
+    INT_INDEX_TYPES,
+    MAX_ELEMENTS,
+    MAX_RANK,
+    MAX_WINDOW,
+    ModelContext,
+    T,
+    ints,
+)
+from lastlayer.model.validate.tables import (
+    ACTIVATIONS,
+    AXES_INPUT,
+    BUILTIN_CUSTOM_OPERATORS,
+    INTEGER_INPUTS,
+    OPERAND_RANKS,
+    OPERATOR_ARITY,
+    OPERATOR_OPTIONS,
+    OPTIONS_NAMES,
+    PADDINGS,
+    POSITIVE_OPTIONS,
+    SHAPE_INPUTS,
+    count_text,
+)
+
+
+class OperatorChecks(ModelContext):
+    """Mixed into the checker: everything about one operator."""
+
+    def check_operator(self, where: str, op: schema.OperatorT, tensors: Sequence[schema.TensorT]) -> tuple[str, list[int], list[int]]:
+        count = len(tensors)
+        code_index = int(op.opcodeIndex)
+        if not 0 <= code_index < len(self.codes):
+            self.fail(where, f"operator code index {code_index} out of range (model has {len(self.codes)} operator codes)")
+        code = self.codes[code_index]
+        name = self.code_names[code_index]
+        where = (*where, f"({name})")
+        custom = builtin_code(code) == schema.BuiltinOperator.CUSTOM
+        ins, outs = ints(op.inputs), ints(op.outputs)
+        arity = None if custom else OPERATOR_ARITY.get(name)
+        if custom and name in BUILTIN_CUSTOM_OPERATORS:
+            arity = BUILTIN_CUSTOM_OPERATORS[name][0]
+            self.check_custom_options(where, name, op)
+        # Unlisted builtins and plain custom operators: any input may be an omitted optional one.
+        optional = arity.optional if arity is not None else frozenset(range(len(ins)))
+        for position, tid in enumerate(ins):
+            if tid == -1 and position in optional:
+                continue
+            if not 0 <= tid < count:
+                what = "a required input is missing (-1)" if tid == -1 else f"input tensor index {tid} out of range ({count} tensors)"
+                self.fail(where, what)
+        for tid in outs:
+            if not 0 <= tid < count:
+                self.fail(where, f"output tensor index {tid} out of range ({count} tensors)")
+
+        for tid in ints(op.intermediates):
+            if not 0 <= tid < count:
+                self.fail(where, f"intermediate tensor index {tid} out of range ({count} tensors)")
+        for tid in ints(op.mutatingVariableInputs):
+            if tid not in (0, 1):
+                self.fail(where, "invalid mutating-variable-inputs flags")
+        if op.largeCustomOptionsSize and self.file_size is not None and \
+                int(op.largeCustomOptionsOffset) + int(op.largeCustomOptionsSize) > self.file_size:
+            self.fail(where, "its custom options lie past the end of the file")
+        if arity is not None:
+            low, high = arity.inputs
+            if not low <= len(ins) <= high:
+                self.fail(where, f"{len(ins)} inputs, expected {count_text(low, high)}")
+            low, high = arity.outputs
+            if not low <= len(outs) <= high:
+                self.fail(where, f"{len(outs)} outputs, expected {count_text(low, high)}")
+        if not custom:
+            self.check_options(where, name, op)
+            self.check_operands(where, name, ins, tensors)
+        present = [t for t in ins if t >= 0]
+        return name, present, outs
+
+    def check_custom_options(self, where: str, name: str, op: schema.OperatorT) -> None:
+        from flatbuffers import flexbuffers
+
+        raw = op.customOptions
+        if raw is None or not len(raw) or int(op.customOptionsFormat) != 0:
+            self.fail(where, "its custom options are missing")
+        try:
+            options = flexbuffers.Loads(np.asarray(raw, dtype=np.uint8).tobytes())
+        except Exception:  # any malformed FlexBuffer
+            options = None
+        if not isinstance(options, dict):
+            self.fail(where, "its custom options are not a valid FlexBuffer map")
+        for key, kind in BUILTIN_CUSTOM_OPERATORS[name][1].items():
+            value = options.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                self.fail(where, f"custom option {key!r} is missing or not a number")
+            if (kind == "count" and not (isinstance(value, int) and 0 < value <= MAX_ELEMENTS)) or (kind == "scale" and value <= 0):
+                self.fail(where, f"custom option {key} = {value!r}")
+
+    def check_options(self, where: str, name: str, op: schema.OperatorT) -> None:
+        expected = OPERATOR_OPTIONS.get(name)
+        kind = int(op.builtinOptionsType)
+        options = op.builtinOptions
+        if kind not in OPTIONS_NAMES:
+            self.fail(where, f"unknown options type {kind}")
+        if expected is not None:
+            wanted, required = expected
+            if options is None or kind == 0:
+                if required:
+                    self.fail(where, f"its {wanted} are missing")
+            elif OPTIONS_NAMES[kind] != wanted:
+                self.fail(where, f"carries {OPTIONS_NAMES[kind]} instead of {wanted}")
+        if options is None:
+            return
+        positive, padding, activation, counts = _options_plan(type(options))
+        for field in positive:
+            value = int(getattr(options, field))
+            if not 1 <= value <= MAX_WINDOW:
+                self.fail(where, f"option {field} = {value} (must be 1 to {MAX_WINDOW})")
+        if padding and int(options.padding) not in PADDINGS:
+            self.fail(where, f"unknown padding {int(options.padding)}")
+        if activation and int(options.fusedActivationFunction) not in ACTIVATIONS:
+            self.fail(where, f"unknown fused activation {int(options.fusedActivationFunction)}")
+        for field in counts:
+            if not 0 <= int(getattr(options, field)) <= MAX_ELEMENTS:
+                self.fail(where, f"option {field} = {int(getattr(options, field))}")
+        if name == "RESHAPE" and getattr(options, "newShape", None) is not None:
+            new_shape = ints(options.newShape)
+            if len(new_shape) > MAX_RANK or any(d < -1 for d in new_shape) or new_shape.count(-1) > 1:
+                self.fail(where, f"invalid new shape {new_shape}")
+        if name == "FAKE_QUANT":
+            low, high, bits = float(options.min), float(options.max), int(options.numBits)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high and 2 <= bits <= 16):
+                self.fail(where, f"fake-quant range [{low}, {high}] with {bits} bits")
+        if name in ("SOFTMAX", "LOG_SOFTMAX") and hasattr(options, "beta") and not math.isfinite(float(options.beta)):
+            self.fail(where, f"softmax beta {float(options.beta)}")
+
+    def check_operands(self, where: str, name: str, ins: list[int], tensors: Sequence[schema.TensorT]) -> None:
+        shapes = self.shapes
+
+        def shape_of(position: int) -> list[int] | None:
+            if position >= len(ins) or ins[position] < 0:
+                return None
+            return shapes[ins[position]]
+
+        for position, (low, high) in OPERAND_RANKS.get(name, {}).items():
+            shape = shape_of(position)
+            if shape is not None and not low <= len(shape) <= high:
+                wanted = f"rank {low}" if low == high else f"rank {low} to {high}"
+                self.fail(where, f"input {position} has shape {shape}; {name} needs {wanted}")
+        for position in INTEGER_INPUTS.get(name, ()):
+            if position < len(ins) and ins[position] >= 0:
+                tensor = tensors[ins[position]]
+                if self.buffer_bytes(int(tensor.buffer)) and int(tensor.type) not in INT_INDEX_TYPES:
+                    self.fail(where, f"input {position} is a {TENSOR_TYPE_NAMES[int(tensor.type)]} constant; {name} needs INT32 or INT64")
+        if name in AXES_INPUT or name in ("PAD", "PADV2", "MIRROR_PAD", "SPLIT"):
+            position = 0 if name == "SPLIT" else 1
+            data_position = 1 if name == "SPLIT" else 0
+            values = self.int_constant(tensors[ins[position]])
+            rank = len(shape_of(data_position) or [])
+            if values is None:
+                return
+            if name in AXES_INPUT and any(not -rank <= int(a) < rank for a in values):
+                self.fail(where, f"reduces axes {values.tolist()} of a rank-{rank} input")
+            if name == "SPLIT" and (values.size != 1 or not -rank <= int(values[0]) < rank):
+                self.fail(where, f"splits along axis {values.tolist()} of a rank-{rank} input")
+            if name in ("PAD", "PADV2", "MIRROR_PAD") and values.size != 2 * rank:
+                self.fail(where, f"{values.size} padding values for a rank-{rank} input (needs {2 * rank})")
+            if name in ("PAD", "PADV2", "MIRROR_PAD"):
+                shape = shape_of(0) or []
+                pads = values.reshape(-1, 2).tolist()
+                if any(a < 0 or b < 0 for a, b in pads) or \
+                        math.prod(d + a + b for d, (a, b) in zip(shape, pads)) > MAX_ELEMENTS:
+                    self.fail(where, f"paddings {pads} are negative or give an output of more than 2^31 elements")
+        self.check_shape_inputs(where, name, ins, tensors, shape_of)
+
+    def check_shape_inputs(self, where: str, name: str, ins: list[int], tensors: Sequence[schema.TensorT], shape_of: Any) -> None:
+        """Constant inputs that set an output's shape: sane values, and no output above 2^31 elements."""
+        position = SHAPE_INPUTS.get(name)
+        if position is None or position >= len(ins) or ins[position] < 0:
+            return
+        values = self.int_constant(tensors[ins[position]])
+        if values is None:
+            return
+        dims = values.tolist()
+        if name == "RESHAPE":
+            source = shape_of(0) or []
+            if len(dims) > MAX_RANK or any(d < -1 for d in dims) or dims.count(-1) > 1:
+                self.fail(where, f"invalid new shape {dims[:MAX_RANK + 1]}")
+            known = math.prod(d for d in dims if d != -1)
+            if -1 not in dims and math.prod(source) != known:
+                self.fail(where, f"new shape {dims} does not hold the {math.prod(source):,} elements of shape {source}")
+            if -1 in dims and (known == 0 or math.prod(source) % known):
+                self.fail(where, f"new shape {dims} cannot hold the {math.prod(source):,} elements of shape {source}")
+            return
+        if name == "TILE":
+            source = shape_of(0) or []
+            if len(dims) != len(source) or any(d < 0 for d in dims) or math.prod(a * b for a, b in zip(source, dims)) > MAX_ELEMENTS:
+                self.fail(where, f"multiples {dims} do not fit input shape {source} or exceed 2^31 elements")
+            return
+        if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            source = shape_of(0) or [1, 1, 1, 1]
+            if len(dims) != 2 or any(not 1 <= d <= MAX_WINDOW for d in dims) or source[0] * source[-1] * dims[0] * dims[1] > MAX_ELEMENTS:
+                self.fail(where, f"output size {dims} (needs 2 values from 1 to {MAX_WINDOW})")
+            return
+        if len(dims) > MAX_RANK or any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
+            self.fail(where, f"output shape {dims[:MAX_RANK + 1]} is invalid or has more than 2^31 elements")
+
+    def int_constant(self, tensor: schema.TensorT) -> np.ndarray | None:
+        data = self.constant(int(tensor.buffer))
+        if data is None or int(tensor.type) not in INT_INDEX_TYPES:
+            return None
+        return np.frombuffer(data.tobytes(), dtype="<i4" if int(tensor.type) == T.INT32 else "<i8")
+
+
+@functools.cache
+def _options_plan(options_class: type) -> tuple[tuple[str, ...], bool, bool, tuple[str, ...]]:
+    """Which checked fields an options class has: (positive fields, padding, fused activation, counts)."""
+    fields = vars(options_class())
+    return (tuple(f for f in POSITIVE_OPTIONS if f in fields), "padding" in fields, "fusedActivationFunction" in fields,
+            tuple(f for f in ("depthMultiplier", "num", "valuesCount") if f in fields))
+
