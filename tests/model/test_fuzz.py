@@ -15,25 +15,30 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
 from fuzz.regressions import REGRESSIONS, build  # noqa: E402
-from fuzz.run import STAGES, Case, fuzz, run_cases  # noqa: E402
+from fuzz.run import FINDINGS, STAGES, Case, Workspace, fuzz, run_cases  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the fuzz harness forks")
 
 
 @pytest.mark.parametrize("case", REGRESSIONS, ids=lambda c: c.name)
 def test_regression_is_a_clean_model_error(models_dir, case, tmp_path):
-    if case.model is not None and not (models_dir / case.model).exists():
-        pytest.skip(f"shared model missing: {case.model}")
-    path = tmp_path / f"{case.name}.tflite"
+    """Every command on a once-crashing model: the loader's one-line error, or (a valid model) no finding."""
+    path = tmp_path / "case" / f"{case.name}.tflite"
+    path.parent.mkdir()
     path.write_bytes(build(case, models_dir))
     run = Case(0, case.model or "-", case.name, str(path))
-    run_cases([run], jobs=1, timeout=60)
+    run_cases([run], Workspace.create(tmp_path), jobs=1, timeout=120)
     outcomes = {stage: result[0] for stage, result in run.stages.items()}
-    assert run.outcome == "clean", f"{case.name}: {run.outcome} {run.detail}"
+    assert run.outcome not in FINDINGS, f"{case.name}: {run.outcome} {run.detail}"
+    if case.expect is None:
+        assert outcomes["load"] == "ok" and set(outcomes) == set(STAGES), outcomes
+        return
     assert outcomes == dict.fromkeys(STAGES, "clean")
     message = run.stages["load"][1]
     assert str(path) in message and re.search(case.expect, message), message
     assert "\n" not in message
+    for stage in STAGES[1:-1]:  # each command's one line names the file too
+        assert str(path) in run.stages[stage][1], run.stages[stage]
 
 
 def test_short_fuzz_run_has_no_traceback_and_no_crash(models_dir):

@@ -1,13 +1,25 @@
-"""Control flow: operators that call subgraphs must name existing ones, and never recursively."""
+"""Control flow and other operators lastlayer does not run.
+
+WHILE, IF and CALL_ONCE are refused: no classifier or extractor needs them, and a loop whose condition
+never turns false (a constant ``true``) hangs ``invoke`` forever. Operators that still name subgraphs
+(in options of any type) must name existing ones, and never recursively.
+"""
 
 from __future__ import annotations
 
 from lastlayer.model.validate.common import ModelContext
 from lastlayer.model.validate.tables import SUBGRAPH_OPTIONS
 
+CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL")
+
 
 class ControlFlowChecks(ModelContext):
-    """Mixed into the checker: the subgraph call graph."""
+    """Mixed into the checker: the subgraph call graph, and the refusal of unknown operators."""
+
+    def refuse_operator(self, where: tuple, name: str) -> None:
+        if name in CONTROL_FLOW:
+            self.fail(where, f"control flow ({name}) is not supported: image classifiers and extractors have none")
+        self.fail(where, f"operator {name} is not one lastlayer runs (it runs image classifiers and extractors)")
 
     def check_calls(self) -> None:
         """Control-flow operators name subgraphs: in range, and never (directly or not) their own."""

@@ -9,23 +9,22 @@ from typing import Any, Sequence
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.model.names import TENSOR_TYPE_NAMES, builtin_code
-from lastlayer.model.validate.common import (
-    INT_INDEX_TYPES,
-    MAX_ELEMENTS,
-    MAX_RANK,
-    MAX_WINDOW,
-    ModelContext,
-    T,
-    ints,
+from lastlayer.model.names import TENSOR_TYPE_NAMES, as_text, builtin_code, tensor_type_name
+from lastlayer.model.validate.common import INT_INDEX_TYPES, MAX_ELEMENTS, MAX_RANK, MAX_WINDOW, T, ints
+from lastlayer.model.validate.control_flow import ControlFlowChecks
+from lastlayer.model.validate.signatures import (
+    CUSTOM_ARITY,
+    NATIVE_CUSTOM_OPERATORS,
+    OPERATOR_ARITY,
+    Arity,
+    type_mismatch,
 )
 from lastlayer.model.validate.tables import (
     ACTIVATIONS,
     AXES_INPUT,
-    BUILTIN_CUSTOM_OPERATORS,
+    CUSTOM_OPTIONS,
     INTEGER_INPUTS,
     OPERAND_RANKS,
-    OPERATOR_ARITY,
     OPERATOR_OPTIONS,
     OPTIONS_NAMES,
     PADDINGS,
@@ -35,24 +34,23 @@ from lastlayer.model.validate.tables import (
 )
 
 
-class OperatorChecks(ModelContext):
+class OperatorChecks(ControlFlowChecks):
     """Mixed into the checker: everything about one operator."""
 
-    def check_operator(self, where: str, op: schema.OperatorT, tensors: Sequence[schema.TensorT]) -> tuple[str, list[int], list[int]]:
+    def check_operator(self, where: tuple, op: schema.OperatorT, tensors: Sequence[schema.TensorT]) -> tuple[str, list[int], list[int]]:
+        """Indices, arity, options, operand ranks and types of one operator; returns (name, present inputs, outputs)."""
         count = len(tensors)
         code_index = int(op.opcodeIndex)
         if not 0 <= code_index < len(self.codes):
             self.fail(where, f"operator code index {code_index} out of range (model has {len(self.codes)} operator codes)")
-        code = self.codes[code_index]
         name = self.code_names[code_index]
         where = (*where, f"({name})")
-        custom = builtin_code(code) == schema.BuiltinOperator.CUSTOM
+        custom = builtin_code(self.codes[code_index]) == schema.BuiltinOperator.CUSTOM
         ins, outs = ints(op.inputs), ints(op.outputs)
-        arity = None if custom else OPERATOR_ARITY.get(name)
-        if custom and name in BUILTIN_CUSTOM_OPERATORS:
-            arity = BUILTIN_CUSTOM_OPERATORS[name][0]
+        arity = self.operator_arity(where, name, custom)
+        if custom and name in CUSTOM_OPTIONS:
             self.check_custom_options(where, name, op)
-        # Unlisted builtins and plain custom operators: any input may be an omitted optional one.
+        # Custom operators run by the Edge TPU delegate (or by none): any input may be an omitted optional one.
         optional = arity.optional if arity is not None else frozenset(range(len(ins)))
         for position, tid in enumerate(ins):
             if tid == -1 and position in optional:
@@ -80,11 +78,39 @@ class OperatorChecks(ModelContext):
             low, high = arity.outputs
             if not low <= len(outs) <= high:
                 self.fail(where, f"{len(outs)} outputs, expected {count_text(low, high)}")
+            self.check_types(where, name, ins, outs, tensors)
         if not custom:
             self.check_options(where, name, op)
             self.check_operands(where, name, ins, tensors)
         present = [t for t in ins if t >= 0]
         return name, present, outs
+
+    def operator_arity(self, where: tuple, name: str, custom: bool) -> Arity | None:
+        """The arity of a known operator (``None``: a custom one LiteRT has no kernel for); an unknown builtin is refused."""
+        if custom:
+            if name in NATIVE_CUSTOM_OPERATORS:
+                self.fail(where, f"custom operator {name} is not one lastlayer runs (it runs image classifiers and extractors)")
+            return CUSTOM_ARITY.get(name)
+        arity = OPERATOR_ARITY.get(name)
+        if arity is None:
+            self.refuse_operator(where, name)
+        return arity
+
+    def check_types(self, where: tuple, name: str, ins: list[int], outs: list[int], tensors: Sequence[schema.TensorT]) -> None:
+        """The operand types must fit one of the operator's signatures (LiteRT's kernels trust them)."""
+        in_types = tuple(None if tid < 0 else int(tensors[tid].type) for tid in ins)
+        out_types = tuple(int(tensors[tid].type) for tid in outs)
+        blame = type_mismatch(name, in_types, out_types)
+        if blame is None:
+            return
+        role, position, allowed = blame
+        ids = ins if role == "input" else outs
+        if position >= len(ids):
+            self.fail(where, f"its operand types fit none of its signatures ({allowed})")
+        tid = ids[position]
+        kind = "omitted" if tid < 0 else tensor_type_name(tensors[tid].type)
+        tensor = "" if tid < 0 else f" (tensor {tid} {as_text(tensors[tid].name)!r})"
+        self.fail(where, f"{role} {position}{tensor} is {kind}; {name} accepts {allowed} there")
 
     def check_custom_options(self, where: str, name: str, op: schema.OperatorT) -> None:
         from flatbuffers import flexbuffers
@@ -98,14 +124,14 @@ class OperatorChecks(ModelContext):
             options = None
         if not isinstance(options, dict):
             self.fail(where, "its custom options are not a valid FlexBuffer map")
-        for key, kind in BUILTIN_CUSTOM_OPERATORS[name][1].items():
+        for key, kind in CUSTOM_OPTIONS[name].items():
             value = options.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 self.fail(where, f"custom option {key!r} is missing or not a number")
             if (kind == "count" and not (isinstance(value, int) and 0 < value <= MAX_ELEMENTS)) or (kind == "scale" and value <= 0):
                 self.fail(where, f"custom option {key} = {value!r}")
 
-    def check_options(self, where: str, name: str, op: schema.OperatorT) -> None:
+    def check_options(self, where: tuple, name: str, op: schema.OperatorT) -> None:
         expected = OPERATOR_OPTIONS.get(name)
         kind = int(op.builtinOptionsType)
         options = op.builtinOptions
@@ -118,6 +144,8 @@ class OperatorChecks(ModelContext):
                     self.fail(where, f"its {wanted} are missing")
             elif OPTIONS_NAMES[kind] != wanted:
                 self.fail(where, f"carries {OPTIONS_NAMES[kind]} instead of {wanted}")
+        elif kind != 0 and options is not None:
+            self.fail(where, f"carries {OPTIONS_NAMES[kind]} but {name} takes no options")
         if options is None:
             return
         positive, padding, activation, counts = _options_plan(type(options))

@@ -7,20 +7,28 @@ are mixed in from their own modules.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
-from lastlayer.model.names import BUILTIN_OPERATOR_NAMES, TENSOR_TYPE_NAMES, builtin_code, operator_name
+from lastlayer.model.names import (
+    BUILTIN_OPERATOR_NAMES,
+    TENSOR_TYPE_NAMES,
+    as_text,
+    builtin_code,
+    operator_name,
+    tensor_type_name,
+)
 from lastlayer.model.validate.common import ELEMENT_BYTES, HINT, MAX_ELEMENTS, MAX_RANK, T, ints, length
-from lastlayer.model.validate.control_flow import ControlFlowChecks
+from lastlayer.model.validate.memory import MemoryChecks
 from lastlayer.model.validate.operators import OperatorChecks
 from lastlayer.model.validate.quantization import QuantizationChecks
+from lastlayer.model.validate.signatures import GRAPH_INPUT_TYPES, GRAPH_OUTPUT_TYPES, type_names
 
 
-class Checker(OperatorChecks, QuantizationChecks, ControlFlowChecks):
+class Checker(OperatorChecks, QuantizationChecks, MemoryChecks):
     """One validation of one model; :meth:`run` raises :class:`ModelError` at the first problem."""
 
     # ----------------------------------------------------------------- whole model
@@ -56,6 +64,8 @@ class Checker(OperatorChecks, QuantizationChecks, ControlFlowChecks):
                 self.fail(f"operator code {index}", f"negative builtin code {int(code.deprecatedBuiltinCode)}")
             if int(code.version) < 1:
                 self.fail(f"operator code {index} ({operator_name(code)})", f"version {int(code.version)} (must be 1 or more)")
+            if value == schema.BuiltinOperator.CUSTOM:
+                self.check_text(f"operator code {index} (custom)", code.customCode)
 
     def check_metadata(self) -> None:
         for entry in self.model.metadata or []:
@@ -88,8 +98,10 @@ class Checker(OperatorChecks, QuantizationChecks, ControlFlowChecks):
             for tid in ids:
                 if not 0 <= tid < count:
                     self.fail(where, f"graph {label} tensor index {tid} out of range ({count} tensors)")
+        if number == 0:
+            self.check_graph_io_types(where, inputs, outputs, tensors)
         produced: dict[int, int] = {}
-        op_inputs: list[list[int]] = []
+        op_io: list[tuple[list[int], list[int]]] = []
         for op_index, op in enumerate(graph.operators or []):
             op_where = (where, "operator", op_index)
             name, ins, outs = self.check_operator(op_where, op, tensors)
@@ -99,8 +111,8 @@ class Checker(OperatorChecks, QuantizationChecks, ControlFlowChecks):
                 if tid in constants:
                     self.fail((*op_where, f"({name})"), f"output tensor {tid} is a constant")
                 produced[tid] = op_index
-            op_inputs.append(ins)
-        for op_index, ins in enumerate(op_inputs):
+            op_io.append((ins, outs))
+        for op_index, (ins, _) in enumerate(op_io):
             for tid in ins:
                 if produced.get(tid, -1) >= op_index:
                     self.fail(f"{where} operator {op_index}",
@@ -109,6 +121,17 @@ class Checker(OperatorChecks, QuantizationChecks, ControlFlowChecks):
         for tid in outputs:
             if tid not in produced and tid not in graph_inputs and tid not in constants:
                 self.fail(where, f"graph output tensor {tid} is computed by no operator")
+        self.check_memory(number, graph, op_io, constants)
+
+    def check_graph_io_types(self, where: str, inputs: list[int], outputs: list[int], tensors: Sequence[schema.TensorT]) -> None:
+        """The main graph takes and gives what a classifier or an extractor can: numbers lastlayer can feed and read."""
+        for label, ids, allowed, what in (("input", inputs, GRAPH_INPUT_TYPES, "lastlayer feeds images as"),
+                                          ("output", outputs, GRAPH_OUTPUT_TYPES, "a classifier or extractor gives")):
+            for position, tid in enumerate(ids):
+                kind = int(tensors[tid].type)
+                if kind not in allowed:
+                    self.fail(where, f"graph {label} {position} (tensor {tid} {as_text(tensors[tid].name)!r}) is "
+                                     f"{tensor_type_name(kind)}; {what} {type_names(allowed)}")
 
     def check_text(self, where: str, value: Any) -> None:
         if isinstance(value, (bytes, bytearray)):
