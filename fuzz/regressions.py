@@ -32,6 +32,8 @@ EDGETPU = "mobilenet_v1_1.0_224_quant_embedding_extractor_edgetpu.tflite"
 V2 = "mobilenet_v2_1.0_224_quant.tflite"
 EXTRACTOR = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 FLOAT_V3 = "float:v3_block_nchw.tflite"
+FLOAT_V1 = "float:mobilenet_v1_0.25_128.tflite"
+PTQ = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
 TRAIN_FLOAT32 = "written:train_float32_on_float_extractor.tflite"
 TRAIN_UINT8 = "written:train_float32_on_uint8_extractor.tflite"
 ISSUE = "issue 26 (fuzz campaign)"
@@ -213,6 +215,33 @@ def _no_graph_inputs(model: schema.ModelT) -> None:
 
 
 
+def _first_add_input_unquantized(model: schema.ModelT) -> None:
+    add = _ops(model, "ADD")[0]
+    model.subgraphs[0].tensors[int(add.inputs[0])].quantization = None
+
+
+def _add_output_scale(scale: float) -> Edit:
+    def edit(model: schema.ModelT) -> None:
+        add = _ops(model, "ADD")[0]
+        model.subgraphs[0].tensors[int(add.outputs[0])].quantization.scale = [scale]
+    return edit
+
+
+def _intermediate_batch(batch: int, op: str) -> Edit:
+    def edit(model: schema.ModelT) -> None:
+        tensor = model.subgraphs[0].tensors[int(_ops(model, op)[-1].inputs[0])]
+        tensor.shape = [batch, *[int(d) for d in tensor.shape[1:]]]
+    return edit
+
+
+def _input_shape(shape: list[int]) -> Edit:
+    def edit(model: schema.ModelT) -> None:
+        graph = model.subgraphs[0]
+        graph.tensors[int(graph.inputs[0])].shape = shape
+    return edit
+
+
+
 REGRESSIONS: list[Regression] = [
     Regression("version-only-24-bytes", None, _version_only, "has no subgraph", "brief: inspect/classify/cut/check segfaulted"),
     Regression("depthwise-without-bias", V1_SMALL, _depthwise_without_bias, r"DEPTHWISE_CONV_2D\): 2 inputs, expected 3", "brief"),
@@ -254,6 +283,18 @@ REGRESSIONS: list[Regression] = [
                  f"{ISSUE}: imprint: internal error") for name in ("COMPLEX128", "VARIANT", "UINT4")],
     Regression("custom-name-not-utf8", EDGETPU, _custom_name_not_utf8, "is not valid UTF-8", f"{ISSUE}: UnicodeDecodeError in LiteRT"),
     Regression("no-graph-inputs", HEAD, _no_graph_inputs, None, f"{ISSUE}: inspect: IndexError in view.py"),
+    # issue 26: quantization the kernels compute with, shapes of intermediate tensors
+    Regression("add-input-without-quantization", V2, _first_add_input_unquantized, "is UINT8 without quantization parameters",
+               f"{ISSUE}: SIGABRT in ADD's Prepare"),
+    Regression("add-output-scale-1e-7", V2, _add_output_scale(1e-7), r"\(ADD\): the scales of its operands do not fit",
+               f"{ISSUE}: SIGABRT in ADD's Prepare"),
+    *[Regression(f"intermediate-batch-{batch}-{tag}", model, _intermediate_batch(batch, op), f"is declared \\[{batch}, ",
+                 f"{ISSUE}: XNNPACK allocated 0.8-6.2 GB") for batch in (46341, 131071)
+      for tag, model, op in (("int8", PTQ, "CONV_2D"), ("float", FLOAT_V1, "AVERAGE_POOL_2D"))],
+    Regression("input-46341x224", V2, _input_shape([1, 46341, 224, 3]), r"\(CONV_2D\): output 0 .* is declared \[1, 112, 112, 32\]",
+               f"{ISSUE}: 2.4 GB peak before a clean error"),
+    Regression("head-input-362x362x1024", HEAD, _input_shape([1, 362, 362, 1024]), r"\(CONV_2D\): output 0 .* is declared",
+               f"{ISSUE}: imprint: internal error (MemoryError: Unable to allocate 3.00 GiB)"),
 ]
 
 

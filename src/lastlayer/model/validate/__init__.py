@@ -30,7 +30,8 @@ from lastlayer.model.validate.structure import Checker
 from lastlayer.model.validate.tables import OPERAND_RANKS, OPERATOR_OPTIONS
 
 __all__ = ["MAX_MODEL_MEMORY", "MAX_MODEL_MEMORY_ENV", "Arity", "CUSTOM_SIGNATURES", "OPERAND_RANKS", "OPERATOR_ARITY",
-           "OPERATOR_OPTIONS", "SIGNATURES", "Signature", "max_model_memory", "validate_model"]
+           "OPERATOR_OPTIONS", "SIGNATURES", "Signature", "derived_shapes", "max_model_memory",
+           "validate_model"]
 
 MAX_MODEL_MEMORY: int | None = None
 """The most memory (bytes) a model's tensors may need; ``None``: ``$LASTLAYER_MAX_MODEL_MEMORY``, else 2 GiB
@@ -43,3 +44,8 @@ def validate_model(model: schema.ModelT, source: str, *, file_size: int | None =
     ``file_size``, when known, also bounds buffers and custom options stored after the flatbuffer.
     """
     Checker(model, source, file_size).run()
+
+
+def derived_shapes(model: schema.ModelT, subgraph: int = 0, source: str = "the model") -> list[list[int]]:
+    """The shape LiteRT will give each tensor of ``subgraph`` (validating the model first, which may raise)."""
+    return Checker(model, source, None).run()[subgraph]

@@ -55,7 +55,8 @@ class ModelContext:
         self.subgraphs = model.subgraphs or []
         self.sizes = [self.buffer_bytes(i) for i in range(len(self.buffers))] or [0]
         self.code_names: list[str] = []
-        self.shapes: list[list[int]] = []  # of the subgraph being checked, by tensor index
+        self.shapes: list[list[int]] = []  # declared, of the subgraph being checked, by tensor index
+        self.derived: list[list[int]] = []  # as LiteRT will compute them (see shapes.py)
 
     def fail(self, where: str | tuple, problem: str) -> None:
         """Raise the one-line error; ``where`` may be a tuple of parts, joined only now (it is on the hot path)."""

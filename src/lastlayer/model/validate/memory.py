@@ -100,7 +100,7 @@ class MemoryChecks(ModelContext):
         for tid, start in sorted(first.items()):
             if tid in constants:
                 continue
-            size = self.tensor_bytes(tensors[tid], self.shapes[tid])
+            size = self.tensor_bytes(tensors[tid], self.derived[tid])
             if size > largest:
                 largest, largest_tid = size, tid
             change[start + 1] += size
@@ -114,5 +114,5 @@ class MemoryChecks(ModelContext):
             tensor = tensors[largest_tid]
             raise ModelError(
                 f"{self.source} needs about {size_text(peak)} for its tensors (activations alive at once in subgraph {number}; "
-                f"largest: tensor {largest_tid} {as_text(tensor.name)!r} {self.shapes[largest_tid]}, {size_text(largest)}), "
+                f"largest: tensor {largest_tid} {as_text(tensor.name)!r} {self.derived[largest_tid]}, {size_text(largest)}), "
                 f"over lastlayer's limit of {size_text(limit)}; raise {MAX_MODEL_MEMORY_ENV} (bytes, e.g. 8G) to run it")

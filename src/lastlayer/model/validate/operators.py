@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -21,7 +21,6 @@ from lastlayer.model.validate.signatures import (
 )
 from lastlayer.model.validate.tables import (
     ACTIVATIONS,
-    AXES_INPUT,
     CUSTOM_OPTIONS,
     INTEGER_INPUTS,
     OPERAND_RANKS,
@@ -29,7 +28,6 @@ from lastlayer.model.validate.tables import (
     OPTIONS_NAMES,
     PADDINGS,
     POSITIVE_OPTIONS,
-    SHAPE_INPUTS,
     count_text,
 )
 
@@ -112,17 +110,25 @@ class OperatorChecks(ControlFlowChecks):
         tensor = "" if tid < 0 else f" (tensor {tid} {as_text(tensors[tid].name)!r})"
         self.fail(where, f"{role} {position}{tensor} is {kind}; {name} accepts {allowed} there")
 
-    def check_custom_options(self, where: str, name: str, op: schema.OperatorT) -> None:
+    def custom_options(self, op: schema.OperatorT) -> dict | None:
+        """The FlexBuffer map of a custom operator's options, or ``None``."""
         from flatbuffers import flexbuffers
 
         raw = op.customOptions
         if raw is None or not len(raw) or int(op.customOptionsFormat) != 0:
-            self.fail(where, "its custom options are missing")
+            return None
         try:
             options = flexbuffers.Loads(np.asarray(raw, dtype=np.uint8).tobytes())
         except Exception:  # any malformed FlexBuffer
-            options = None
-        if not isinstance(options, dict):
+            return None
+        return options if isinstance(options, dict) else None
+
+    def check_custom_options(self, where: tuple, name: str, op: schema.OperatorT) -> None:
+        raw = op.customOptions
+        if raw is None or not len(raw) or int(op.customOptionsFormat) != 0:
+            self.fail(where, "its custom options are missing")
+        options = self.custom_options(op)
+        if options is None:
             self.fail(where, "its custom options are not a valid FlexBuffer map")
         for key, kind in CUSTOM_OPTIONS[name].items():
             value = options.get(key)
@@ -189,58 +195,6 @@ class OperatorChecks(ControlFlowChecks):
                 tensor = tensors[ins[position]]
                 if self.buffer_bytes(int(tensor.buffer)) and int(tensor.type) not in INT_INDEX_TYPES:
                     self.fail(where, f"input {position} is a {TENSOR_TYPE_NAMES[int(tensor.type)]} constant; {name} needs INT32 or INT64")
-        if name in AXES_INPUT or name in ("PAD", "PADV2", "MIRROR_PAD", "SPLIT"):
-            position = 0 if name == "SPLIT" else 1
-            data_position = 1 if name == "SPLIT" else 0
-            values = self.int_constant(tensors[ins[position]])
-            rank = len(shape_of(data_position) or [])
-            if values is None:
-                return
-            if name in AXES_INPUT and any(not -rank <= int(a) < rank for a in values):
-                self.fail(where, f"reduces axes {values.tolist()} of a rank-{rank} input")
-            if name == "SPLIT" and (values.size != 1 or not -rank <= int(values[0]) < rank):
-                self.fail(where, f"splits along axis {values.tolist()} of a rank-{rank} input")
-            if name in ("PAD", "PADV2", "MIRROR_PAD") and values.size != 2 * rank:
-                self.fail(where, f"{values.size} padding values for a rank-{rank} input (needs {2 * rank})")
-            if name in ("PAD", "PADV2", "MIRROR_PAD"):
-                shape = shape_of(0) or []
-                pads = values.reshape(-1, 2).tolist()
-                if any(a < 0 or b < 0 for a, b in pads) or \
-                        math.prod(d + a + b for d, (a, b) in zip(shape, pads)) > MAX_ELEMENTS:
-                    self.fail(where, f"paddings {pads} are negative or give an output of more than 2^31 elements")
-        self.check_shape_inputs(where, name, ins, tensors, shape_of)
-
-    def check_shape_inputs(self, where: str, name: str, ins: list[int], tensors: Sequence[schema.TensorT], shape_of: Any) -> None:
-        """Constant inputs that set an output's shape: sane values, and no output above 2^31 elements."""
-        position = SHAPE_INPUTS.get(name)
-        if position is None or position >= len(ins) or ins[position] < 0:
-            return
-        values = self.int_constant(tensors[ins[position]])
-        if values is None:
-            return
-        dims = values.tolist()
-        if name == "RESHAPE":
-            source = shape_of(0) or []
-            if len(dims) > MAX_RANK or any(d < -1 for d in dims) or dims.count(-1) > 1:
-                self.fail(where, f"invalid new shape {dims[:MAX_RANK + 1]}")
-            known = math.prod(d for d in dims if d != -1)
-            if -1 not in dims and math.prod(source) != known:
-                self.fail(where, f"new shape {dims} does not hold the {math.prod(source):,} elements of shape {source}")
-            if -1 in dims and (known == 0 or math.prod(source) % known):
-                self.fail(where, f"new shape {dims} cannot hold the {math.prod(source):,} elements of shape {source}")
-            return
-        if name == "TILE":
-            source = shape_of(0) or []
-            if len(dims) != len(source) or any(d < 0 for d in dims) or math.prod(a * b for a, b in zip(source, dims)) > MAX_ELEMENTS:
-                self.fail(where, f"multiples {dims} do not fit input shape {source} or exceed 2^31 elements")
-            return
-        if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
-            source = shape_of(0) or [1, 1, 1, 1]
-            if len(dims) != 2 or any(not 1 <= d <= MAX_WINDOW for d in dims) or source[0] * source[-1] * dims[0] * dims[1] > MAX_ELEMENTS:
-                self.fail(where, f"output size {dims} (needs 2 values from 1 to {MAX_WINDOW})")
-            return
-        if len(dims) > MAX_RANK or any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
-            self.fail(where, f"output shape {dims[:MAX_RANK + 1]} is invalid or has more than 2^31 elements")
 
     def int_constant(self, tensor: schema.TensorT) -> np.ndarray | None:
         data = self.constant(int(tensor.buffer))

@@ -152,7 +152,7 @@ SIGNATURES: dict[str, tuple[Signature, ...]] = {
     "RESIZE_BILINEAR": _sigs("T I > T", types=_QUANT),
     "RESIZE_NEAREST_NEIGHBOR": _sigs("T I > T", types=_QUANT),
     "TILE": _sigs("T I|L > T", types=ANY),
-    "GATHER": _sigs("T S|I|L > T", types=ANY),
+    "GATHER": _sigs("T I|L > T", types=ANY),
     "BROADCAST_TO": _sigs("T I|L > T", types=ANY),
     "FILL": _sigs("I|L T > T", types=ANY),
     "SHAPE": _sigs("F|U|B|S|I|L|Z > I|L"),

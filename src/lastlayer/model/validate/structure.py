@@ -25,24 +25,36 @@ from lastlayer.model.validate.common import ELEMENT_BYTES, HINT, MAX_ELEMENTS, M
 from lastlayer.model.validate.memory import MemoryChecks
 from lastlayer.model.validate.operators import OperatorChecks
 from lastlayer.model.validate.quantization import QuantizationChecks
-from lastlayer.model.validate.signatures import GRAPH_INPUT_TYPES, GRAPH_OUTPUT_TYPES, type_names
+from lastlayer.model.validate.scales import ScaleChecks
+from lastlayer.model.validate.shapes import ShapeChecks
+from lastlayer.model.validate.signatures import (
+    CUSTOM_SIGNATURES,
+    GRAPH_INPUT_TYPES,
+    GRAPH_OUTPUT_TYPES,
+    SIGNATURES,
+    type_names,
+)
 
 
-class Checker(OperatorChecks, QuantizationChecks, MemoryChecks):
+class Checker(OperatorChecks, QuantizationChecks, ScaleChecks, ShapeChecks, MemoryChecks):
     """One validation of one model; :meth:`run` raises :class:`ModelError` at the first problem."""
 
     # ----------------------------------------------------------------- whole model
-    def run(self) -> None:
+    def run(self) -> list[list[list[int]]]:
+        """Check the model; return the shapes LiteRT will compute, by subgraph and tensor."""
         if not self.subgraphs:
             raise ModelError(f"{self.source} is not a valid TFLite model: it has no subgraph (no graph to run); {HINT}")
         self.check_buffers()
         self.check_codes()
+        derived = []
         for number, graph in enumerate(self.subgraphs):
             self.check_subgraph(number, graph)
+            derived.append(self.derived)
         if not length(self.subgraphs[0].outputs):
             raise ModelError(f"{self.source} is not a valid TFLite model: its main graph has no outputs; {HINT}")
         self.check_calls()
         self.check_metadata()
+        return derived
 
     def check_buffers(self) -> None:
         for index, buffer in enumerate(self.buffers):
@@ -102,7 +114,9 @@ class Checker(OperatorChecks, QuantizationChecks, MemoryChecks):
             self.check_graph_io_types(where, inputs, outputs, tensors)
         produced: dict[int, int] = {}
         op_io: list[tuple[list[int], list[int]]] = []
-        for op_index, op in enumerate(graph.operators or []):
+        names: list[str] = []
+        operators = graph.operators or []
+        for op_index, op in enumerate(operators):
             op_where = (where, "operator", op_index)
             name, ins, outs = self.check_operator(op_where, op, tensors)
             for tid in outs:
@@ -111,7 +125,8 @@ class Checker(OperatorChecks, QuantizationChecks, MemoryChecks):
                 if tid in constants:
                     self.fail((*op_where, f"({name})"), f"output tensor {tid} is a constant")
                 produced[tid] = op_index
-            op_io.append((ins, outs))
+            op_io.append(([t for t in ins if t >= 0], outs))
+            names.append(name)
         for op_index, (ins, _) in enumerate(op_io):
             for tid in ins:
                 if produced.get(tid, -1) >= op_index:
@@ -121,6 +136,15 @@ class Checker(OperatorChecks, QuantizationChecks, MemoryChecks):
         for tid in outputs:
             if tid not in produced and tid not in graph_inputs and tid not in constants:
                 self.fail(where, f"graph output tensor {tid} is computed by no operator")
+        known: dict[int, list[int] | None] = {}  # values of small integer tensors, for shape arithmetic
+        self.derived = list(self.shapes)
+        for op_index, (op, name) in enumerate(zip(operators, names)):
+            if name in SIGNATURES or name in CUSTOM_SIGNATURES:  # the operators whose kernels lastlayer checks
+                op_where = (where, "operator", op_index, f"({name})")
+                ins, outs = ints(op.inputs), ints(op.outputs)
+                self.check_operator_scales(op_where, name, ins, outs, tensors)
+                self.check_shapes(op_where, name, self.custom_options(op) if name in CUSTOM_SIGNATURES else op.builtinOptions,
+                                  ins, outs, tensors, known)
         self.check_memory(number, graph, op_io, constants)
 
     def check_graph_io_types(self, where: str, inputs: list[int], outputs: list[int], tensors: Sequence[schema.TensorT]) -> None:

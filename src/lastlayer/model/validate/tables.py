@@ -87,18 +87,13 @@ OPERAND_RANKS: dict[str, dict[int, tuple[int, int]]] = {
     "STRIDED_SLICE": {1: (1, 1), 2: (1, 1), 3: (1, 1)},
     "SLICE": {1: (1, 1), 2: (1, 1)},
 }
-# Operators whose input 1 holds axes into input 0 (values checked when the axes are constant).
-AXES_INPUT = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}
 # Operators whose constant integer inputs (by index) must be INT32/INT64.
 INTEGER_INPUTS: dict[str, tuple[int, ...]] = {
-    **{name: (1,) for name in AXES_INPUT},
+    **{name: (1,) for name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD")},
     "PAD": (1,), "PADV2": (1,), "MIRROR_PAD": (1,), "RESHAPE": (1,), "SPLIT": (0,), "SPLIT_V": (1, 2),
     "STRIDED_SLICE": (1, 2, 3), "SLICE": (1, 2), "TRANSPOSE": (1,), "EXPAND_DIMS": (1,), "TILE": (1,),
     "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,), "TRANSPOSE_CONV": (0,), "GATHER": (1,),
 }
-# Constant inputs (by index) that set an output shape.
-SHAPE_INPUTS = {"RESHAPE": 1, "TILE": 1, "RESIZE_BILINEAR": 1, "RESIZE_NEAREST_NEIGHBOR": 1, "BROADCAST_TO": 1,
-                 "FILL": 0, "TRANSPOSE_CONV": 0}
 # Options fields that must be at least 1 (and at most MAX_WINDOW): a zero divides by zero in the kernels.
 POSITIVE_OPTIONS = ("strideW", "strideH", "strideD", "dilationWFactor", "dilationHFactor", "dilationDFactor",
                      "filterWidth", "filterHeight", "blockSize", "numSplits")
