@@ -23,7 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 if __package__ in (None, ""):  # run as a script: make ``fuzz`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fuzz.mutate import pack, parse  # noqa: E402
+from fuzz.mutate import pack, parse, wrap_in_loop  # noqa: E402
 from fuzz.seeds import SEEDS  # noqa: E402
 
 V1_SMALL = "mobilenet_v1_0.25_128_quant.tflite"
@@ -177,42 +177,8 @@ def _custom_name_not_utf8(model: schema.ModelT) -> None:
     model.operatorCodes[0].customCode = b"edgetpu-\xff\xfe-op"
 
 
-def _while_condition_always_true(model: schema.ModelT) -> None:
-    """The main graph's input runs through a WHILE whose condition subgraph returns a constant ``true``."""
-    from lastlayer.model.edit import add_operator, add_tensor
-
-    graph = model.subgraphs[0]
-    first = graph.tensors[int(graph.inputs[0])]
-    shape, kind = list(first.shape), int(first.type)
-    for role in ("cond", "body"):
-        sub = schema.SubGraphT()
-        sub.name, sub.operators = role, []
-        x = schema.TensorT()
-        x.name, x.shape, x.type, x.buffer, x.quantization = "x", shape, kind, 0, first.quantization
-        sub.tensors, sub.inputs, sub.outputs = [x], [0], [0]
-        model.subgraphs.append(sub)
-    cond = len(model.subgraphs) - 2
-    truth = schema.TensorT()
-    truth.name, truth.shape, truth.type = "always", [], T.BOOL
-    model.buffers.append(schema.BufferT())
-    model.buffers[-1].data = np.array([1], np.uint8)
-    truth.buffer = len(model.buffers) - 1
-    model.subgraphs[cond].tensors.append(truth)
-    model.subgraphs[cond].outputs = [1]
-    looped = add_tensor(model, "looped", shape, "float32")
-    graph.tensors[looped].type, graph.tensors[looped].quantization = kind, first.quantization
-    options = schema.WhileOptionsT()
-    options.condSubgraphIndex, options.bodySubgraphIndex = cond, cond + 1
-    add_operator(model, schema.BuiltinOperator.WHILE, [int(graph.inputs[0])], [looped],
-                 options_type=schema.BuiltinOptions.WhileOptions, options=options)
-    graph.operators.insert(0, graph.operators.pop())
-    for op in graph.operators[1:]:
-        op.inputs = [looped if int(t) == int(graph.inputs[0]) else int(t) for t in op.inputs]
-
-
 def _no_graph_inputs(model: schema.ModelT) -> None:
     model.subgraphs[0].inputs = []
-
 
 
 def _first_add_input_unquantized(model: schema.ModelT) -> None:
@@ -274,7 +240,7 @@ REGRESSIONS: list[Regression] = [
                r"SOFTMAX\): output 0 .* is UINT8; SOFTMAX accepts FLOAT32", f"{ISSUE}: heap corruption"),
     Regression("assign-variable-with-one-input", HEAD, _assign_variable_with_one_input, "operator ASSIGN_VARIABLE is not one lastlayer runs",
                f"{ISSUE}: SIGSEGV in allocate_tensors"),
-    Regression("while-condition-always-true", HEAD, _while_condition_always_true, r"control flow \(WHILE\) is not supported",
+    Regression("while-condition-always-true", HEAD, lambda m: wrap_in_loop(m, "WHILE"), r"control flow \(WHILE\) is not supported",
                f"{ISSUE}: classify never returns"),
     Regression("output-complex128", TRAIN_UINT8, _output_typed(T.COMPLEX128), "graph output 0 .* is COMPLEX128",
                f"{ISSUE}: classify printed 0.00000 and NumPy's ComplexWarning"),

@@ -2,6 +2,7 @@
 
     python fuzz/run.py --count 3000 --seed 0 --models /work/shared/models [--jobs 2] [--keep findings/]
     python fuzz/run.py --count 500 --accepted-only ...    # only mutants the validator accepts
+    python fuzz/run.py --sweep-operators ...              # every builtin operator code, on two models
     python fuzz/run.py --seed 0 --only 123 ...            # replay one case, in this process
 
 Seeds: the shared models plus float networks and models lastlayer writes (``fuzz/seeds.py``). Each
@@ -55,7 +56,8 @@ DEFAULT_WEIGHTS = {
     "float:mobilenet_v1_0.25_128.tflite": 2,
     "written:train_float32_on_float_extractor.tflite": 2,
 }
-_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory", "Failed to allocate")
+_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory", "Failed to allocate",
+                 "can't start new thread")
 
 
 # ----------------------------------------------------------------------------------- child side
@@ -297,6 +299,38 @@ def build_cases(models: dict[str, bytes], count: int, seed: int, folder: Path, o
     return cases
 
 
+SWEEP_MODELS = ("mobilenet_quant_v1_224_head_layers.tflite", "float:v3_block_nchw.tflite")
+
+
+def sweep_cases(models: dict[str, bytes], folder: Path) -> list[Case]:
+    """Every builtin operator code on the first and on the last operator of a uint8 and a float model."""
+    from fuzz.mutate import pack, parse
+    from fuzz.structural_edits import BUILTIN_CODES
+
+    cases = []
+    for name in (n for n in SWEEP_MODELS if n in models):
+        for code in BUILTIN_CODES:
+            for position in (0, -1):
+                model = parse(models[name])
+                entry = schema_operator_code(code)
+                model.operatorCodes = list(model.operatorCodes) + [entry]
+                model.subgraphs[0].operators[position].opcodeIndex = len(model.operatorCodes) - 1
+                number = len(cases)
+                case_dir = folder / f"case{number:05d}"
+                case_dir.mkdir()
+                (case_dir / "model.tflite").write_bytes(pack(model))
+                cases.append(Case(number, name, f"operator {position} -> builtin {code}", str(case_dir / "model.tflite")))
+    return cases
+
+
+def schema_operator_code(code: int) -> object:
+    from ai_edge_litert import schema_py_generated as schema
+
+    entry = schema.OperatorCodeT()
+    entry.builtinCode, entry.deprecatedBuiltinCode, entry.version = code, min(code, 127), 1
+    return entry
+
+
 def _memory_budget() -> int:
     try:
         from lastlayer.model.validate import max_model_memory
@@ -384,14 +418,14 @@ def load_models(folder: Path, seeds: bool = True) -> dict[str, bytes]:
 
 
 def fuzz(models_dir: Path, count: int, seed: int, jobs: int = 2, timeout: float = 60.0, keep: Path | None = None,
-         only: int | None = None, accepted_only: bool = False, memory_limit: int = MEMORY_LIMIT) -> Summary:
+         only: int | None = None, accepted_only: bool = False, memory_limit: int = MEMORY_LIMIT, sweep: bool = False) -> Summary:
     models = load_models(models_dir)
     if not models:
         raise SystemExit(f"no .tflite models in {models_dir}")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lastlayer-fuzz-") as tmp:
         work = Workspace.create(Path(tmp))
-        cases = build_cases(models, count, seed, Path(tmp), only, accepted_only)
+        cases = sweep_cases(models, Path(tmp)) if sweep else build_cases(models, count, seed, Path(tmp), only, accepted_only)
         run_cases(cases, work, jobs=jobs, timeout=timeout, memory_limit=memory_limit)
         summary = Summary(cases, time.monotonic() - start, accepted_only)
         if keep is not None:
@@ -412,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per mutant (all stages)")
     parser.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT / 2**30, help="GiB of address space per child")
     parser.add_argument("--accepted-only", action="store_true", help="keep only mutants the validator accepts")
+    parser.add_argument("--sweep-operators", action="store_true",
+                        help="instead of random mutants: every builtin operator code on the first and last operator of two models")
     parser.add_argument("--keep", type=Path, help="copy the mutants of findings (and what was done to them) here")
     parser.add_argument("--only", type=int, help="replay one case number, in this process, with tracebacks")
     args = parser.parse_args(argv)
@@ -427,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             exercise(case.path, work, lambda message: print(*message, sep="  ", flush=True))
         return 0
     summary = fuzz(args.models, args.count, args.seed, args.jobs, args.timeout, args.keep,
-                   accepted_only=args.accepted_only, memory_limit=int(args.memory_limit * 2**30))
+                   accepted_only=args.accepted_only, memory_limit=int(args.memory_limit * 2**30), sweep=args.sweep_operators)
     for case in summary.findings:
         print(f"[{case.outcome}] case {case.number} ({case.model}): {case.description}\n    {case.detail}".rstrip())
     print(summary.table())
