@@ -57,7 +57,7 @@ DEFAULT_WEIGHTS = {
     "written:train_float32_on_float_extractor.tflite": 2,
 }
 _MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory", "Failed to allocate",
-                 "can't start new thread")
+                 "can't start new thread", "failed to map segment")
 
 
 # ----------------------------------------------------------------------------------- child side
