@@ -21,7 +21,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.model.names import as_text
 from lastlayer.model.validate.common import INT_INDEX_TYPES, MAX_RANK, ModelContext
-from lastlayer.model.validate.shape_rules import SHAPE_RULES, Shape, small_values
+from lastlayer.model.validate.shape_rules import SHAPE_RULES, Operands, Shape
 from lastlayer.model.validate.tables import OPERATOR_OPTIONS
 
 _MAX_CHECKED_VALUES = 4096  # constant index inputs up to this size are read for range checks
@@ -32,6 +32,40 @@ def _default_options(name: str) -> Any:
     """The options a missing table stands for (LiteRT zero-fills them, as the generated classes do)."""
     entry = OPERATOR_OPTIONS.get(name)
     return getattr(schema, f"{entry[0]}T")() if entry else None
+
+
+def small_values(name: str, ops: Operands) -> list[int] | None:
+    """The values of a small integer output computed from known values (shape arithmetic, as in Keras
+    models with a dynamic batch: SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE), or ``None``."""
+    if name == "SHAPE":
+        return list(ops.shape(0))
+    if name in ("CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+        return ops.values(0)
+    if name in ("PACK", "CONCATENATION"):
+        parts = [ops.values(i) for i in range(ops.inputs)]
+        return None if any(p is None for p in parts) else [v for p in parts for v in p]
+    if name in ("STRIDED_SLICE", "SLICE", "GATHER"):
+        source = ops.values(0)
+        if source is None or len(ops.shape(0)) != 1:
+            return None
+        if name == "GATHER":
+            indices = ops.values(1)
+            return None if indices is None else [source[i] for i in indices]
+        begin, other = ops.values(1), ops.values(2)
+        if begin is None or other is None:
+            return None
+        if name == "SLICE":
+            return source[begin[0]:] if other[0] == -1 else source[begin[0]:begin[0] + other[0]]
+        strides, o = ops.values(3), ops.options
+        if strides is None or getattr(o, "ellipsisMask", 0) or getattr(o, "newAxisMask", 0) or getattr(o, "offset", False):
+            return None
+        size = len(source)
+        start = None if o.beginMask & 1 else begin[0]
+        stop = None if o.endMask & 1 else other[0]
+        if o.shrinkAxisMask & 1:
+            return [source[begin[0] % size]] if -size <= begin[0] < size else None
+        return source[start:stop:strides[0]] if strides[0] else None
+    return None
 
 
 class _Operands:
