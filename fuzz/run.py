@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +165,13 @@ def exercise(path: str, work: Workspace, report: Callable[[tuple], None]) -> Non
     for name, stage in _stages(path, work):
         report(("stage", name))
         try:
-            result = stage()
+            with warnings.catch_warnings(record=True) as caught:  # (the CLI stages show theirs through their own hook)
+                warnings.simplefilter("always")
+                result = stage()
             outcome, detail = result if result is not None else ("ok", "")
+            foreign = [w for w in caught if not w.category.__module__.startswith("lastlayer")]
+            if foreign and outcome in ("ok", "clean"):
+                outcome, detail = "warning", f"{foreign[0].category.__name__}: {foreign[0].message}"
         except LastLayerError as exc:
             outcome, detail = "clean", str(exc)
         except MemoryError as exc:

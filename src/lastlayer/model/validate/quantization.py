@@ -37,7 +37,8 @@ class QuantizationChecks(ModelContext):
             if limits is not None and not limits[0] <= point <= limits[1]:
                 self.fail(where, f"zero point {point} outside the {TENSOR_TYPE_NAMES[kind]} range [{limits[0]}, {limits[1]}]")
         else:
-            scales = np.asarray(q.scale, dtype=np.float64).reshape(-1)
+            with np.errstate(invalid="ignore"):  # a signalling NaN from the file would warn in the cast
+                scales = np.asarray(q.scale, dtype=np.float64).reshape(-1)
             usable = (scales >= MIN_SCALE) & (scales <= MAX_SCALE)
             if not usable.all():
                 bad = float(scales[~usable][0])
