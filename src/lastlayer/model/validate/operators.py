@@ -36,7 +36,7 @@ class OperatorChecks(ControlFlowChecks):
     """Mixed into the checker: everything about one operator."""
 
     def check_operator(self, where: tuple, op: schema.OperatorT, tensors: Sequence[schema.TensorT]) -> tuple[str, list[int], list[int]]:
-        """Indices, arity, options, operand ranks and types of one operator; returns (name, present inputs, outputs)."""
+        """Indices, arity, options, operand ranks and types of one operator; returns (name, inputs (-1: omitted), outputs)."""
         count = len(tensors)
         code_index = int(op.opcodeIndex)
         if not 0 <= code_index < len(self.codes):
@@ -80,8 +80,7 @@ class OperatorChecks(ControlFlowChecks):
         if not custom:
             self.check_options(where, name, op)
             self.check_operands(where, name, ins, tensors)
-        present = [t for t in ins if t >= 0]
-        return name, present, outs
+        return name, ins, outs
 
     def operator_arity(self, where: tuple, name: str, custom: bool) -> Arity | None:
         """The arity of a known operator (``None``: a custom one LiteRT has no kernel for); an unknown builtin is refused."""

@@ -115,6 +115,7 @@ class Checker(OperatorChecks, QuantizationChecks, ScaleChecks, ShapeChecks, Memo
         produced: dict[int, int] = {}
         op_io: list[tuple[list[int], list[int]]] = []
         names: list[str] = []
+        operands: list[tuple[list[int], list[int]]] = []  # with the omitted inputs (-1), by position
         operators = graph.operators or []
         for op_index, op in enumerate(operators):
             op_where = (where, "operator", op_index)
@@ -126,6 +127,7 @@ class Checker(OperatorChecks, QuantizationChecks, ScaleChecks, ShapeChecks, Memo
                     self.fail((*op_where, f"({name})"), f"output tensor {tid} is a constant")
                 produced[tid] = op_index
             op_io.append(([t for t in ins if t >= 0], outs))
+            operands.append((ins, outs))
             names.append(name)
         for op_index, (ins, _) in enumerate(op_io):
             for tid in ins:
@@ -138,10 +140,9 @@ class Checker(OperatorChecks, QuantizationChecks, ScaleChecks, ShapeChecks, Memo
                 self.fail(where, f"graph output tensor {tid} is computed by no operator")
         known: dict[int, list[int] | None] = {}  # values of small integer tensors, for shape arithmetic
         self.derived = list(self.shapes)
-        for op_index, (op, name) in enumerate(zip(operators, names)):
+        for op_index, (op, name, (ins, outs)) in enumerate(zip(operators, names, operands)):
             if name in SIGNATURES or name in CUSTOM_SIGNATURES:  # the operators whose kernels lastlayer checks
                 op_where = (where, "operator", op_index, f"({name})")
-                ins, outs = ints(op.inputs), ints(op.outputs)
                 self.check_operator_scales(op_where, name, ins, outs, tensors)
                 self.check_shapes(op_where, name, self.custom_options(op) if name in CUSTOM_SIGNATURES else op.builtinOptions,
                                   ins, outs, tensors, known)
