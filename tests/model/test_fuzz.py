@@ -63,8 +63,11 @@ def _one_case(models_dir, tmp_path, name: str = "mobilenet_v1_0.25_128_quant.tfl
 
 def test_a_child_that_hits_its_memory_limit_is_a_finding(models_dir, tmp_path):
     case = _one_case(models_dir, tmp_path)
-    run_cases([case], Workspace.create(tmp_path), jobs=1, timeout=60, memory_limit=1 << 20)
-    assert case.outcome == "memory" and case.outcome in FINDINGS, (case.outcome, case.detail)
+    run_cases([case], Workspace.create(tmp_path), jobs=1, timeout=20, memory_limit=1 << 20)
+    # Starved of memory the child may also hang (a thread that cannot start): still a finding, and the stages
+    # it finished say why.
+    memory = case.outcome == "memory" or any(result[0] == "memory" for result in case.stages.values())
+    assert case.outcome in FINDINGS and memory, (case.outcome, case.detail, case.stages)
 
 
 def test_a_child_that_runs_out_of_time_is_a_finding(models_dir, tmp_path):
