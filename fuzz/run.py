@@ -58,7 +58,8 @@ DEFAULT_WEIGHTS = {
     "written:train_float32_on_float_extractor.tflite": 2,
 }
 _MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory", "Failed to allocate",
-                 "can't start new thread", "failed to map segment")
+                 "can't start new thread", "failed to map segment",
+                 ": RuntimeError;")  # LiteRT's allocate_tensors says nothing more when its arena cannot be had
 
 
 # ----------------------------------------------------------------------------------- child side
@@ -128,7 +129,7 @@ def _stages(path: str, work: Workspace) -> list[tuple[str, Callable[[], tuple[st
 
         load_model(path)
 
-    def pycoral() -> None:
+    def pycoral() -> tuple[str, str] | None:
         import numpy as np
 
         from lastlayer.pycoral.utils.edgetpu import make_interpreter
@@ -139,8 +140,9 @@ def _stages(path: str, work: Workspace) -> list[tuple[str, Callable[[], tuple[st
             for detail in interpreter.get_input_details():
                 interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
             interpreter.invoke()
-        except (RuntimeError, ValueError):  # LiteRT's own clean errors, as PyCoral passes them on
-            pass
+        except (RuntimeError, ValueError) as exc:  # LiteRT's own clean errors, as PyCoral passes them on
+            return "clean", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None
 
     out = str(work.root / "out")
     return [
@@ -172,6 +174,8 @@ def exercise(path: str, work: Workspace, report: Callable[[tuple], None]) -> Non
             foreign = [w for w in caught if not w.category.__module__.startswith("lastlayer")]
             if foreign and outcome in ("ok", "clean"):
                 outcome, detail = "warning", f"{foreign[0].category.__name__}: {foreign[0].message}"
+            if outcome in ("clean", "internal") and any(sign in detail for sign in _MEMORY_SIGNS):
+                outcome = "memory"  # a clean line, but about the limit the child hit
         except LastLayerError as exc:
             outcome, detail = "clean", str(exc)
         except MemoryError as exc:
@@ -369,9 +373,12 @@ def _finish(case: Case, messages: list[tuple], exitcode: int | None, timed_out: 
         case.detail = f"{name} in stage {case.last_stage}" + (f": {said[0][:200]}" if said else "")
 
 
-def run_cases(cases: list[Case], work: Workspace, jobs: int = 2, timeout: float = 60.0, memory_limit: int = MEMORY_LIMIT) -> None:
+def run_cases(cases: list[Case], work: Workspace, jobs: int = 2, timeout: float = 60.0, memory_limit: int = MEMORY_LIMIT,
+              budget: int | None = None) -> None:
+    """Run each case in a forked child (``jobs`` at a time) under ``memory_limit`` bytes of address space and
+    ``timeout`` seconds; a peak above ``budget`` (default: the validator's bound + 1 GiB) is a memory finding."""
     _preload()
-    budget = _memory_budget()
+    budget = budget or _memory_budget()
     context = multiprocessing.get_context("fork")
     pending = list(cases)
     running: dict[int, tuple[Case, multiprocessing.Process, multiprocessing.connection.Connection, float, list]] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,13 +62,29 @@ def _one_case(models_dir, tmp_path, name: str = "mobilenet_v1_0.25_128_quant.tfl
     return Case(0, name, "unchanged", str(path))
 
 
-def test_a_child_that_hits_its_memory_limit_is_a_finding(models_dir, tmp_path):
-    case = _one_case(models_dir, tmp_path)
-    run_cases([case], Workspace.create(tmp_path), jobs=1, timeout=20, memory_limit=1 << 20)
-    # Starved of memory the child may also hang (a thread that cannot start): still a finding, and the stages
-    # it finished say why.
-    memory = case.outcome == "memory" or any(result[0] == "memory" for result in case.stages.values())
-    assert case.outcome in FINDINGS and memory, (case.outcome, case.detail, case.stages)
+def _big_case(tmp_path) -> Case:
+    """A valid model with 512 MiB of tensors alive at once ([1, 1024, 1024, 64] float through RELUs)."""
+    from lastlayer.model.io import model_to_bytes
+    from model.test_validate_memory import relu_chain
+
+    path = tmp_path / "case" / "model.tflite"
+    path.parent.mkdir()
+    path.write_bytes(model_to_bytes(relu_chain(1024)))
+    return Case(0, "relu chain", "unchanged", str(path))
+
+
+def test_a_child_that_hits_its_memory_limit_is_a_finding(tmp_path):
+    case = _big_case(tmp_path)
+    status = Path("/proc/self/status").read_text()
+    mapped = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmSize"))) * 1024
+    run_cases([case], Workspace.create(tmp_path), jobs=1, timeout=60, memory_limit=mapped + (128 << 20))
+    assert case.outcome == "memory", (case.outcome, case.detail, case.stages)
+
+
+def test_a_child_whose_peak_passes_the_budget_is_a_finding(tmp_path):
+    case = _big_case(tmp_path)
+    run_cases([case], Workspace.create(tmp_path), jobs=1, timeout=120, budget=256 << 20)
+    assert case.outcome == "memory" and "over the budget 256 MiB" in case.detail, (case.outcome, case.detail)
 
 
 def test_a_child_that_runs_out_of_time_is_a_finding(models_dir, tmp_path):
