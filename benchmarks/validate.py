@@ -1,4 +1,7 @@
-"""What the structural validator costs next to building the interpreter, on the MobileNet v1 extractor.
+"""What the structural validator costs next to building the interpreter, on the MobileNet v1 extractor and v2.
+
+The validator checks indices, operator signatures (tensor types), quantization and scale relations,
+re-derives every shape and bounds the tensors' memory (``lastlayer.model.validate``).
 
 Best of 5 samples (each the mean of 10 calls) for each step: the pure-Python parse (``ModelT.InitFromPackedBuf``), ``validate_model``,
 LiteRT's verifier (an interpreter built without delegates, as ``model.io`` does after validating),
@@ -18,7 +21,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.model.validate import validate_model
 
-MODEL = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+MODELS = ("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", "mobilenet_v2_1.0_224_quant.tflite")
 
 
 def best_of(repeats: int, work: Callable[[], object], inner: int = 10) -> float:
@@ -34,7 +37,12 @@ def best_of(repeats: int, work: Callable[[], object], inner: int = 10) -> float:
 
 
 def main(repeats: int = 5) -> None:
-    path = SHARED / "models" / MODEL
+    for model in MODELS:
+        measure(model, repeats)
+
+
+def measure(model: str, repeats: int) -> None:
+    path = SHARED / "models" / model
     if not path.is_file():
         sys.exit(f"benchmark needs {path}; set LASTLAYER_SHARED")
     data = path.read_bytes()
@@ -45,11 +53,11 @@ def main(repeats: int = 5) -> None:
         interp.allocate_tensors()
 
     parse = best_of(repeats, lambda: schema.ModelT.InitFromPackedBuf(data, 0))
-    validate = best_of(repeats, lambda: validate_model(tree, MODEL, file_size=len(data)))
+    validate = best_of(repeats, lambda: validate_model(tree, model, file_size=len(data)))
     verify = best_of(repeats, lambda: litert.Interpreter(
         model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interpreter = best_of(repeats, build)
-    print(f"{MODEL} ({len(data):,} bytes), best of {repeats}")
+    print(f"{model} ({len(data):,} bytes, {len(tree.subgraphs[0].operators)} operators), best of {repeats}")
     print(f"  parse (InitFromPackedBuf)              {parse * 1e3:8.2f} ms")
     print(f"  validate_model                         {validate * 1e3:8.2f} ms")
     print(f"  LiteRT verifier (no delegates)         {verify * 1e3:8.2f} ms")

@@ -104,6 +104,14 @@ def _real(name: str = EXTRACTOR) -> bytes:
     return (MODELS / name).read_bytes()
 
 
+def _regression(name: str) -> bytes:
+    """A model that once crashed lastlayer (issue 26), rebuilt by ``fuzz/regressions.py`` from the shared models."""
+    sys.path.insert(0, str(ROOT))
+    from fuzz.regressions import REGRESSIONS, build
+
+    return build(next(case for case in REGRESSIONS if case.name == name), MODELS)
+
+
 def _loop(env: Env) -> str:
     os.symlink(env.root / "b.tflite", env.root / "a.tflite")
     os.symlink(env.root / "a.tflite", env.root / "b.tflite")
@@ -161,6 +169,27 @@ MODEL_CASES = [
          says="cut.tflite"),
     Case("cut, model missing", lambda e: ["cut", str(e.root / "none.tflite"), "-o", str(e.root / "x.tflite")], says="none.tflite"),
     Case("model of 8 bytes", lambda e: ["inspect", e.file("tiny.tflite", b"\x08\0\0\0TFL3")], says="tiny.tflite"),
+    # issue 26: files that passed inspect and check yet killed the native code
+    Case("classify, float softmax output typed RESOURCE", lambda e: ["classify", "-m", e.file(
+        "res.tflite", _regression("float-softmax-output-resource-train-float32")), e.image()], says="is RESOURCE", subprocess=True),
+    Case("train, float softmax into a uint8 output", lambda e: ["train", e.dataset(), "-o", str(e.root / "out"), "-e", e.file(
+        "sm.tflite", _regression("float-softmax-uint8-output"))], says="(SOFTMAX): output 0", subprocess=True),
+    Case("imprint, resource variable operator", lambda e: ["imprint", e.dataset(), "-o", str(e.root / "out"), "-m", e.file(
+        "var.tflite", _regression("assign-variable-with-one-input"))], says="ASSIGN_VARIABLE", subprocess=True),
+    Case("check, ADD output scale 1e-7", lambda e: ["check", e.file("add.tflite", _regression("add-output-scale-1e-7"))],
+         says="(ADD): the scales", subprocess=True),
+    Case("classify, a WHILE loop that never ends", lambda e: ["classify", "-m", e.file(
+        "loop.tflite", _regression("while-condition-always-true")), e.image()], says="control flow (WHILE)", subprocess=True),
+    Case("cut, intermediate batch of 131,071", lambda e: ["cut", e.file("batch.tflite", _regression("intermediate-batch-131071-float")),
+                                                          "-o", str(e.root / "x.tflite")], says="is declared [131071", subprocess=True),
+    Case("imprint, head graph with a 362x362x1024 input", lambda e: ["imprint", e.dataset(), "-o", str(e.root / "out"), "-m", e.file(
+        "head.tflite", _regression("head-input-362x362x1024"))], says="(CONV_2D): output 0", subprocess=True),
+    Case("classify, output typed BFLOAT16", lambda e: ["classify", "-m", e.file("bf16.tflite", _regression("output-bfloat16")),
+                                                       e.image()], says="is BFLOAT16", subprocess=True),
+    Case("imprint, input typed COMPLEX128", lambda e: ["imprint", e.dataset(), "-o", str(e.root / "out"), "-m", e.file(
+        "c128.tflite", _regression("input-complex128"))], says="is COMPLEX128", subprocess=True),
+    Case("inspect, custom operator name not UTF-8", lambda e: ["inspect", e.file("utf.tflite", _regression("custom-name-not-utf8"))],
+         says="not valid UTF-8", subprocess=True),
 ]
 
 IMAGE_CASES = [

@@ -296,6 +296,21 @@ def test_per_axis_length_and_dimension(broken):
     _rejects(broken(PTQ, lambda m: setattr(first_per_axis(m).quantization, "quantizedDimension", 4)), "quantized dimension 4 out of range")
 
 
+def test_signalling_nan_scale_is_refused_without_a_warning(broken):
+    """A NaN whose bits make NumPy's float cast raise 'invalid value' must give the one error line and no warning."""
+    import warnings
+
+    def edit(model):
+        q = next(t.quantization for t in model.subgraphs[0].tensors
+                 if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1)
+        q.scale = np.array([0x7F800001] * len(q.scale), np.uint32).view(np.float32)
+
+    path = broken(PTQ, edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _rejects(path, "quantization scale nan")
+
+
 # ------------------------------------------------------------------------------------- graph order
 def test_graph_output_not_computed(broken):
     def edit(model):

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from lastlayer.jobs.base import PathLike
-from lastlayer.model.io import model_to_bytes, save_model
+from lastlayer.model.io import load_model, model_to_bytes, save_model
 from lastlayer.model.join import join
+from lastlayer.model.names import as_text
 from lastlayer.model.surgery import cut_at_embedding
 from lastlayer.model.view import view_of
 from lastlayer.zoo import open_model
@@ -49,6 +50,8 @@ def cut_model(model: PathLike, output: PathLike, tensor: str | None = None) -> C
     before = view_of(source.tree)
     tree, point = cut_at_embedding(source.copy_tree(), tensor, source.name)
     packed = model_to_bytes(tree)
+    out_name = as_text(tree.subgraphs[0].tensors[tree.subgraphs[0].outputs[0]].name) if tree.subgraphs[0].outputs else "?"
+    load_model(packed, source=f"{source.name} cut at {out_name!r}")  # never write a model lastlayer would refuse
     after = view_of(tree)
     out_tensor = after.main.tensors[after.main.outputs[0]]
     save_model(packed, output)

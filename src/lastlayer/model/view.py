@@ -207,15 +207,21 @@ def inspect_model(source: ModelSource | schema.ModelT) -> GraphView:
 
 @dataclass
 class Feeding:
-    """How lastlayer feeds a model and what it gives back: what ``inspect`` shows above the graph."""
+    """How lastlayer feeds a model and what it gives back: what ``inspect`` shows above the graph.
 
-    input_type: str
+    ``input_type`` / ``output_type`` are ``None`` for a model without graph inputs / outputs (it can be
+    inspected, not run).
+    """
+
+    input_type: str | None
     input_shape: list[int]
     layout: str | None  # e.g. "NCHW RGB 224x224"; None when the input is no image
-    output_type: str
+    output_type: str | None
     output_shape: list[int]
     normalization: dict[str, Any]
     normalization_text: str
+    input_count: int = 1
+    output_count: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -223,26 +229,37 @@ class Feeding:
         return data
 
     def to_text(self) -> str:
-        layout = f" ({self.layout})" if self.layout else " (not an image input)"
-        return "\n".join([f"input:  {self.input_type}{self.input_shape}{layout}",
-                          f"output: {self.output_type}{self.output_shape}",
-                          f"normalisation: {self.normalization_text}"])
+        if self.input_type is None:
+            given = "none (the model has no graph input: lastlayer cannot feed it)"
+        else:
+            layout = f" ({self.layout})" if self.layout else " (not an image input)"
+            more = f"; {self.input_count - 1} more input(s) lastlayer does not feed" if self.input_count > 1 else ""
+            given = f"{self.input_type}{self.input_shape}{layout}{more}"
+        taken = "none" if self.output_type is None else f"{self.output_type}{self.output_shape}" + (
+            f"; {self.output_count - 1} more output(s)" if self.output_count > 1 else "")
+        return "\n".join([f"input:  {given}", f"output: {taken}", f"normalisation: {self.normalization_text}"])
 
 
 def feeding_of(model: Any) -> Feeding:
-    """The :class:`Feeding` of a :class:`~lastlayer.model.file.ModelFile` (single-input models; else the first input)."""
+    """The :class:`Feeding` of a :class:`~lastlayer.model.file.ModelFile` (its first input and output)."""
     from lastlayer.errors import LastLayerError
     from lastlayer.model.input_layout import image_layout
     from lastlayer.model.normalization import input_normalization
 
     graph = model.tree.subgraphs[0]
-    first_in = graph.tensors[graph.inputs[0]]
-    first_out = graph.tensors[graph.outputs[0]]
-    try:
-        layout: str | None = image_layout(first_in.shape, model.name).describe()
-    except LastLayerError:
-        layout = None
+    inputs, outputs = list(graph.inputs or []), list(graph.outputs or [])
+    first_in = graph.tensors[inputs[0]] if inputs else None
+    first_out = graph.tensors[outputs[0]] if outputs else None
+    layout: str | None = None
+    if first_in is not None:
+        try:
+            layout = image_layout(first_in.shape, model.name).describe()
+        except LastLayerError:
+            layout = None
     normalization = input_normalization(model)
-    return Feeding(input_type=tensor_type_name(first_in.type).lower(), input_shape=[int(d) for d in first_in.shape], layout=layout,
-                   output_type=tensor_type_name(first_out.type).lower(), output_shape=[int(d) for d in first_out.shape],
-                   normalization=normalization.to_dict(), normalization_text=normalization.describe())
+    return Feeding(input_type=None if first_in is None else tensor_type_name(first_in.type).lower(),
+                   input_shape=[] if first_in is None else [int(d) for d in first_in.shape], layout=layout,
+                   output_type=None if first_out is None else tensor_type_name(first_out.type).lower(),
+                   output_shape=[] if first_out is None else [int(d) for d in first_out.shape],
+                   normalization=normalization.to_dict(), normalization_text=normalization.describe(),
+                   input_count=len(inputs), output_count=len(outputs))
