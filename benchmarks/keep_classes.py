@@ -11,10 +11,12 @@ inside) and k = 1, 5, 10 shots per new class, DRAWS draws of each of two new-cla
 Columns (mean ± sd over the 2 x DRAWS draws): ``agree``: top-1 of the saved model with the new classes
 equals the original model's top-1, on the other pictures (label-free); ``new``: top-1 of the saved
 model on held-out photos of the new classes, every class competing; ``alone``: imprinting the new
-classes alone (``ImprintingHead``, cosine, new classes only); ``q-f agree`` / ``q-f new``: the saved
-(quantized) model minus the same rule in float (``KeepClassesHead`` without the logit range), i.e.
-what quantizing costs. The saved models run in LiteRT from the embedding on (``scores_from_embedding``),
-on embeddings from the cache (``embed_dataset``), so a second run skips extraction.
+classes alone (``ImprintingHead``, cosine, new classes only); ``new-alone``: their difference per draw;
+``q-f agree`` / ``q-f new``: the saved (quantized) model minus the same rule in float
+(``KeepClassesHead`` without the logit range), i.e. what quantizing costs; ``s``: the scale the head
+chose for the saved model. The saved models run in LiteRT from the embedding on
+(``scores_from_embedding``), on embeddings from the cache (``embed_dataset``), so a second run skips
+extraction.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def run_cell(base: ModelFile, original: ScoreRunner, layer, draw) -> dict[str, f
     before = original.top1(others)
     result = {"agree": float(np.mean(saved.top1(others) == before)), "new": float(np.mean(saved.top1(Xt) == yt + C)),
               "alone": float(np.mean(ImprintingHead().fit(Xs, ys).predict(Xt) == yt))}
+    result["new-alone"] = result["new"] - result["alone"]
+    result["s"] = saved_head.scale
     float_before = np.argmax(float_head.original_decision_function(others), axis=1)
     result["q-f agree"] = result["agree"] - float(np.mean(float_head.predict(others) == float_before))
     result["q-f new"] = result["new"] - float(np.mean(float_head.predict(Xt) == yt + C))
@@ -124,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         DRAWS = 2
-    columns = ("agree", "new", "alone", "q-f agree", "q-f new")
+    columns = ("agree", "new", "alone", "new-alone", "q-f agree", "q-f new", "s")
     print(f"{DRAWS} draws x 2 new-class sets per cell, mean ± sd; goals: agree >= 0.99 (0.995 at 1 shot), "
           "new within 0.02 of alone at 5 and 10 shots, |q-f| <= 0.003")
     print(f"{'model':36} {'k':>3}  " + "  ".join(f"{c:>15}" for c in columns))
@@ -139,7 +143,7 @@ def main() -> None:
             text = []
             for column in columns:
                 values = [cell[column] for cell in cells]
-                signed = "+" if column.startswith("q-f") else ""
+                signed = "+" if column.startswith("q-f") or column == "new-alone" else ""
                 text.append(f"{np.mean(values):{signed}.3f} ± {np.std(values):.3f}")
             print(f"{name:36} {shots:>3}  " + "  ".join(f"{t:>15}" for t in text), flush=True)
 

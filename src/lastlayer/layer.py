@@ -61,9 +61,10 @@ class DenseLayer(_Rows):
 class AppendedClasses(_Rows):
     """New classes to append after a classifier's own (fixed) classes, as arrays.
 
-    The model writer adds a layer computing ``x W^T + b`` from the embedding the class layer reads
-    and concatenates its logits after the original ones, before the original softmax; the original
-    layer is not touched.
+    The model writer scores new class ``k`` from the embedding ``x`` the class layer reads, relative
+    to the best original logit: ``max_c(logit_c) + r_k - (steepness - 1) * max(0, -r_k)`` with
+    ``r_k = W_k . unit(x - mean(x)) + b_k``, and concatenates these logits after the original ones,
+    before the original softmax; the original layer is not touched.
 
     Attributes:
         weights: ``[K, D]`` float rows, one per new class.
@@ -74,6 +75,7 @@ class AppendedClasses(_Rows):
             of no known class), as bytes.
         logit_range: the (min, max) the joined logits should represent, the original width moved up to
             leave the new logits headroom (``None``: the original logits' range).
+        steepness: how many times faster a new logit falls below the best original one than it rises above it.
     """
 
     weights: np.ndarray
@@ -82,3 +84,4 @@ class AppendedClasses(_Rows):
     state: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, bytes] = field(default_factory=dict)
     logit_range: tuple[float, float] | None = None
+    steepness: float = 1.0

@@ -9,6 +9,7 @@ from jobs.conftest import link_dataset
 from lastlayer.errors import ModelError, TrainingError
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.jobs.train import TrainOptions, train
+from lastlayer.learn.keep import SCALE_RANGE
 from lastlayer.model.export import read_imprinting_layer
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure
@@ -99,6 +100,9 @@ def test_keep_classes_of_an_ordinary_classifier_appends_after_its_own(clothing_s
     section = report["keep_classes"]
     assert section["original_classes"] == 1001 and section["new_classes"] == 3 and section["shots_total"] == 15
     assert [s["label"] for s in section["shots"]] == ["dress", "hat", "shoes"] and report["scale_factor"] is None
+    assert list(section["thresholds"]) == ["dress", "hat", "shoes"] and all(0 < t < 1 for t in section["thresholds"].values())
+    assert SCALE_RANGE[0] <= section["scale"] <= SCALE_RANGE[1] and section["steepness"] >= 1
+    assert section["joined_logit_range"][1] > section["logit_range"][1]  # moved up to leave the new logits room
     assert f"the original ones still win {section['shots_kept_by_original']} of the 15 photos imprinted" in kept.headline
     assert all(any(w in line for line in lines) for w in section["warnings"])
     assert report["test_images"] == 9 and report["test_accuracy"] is not None and report["leave_one_out"]["photos"] == 15

@@ -136,6 +136,46 @@ def test_original_rows_biases_labels_and_logits_stay_bit_exact(model_file, name)
     assert clear.sum() >= 12 and np.all(saved[clear] == head.predict(probes)[clear])
 
 
+def _dequantized(model: ModelFile, name: str, X: np.ndarray) -> np.ndarray:
+    """The tensor ``name`` of ``model`` (from the embedding on) as float values."""
+    tensor = next(t for t in model.tree.subgraphs[0].tensors if as_text(t.name) == name)
+    values = _run(_segment(model, name), X).astype(np.float64)
+    q = tensor.quantization
+    return values if q is None or q.scale is None or not len(q.scale) else q.scale[0] * (values - q.zeroPoint[0])
+
+
+@pytest.mark.parametrize("name", [*QUANTIZED.values(), None], ids=[*QUANTIZED, "float32"])
+def test_the_new_logits_are_the_best_original_logit_plus_the_gated_cosine(model_file, name):
+    """In LiteRT, new class k's logit is max(original logits) + min(r_k, steepness * r_k), r_k = s (cos_k - tau_k),
+    the cosine of the centred embedding (exact: computed in float32), the sum rounded once into the joined logits."""
+    base = ModelFile.read(model_file(name)) if name else _float_classifier()
+    layer = read_class_layer(base)
+    examples = _head(layer).new_classes_
+    head = KeepClassesHead(layer.weights, layer.bias, layer.labels, scale=6.0, logit_range=layer.logit_range,
+                           max_logit_shift=layer.max_logit_shift)  # a gentle slope: steeper below the threshold
+    for k, klass in enumerate(examples):
+        head.add(np.concatenate(klass.examples), layer.num_classes + k)
+    kept = ModelFile.from_bytes(write_appended_classes(base, head.export()), "kept")
+    rng = np.random.default_rng(7)
+    X = np.concatenate([np.clip(rng.uniform(0, 2.5, size=(12, layer.weights.shape[1])), 0, 6),
+                        *[np.concatenate(c.examples) for c in head.new_classes_]])
+    joined = _dequantized(kept, f"{PREFIX}/Joined", X)
+    if layer.logit_range is not None:  # the embedding as the model sees it (quantized)
+        X = _dequantized(kept, f"{PREFIX}/Embedding", X)
+    rows, bias = head.new_rows()
+    relative = (X - X.mean(axis=1, keepdims=True)) @ rows.T
+    relative = relative / np.linalg.norm(X - X.mean(axis=1, keepdims=True), axis=1, keepdims=True) + bias
+    gated = np.minimum(relative, head.steepness * relative)
+    expected = joined[:, :layer.num_classes].max(axis=1, keepdims=True) + gated
+    assert head.steepness > 1 and (gated > 0).any() and (gated < 0).any()  # both sides of the gate are probed
+    if layer.logit_range is None:
+        np.testing.assert_allclose(joined[:, layer.num_classes:], expected, rtol=1e-5, atol=1e-4)
+    else:
+        window = head.logit_window()
+        step = (window[1] - window[0]) / 255
+        np.testing.assert_allclose(joined[:, layer.num_classes:], np.clip(expected, *window), atol=step / 2 + 1e-4)
+
+
 def test_a_float_classifier_keeps_its_probabilities_up_to_the_new_classes_share():
     base = _float_classifier()
     layer = read_class_layer(base)
@@ -194,8 +234,9 @@ def test_what_cannot_take_appended_classes_says_why(model_file):
 
 def test_old_classes_kept_and_new_ones_learned_on_a_fixed_split(datasets_dir, images_dir, model_file, tmp_path):
     """MobileNet v2 with the 10 clothing classes appended (the first 5 / 1 photos of each as shots): top-1 agreement with
-    the original on flowers and the shared images >= 0.99 (measured 1.0), new-class top-1 on 10 held-out photos per
-    class >= 0.75 x imprinting them alone (measured 0.54 vs 0.62 at 5 shots, 0.28 vs 0.34 at 1)."""
+    the original on flowers and the shared images >= 0.99 at 5 shots, >= 0.995 at 1 (measured 1.0), new-class top-1 on
+    10 held-out photos per class within 0.05 of imprinting them alone (measured 0.59 vs 0.62 at 5 shots, 0.34 vs 0.34
+    at 1; the rule before the gate: 0.54 and 0.28)."""
     def first(source, count: int, name: str):
         classes = sorted(p.name for p in source.iterdir() if p.is_dir())
         return link_dataset(source, tmp_path / name, dict.fromkeys(classes, count))
@@ -219,5 +260,5 @@ def test_old_classes_kept_and_new_ones_learned_on_a_fixed_split(datasets_dir, im
         agreement = np.mean(np.argmax(_run(kept, pictures), axis=1) == original)
         new = np.mean(np.argmax(_run(kept, held_out.X), axis=1) == held_out.y + layer.num_classes)
         alone = np.mean(ImprintingHead().fit(X, y).predict(held_out.X) == held_out.y)
-        assert agreement >= 0.99, (count, agreement)
-        assert new >= 0.75 * alone, (count, new, alone)
+        assert agreement >= (0.99 if count > 1 else 0.995), (count, agreement)
+        assert new >= alone - 0.05, (count, new, alone)

@@ -63,16 +63,16 @@ def check_options(finetune: bool, scale: float | None) -> None:
 
 
 def kept_report(head: KeepClassesHead, layer: ClassLayer) -> dict[str, Any]:
-    """The report section: the original layer, the rule's settings, how the original classes fared on the shots."""
+    """The report section: the original layer, the gate's settings, how the original classes fared on the shots."""
     summaries = head.shot_report()
-    strength, threshold = head.settings()
     return {
         "original_classes": head.base_classes,
         "new_classes": head.num_classes - head.base_classes,
         "class_layer_type": layer.dtype + (" per-axis" if layer.per_axis else ""),
         "logit_range": None if layer.logit_range is None else [round(v, 4) for v in layer.logit_range],
         "joined_logit_range": None if layer.logit_range is None else [round(v, 4) for v in head.logit_window()],
-        "strength": strength, "threshold": threshold, "row_scale": head.scale, "new_bias": head.new_bias,
+        "thresholds": {c.label: round(float(t), 4) for c, t in zip(head.new_classes_, head.thresholds)},
+        "scale": round(head.scale, 4), "steepness": round(head.steepness, 4),
         "shots": [s.to_dict() for s in summaries],
         "shots_kept_by_original": int(sum(s.kept_by_original for s in summaries)),
         "shots_total": int(sum(s.shots for s in summaries)),

@@ -1,16 +1,22 @@
 """A classifier with new classes appended after its own: read its class layer, write it with more classes.
 
-``[embedding] -> class layer -> ... -> logits [1, C] ------------------------------.
-             `-> FULLY_CONNECTED (new rows) -> logits [1, K] (-> RESHAPE) -> CONCATENATION -> SOFTMAX -> ...``
+``[embedding] -> class layer -> ... -> logits [1, C] (-> QUANTIZE) ----------------------------> CONCATENATION -> SOFTMAX -> ...
+             |                                       `-> REDUCE_MAX -----.                       ^
+             `-> centred, unit -> FULLY_CONNECTED -> r [1, K] -> gate -> ADD (-> QUANTIZE) ------'``
 
 The original class layer (FULLY_CONNECTED or 1x1 CONV_2D), its rows, biases and quantization, the
-softmax and everything after it stay as they are; the new classes' layer reads the same embedding
-and its logits join the original ones, with the original logits' quantization, just before the
-softmax. So the original classes compute bit for bit what they did, in uint8, int8 or float32, with
-per-tensor or per-axis weights, while the new rows get a quantization of their own (a uint8 layer
-with per-tensor weights would otherwise confine them to the original weights' range). The labels
-(original ones first), the learner's state and any further metadata entries are stored in the
-model; writing again replaces the appended layer, so a resumed model never stacks two of them.
+softmax and everything after it stay as they are. New class ``k`` gets the logit
+``max(original logits) + min(r_k, steepness * r_k)`` with ``r_k = W_k . unit(x - mean(x)) + b_k``
+(:class:`~lastlayer.layer.AppendedClasses`): the embedding is centred (MEAN, SUB) and normalised
+(MUL, SUM, MAXIMUM, RSQRT, MUL; no L2_NORMALIZATION, which would make the model look like Coral's
+imprinting structure), all in float32 (in a quantized model after a DEQUANTIZE: a quantized
+normalisation was off by up to 2 %, which moved the cosines more than the classes differ), and the
+new logits are quantized once, into the original logits' quantization, then joined to them just
+before the softmax. So the original classes compute bit for bit what they did, in uint8, int8 or
+float32, with per-tensor or per-axis weights. In front of a softmax the joined range may move up by
+whole quantization steps (a QUANTIZE of the original logits, exact) to leave the new logits room.
+The labels (original ones first), the learner's state and any further metadata entries are stored
+in the model; writing again replaces the appended operators, so a resumed model never stacks two sets.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ from lastlayer.model.names import as_text, operator_name
 from lastlayer.model.normalization import Normalization, input_normalization
 from lastlayer.model.surgery import class_layer_parameters, extract_segment, locate_embedding
 from lastlayer.model.tflite_metadata import write_input_normalization
-from lastlayer.quantization import quantize, range_quantization
 
 STATE_METADATA_NAME = "lastlayer_kept_classes"
 PREFIX = "lastlayer/KeptClasses"
@@ -47,7 +52,7 @@ _TYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8", np.dtype(
 # range -4.75..11.4) changed the original model's top-1 on 0.0-0.1 % of pictures at 0.75 and 0.2 % at 1.0,
 # while new classes saturating at the top cost 0.05-0.2 of their top-1 without moving.
 MAX_SHIFT_OF_BOTTOM = 0.75
-_INT8_VERSIONS = {B.FULLY_CONNECTED: 4, B.CONCATENATION: 2, B.RESHAPE: 1, B.QUANTIZE: 2}
+_INT8_VERSIONS = {B.CONCATENATION: 2, B.QUANTIZE: 2, B.DEQUANTIZE: 2, B.REDUCE_MAX: 2}
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ def write_appended_classes(base: ModelFile, appended: AppendedClasses, *, output
     tree = _detach(base.copy_tree())
     structure = _structure(tree, base.name)
     steps = _shift_steps(tree, structure, layer, appended.logit_range, base.name)
-    _append(tree, structure, np.asarray(appended.weights, np.float32), np.asarray(appended.bias, np.float32), steps, base.name)
+    _append(tree, structure, appended, steps, base.name)
     if output_type is not None:
         convert_output(tree, output_type)
     if appended.labels:
@@ -273,64 +278,117 @@ def _shift_steps(tree: schema.ModelT, structure: _Structure, layer: ClassLayer, 
     return steps
 
 
-def _append(tree: schema.ModelT, structure: _Structure, weights: np.ndarray, bias: np.ndarray, steps: int,
-            source: str) -> None:
+class _Writer:
+    """Adds the new classes' operators (tensors named under :data:`PREFIX`) to a tree of type ``dtype``."""
+
+    def __init__(self, tree: schema.ModelT, dtype: np.dtype) -> None:
+        self.tree, self.dtype, self.ops = tree, dtype, []
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype != np.dtype(np.float32)
+
+    def tensor(self, name: str, shape: list[int], quant: schema.QuantizationParametersT | None = None) -> int:
+        """An activation: in the model's type with ``quant``, in float32 without."""
+        return add_tensor(self.tree, f"{PREFIX}/{name}", shape, self.dtype if quant is not None else np.float32, quant=quant)
+
+    def constant(self, name: str, values: np.ndarray, dtype: type = np.float32) -> int:
+        values = np.asarray(values, dtype)
+        return add_tensor(self.tree, f"{PREFIX}/{name}", list(values.shape), dtype, data=values)
+
+    def shape(self, tensor: int) -> list[int]:
+        return [int(d) for d in self.tree.subgraphs[0].tensors[tensor].shape]
+
+    def op(self, code: int, inputs: list[int], output: int, options_type: int = 0, options: object = None) -> int:
+        integer = self.tree.subgraphs[0].tensors[inputs[0]].type == schema.TensorType.INT8 or \
+            self.tree.subgraphs[0].tensors[output].type == schema.TensorType.INT8
+        version = _INT8_VERSIONS.get(code, 1) if integer else 1
+        self.ops.append(add_operator(self.tree, code, inputs, [output], options_type=options_type, options=options,
+                                     version=version))
+        return output
+
+    def unary(self, code: int, name: str, source: int, quant: schema.QuantizationParametersT | None = None) -> int:
+        """QUANTIZE (to ``quant``) or DEQUANTIZE (to float32) of ``source``."""
+        return self.op(code, [source], self.tensor(name, self.shape(source), quant))
+
+    def binary(self, code: int, name: str, first: int, second: int, shape: list[int]) -> int:
+        """ADD, SUB, MUL or MINIMUM in float32 (with broadcasting)."""
+        options = {B.ADD: (schema.BuiltinOptions.AddOptions, schema.AddOptionsT), B.SUB: (schema.BuiltinOptions.SubOptions,
+                   schema.SubOptionsT), B.MUL: (schema.BuiltinOptions.MulOptions, schema.MulOptionsT)}.get(code)
+        return self.op(code, [first, second], self.tensor(name, shape), *((options[0], options[1]()) if options else ()))
+
+    def reduce(self, code: int, name: str, source: int, quant: schema.QuantizationParametersT | None = None) -> int:
+        """MEAN, SUM or REDUCE_MAX over the last axis of ``source``, keeping its rank."""
+        shape = self.shape(source)
+        options = schema.ReducerOptionsT()
+        options.keepDims = True
+        return self.op(code, [source, self.constant(f"{name}/Axis", [len(shape) - 1], np.int32)],
+                       self.tensor(name, [*shape[:-1], 1], quant), schema.BuiltinOptions.ReducerOptions, options)
+
+
+def _relative(writer: _Writer, embedding: int, weights: np.ndarray, bias: np.ndarray, target: list[int]) -> int:
+    """``r = W . unit(x - mean(x)) + b`` in float32, shaped ``target``: (DEQUANTIZE,) MEAN, SUB, the norm (MUL, SUM,
+    MAXIMUM, RSQRT, MUL), FULLY_CONNECTED (, RESHAPE). Float keeps the cosines exact (quantized, an L2_NORMALIZATION
+    was off by up to 2 %); no L2_NORMALIZATION op, which would make the model look like Coral's imprinting structure."""
+    x = writer.unary(B.DEQUANTIZE, "Embedding", embedding) if writer.quantized else embedding
+    shape = writer.shape(x)
+    centred = writer.binary(B.SUB, "Centred", x, writer.reduce(B.MEAN, "Mean", x), shape)
+    squares = writer.reduce(B.SUM, "SquaredNorm", writer.binary(B.MUL, "Squares", centred, centred, shape))
+    floored = writer.op(B.MAXIMUM, [squares, writer.constant("NormFloor", [1e-12])], writer.tensor("SquaredNorm/Floored",
+                        writer.shape(squares)))
+    inverse = writer.op(B.RSQRT, [floored], writer.tensor("InverseNorm", writer.shape(squares)))
+    unit = writer.binary(B.MUL, "Unit", centred, inverse, shape)
+    options = schema.FullyConnectedOptionsT()
+    relative = writer.op(B.FULLY_CONNECTED, [unit, writer.constant("Weights", weights), writer.constant("Bias", bias)],
+                         writer.tensor("Relative", [1, len(weights)]), schema.BuiltinOptions.FullyConnectedOptions, options)
+    if target == [1, len(weights)]:
+        return relative
+    options = schema.ReshapeOptionsT()
+    options.newShape = target
+    return writer.op(B.RESHAPE, [relative, writer.constant("Relative/Shape", target, np.int32)],
+                     writer.tensor("Relative/Reshaped", target), schema.BuiltinOptions.ReshapeOptions, options)
+
+
+def _append(tree: schema.ModelT, structure: _Structure, appended: AppendedClasses, steps: int, source: str) -> None:
     graph = tree.subgraphs[0]
     embedding, joint = graph.tensors[structure.embedding], graph.tensors[structure.joint]
     dtype = TENSOR_TYPE_TO_NUMPY.get(joint.type, np.dtype(np.float32))
     if TENSOR_TYPE_TO_NUMPY.get(embedding.type) != dtype:
         raise ModelError(f"{source}: its embedding is {TENSOR_TYPE_TO_NUMPY.get(embedding.type)} but its class scores are {dtype}; "
                          "classes can be kept when both have one type", subject="keep_classes")
-    count = len(weights)
-    version = (lambda code: _INT8_VERSIONS.get(code, 1)) if dtype == np.dtype(np.int8) else (lambda code: 1)
-    if dtype == np.dtype(np.float32):
-        w = add_tensor(tree, f"{PREFIX}/Weights", [count, weights.shape[1]], np.float32, data=weights)
-        b = add_tensor(tree, f"{PREFIX}/Bias", [count], np.float32, data=bias)
-        out_quant = None
-    else:
-        if dtype == np.dtype(np.int8):  # int8 kernels need symmetric weights
-            w_scale, w_zero = max(float(np.abs(weights).max()), 1e-12) / 127.0, 0
-        else:
-            w_scale, w_zero = range_quantization(weights.min(), weights.max(), dtype)
-        b_scale = float(np.float32(embedding.quantization.scale[0]) * np.float32(w_scale))
-        w = add_tensor(tree, f"{PREFIX}/Weights", [count, weights.shape[1]], dtype, quant=quantization(w_scale, w_zero),
-                       data=quantize(weights, w_scale, w_zero, dtype))
-        b = add_tensor(tree, f"{PREFIX}/Bias", [count], np.int32, quant=quantization(b_scale, 0),
-                       data=quantize(bias, b_scale, 0, np.int32))
+    writer = _Writer(tree, dtype)
+    out_quant = None
+    if writer.quantized:
         out_quant = quantization(joint.quantization.scale[0], int(joint.quantization.zeroPoint[0]) - steps)
-    logits = add_tensor(tree, f"{PREFIX}/Logits", [1, count], dtype, quant=out_quant)
-    new_ops = [add_operator(tree, B.FULLY_CONNECTED, [structure.embedding, w, b], [logits],
-                            options_type=schema.BuiltinOptions.FullyConnectedOptions, options=schema.FullyConnectedOptionsT(),
-                            version=version(B.FULLY_CONNECTED))]
-    rank = len(joint.shape)
-    if rank != 2:
-        target = [1] * (rank - 1) + [count]
-        shaped = add_tensor(tree, f"{PREFIX}/Logits/Reshaped", target, dtype, quant=out_quant)
-        shape = add_tensor(tree, f"{PREFIX}/Logits/Shape", [rank], np.int32, data=np.array(target, np.int32))
-        options = schema.ReshapeOptionsT()
-        options.newShape = target
-        new_ops.append(add_operator(tree, B.RESHAPE, [logits, shape], [shaped], options_type=schema.BuiltinOptions.ReshapeOptions,
-                                    options=options, version=version(B.RESHAPE)))
-        logits = shaped
-    total = structure.classes + count
+    target = [1] * (len(joint.shape) - 1) + [len(appended.weights)]
     original = structure.joint
     if steps:  # the original logits in the moved range, exactly (whole steps): the concatenation then only copies
-        original = add_tensor(tree, f"{PREFIX}/Original", list(joint.shape), dtype, quant=out_quant)
-        new_ops.append(add_operator(tree, B.QUANTIZE, [structure.joint], [original], version=version(B.QUANTIZE)))
-    joined = add_tensor(tree, f"{PREFIX}/Joined", [*list(joint.shape)[:-1], total], dtype, quant=out_quant)
+        original = writer.unary(B.QUANTIZE, "Original", structure.joint, out_quant)
+    relative = _relative(writer, structure.embedding, np.asarray(appended.weights, np.float32),
+                         np.asarray(appended.bias, np.float32), target)
+    steepness = float(appended.steepness)
+    if steepness > 1.0:  # below the threshold (r < 0) the new logit falls `steepness` times faster: min(r, steepness * r)
+        steep = writer.binary(B.MUL, "Steep", relative, writer.constant("Steepness", [steepness]), target)
+        relative = writer.op(B.MINIMUM, [relative, steep], writer.tensor("Gated", target))
+    top = writer.reduce(B.REDUCE_MAX, "Top", original, out_quant)  # the best original logit, exact in its quantization
+    if writer.quantized:
+        top = writer.unary(B.DEQUANTIZE, "Top/Float", top)
+    new = writer.binary(B.ADD, "Logits", top, relative, target)
+    if writer.quantized:
+        new = writer.unary(B.QUANTIZE, "Logits/Quantized", new, out_quant)
+    total = structure.classes + len(appended.weights)
+    joined = writer.tensor("Joined", [*list(joint.shape)[:-1], total], out_quant)
     options = schema.ConcatenationOptionsT()
-    options.axis = rank - 1
-    new_ops.append(add_operator(tree, B.CONCATENATION, [original, logits], [joined],
-                                options_type=schema.BuiltinOptions.ConcatenationOptions, options=options,
-                                version=version(B.CONCATENATION)))
+    options.axis = len(joint.shape) - 1
+    writer.op(B.CONCATENATION, [original, new], joined, schema.BuiltinOptions.ConcatenationOptions, options)
     # Rewire the consumers of the original logits after the class layer to the joined ones.
     downstream = [graph.operators[i] for i in structure.downstream]
     for op in downstream:
         op.inputs = [joined if int(t) == structure.joint else int(t) for t in op.inputs]
     graph.outputs = [joined if int(t) == structure.joint else int(t) for t in graph.outputs]
     # Execution order: the new operators right before the first one that reads the joined logits.
-    added = [graph.operators[i] for i in new_ops]
-    graph.operators = [op for i, op in enumerate(graph.operators) if i not in set(new_ops)]
+    added = [graph.operators[i] for i in writer.ops]
+    graph.operators = [op for i, op in enumerate(graph.operators) if i not in set(writer.ops)]
     at = graph.operators.index(downstream[0]) if downstream else len(graph.operators)
     graph.operators[at:at] = added
     structure_after = _Structure(structure.class_op, structure.embedding, joined,

@@ -70,8 +70,8 @@ def _is_class_layer(model: schema.ModelT, graph: schema.SubGraphT, op: schema.Op
 def locate_embedding(model: schema.ModelT) -> CutPoint | None:
     """Walk back from the single output over SOFTMAX/RESHAPE/SQUEEZE/(DE)QUANTIZE to the class layer; ``None`` if there is none.
 
-    A CONCATENATION of class layers that all read the same embedding (a classifier with classes
-    appended by lastlayer) is walked through to its first input: the original class layer.
+    A CONCATENATION (the original logits first, then the classes lastlayer appended) is walked
+    through to its first input: the original class layer.
     """
     if len(model.subgraphs or []) != 1 or len(model.subgraphs[0].outputs or []) != 1:
         return None
@@ -95,10 +95,7 @@ def _class_layer_behind(model: schema.ModelT, graph: schema.SubGraphT, producers
         if _is_class_layer(model, graph, op):
             return op_index, name
         if name == "CONCATENATION" and len(op.inputs) > 1:
-            parts = [_class_layer_behind(model, graph, producers, t) for t in op.inputs]
-            if any(p is None for p in parts) or len({graph.operators[p[0]].inputs[0] for p in parts}) != 1:
-                return None
-            return parts[0]
+            return _class_layer_behind(model, graph, producers, op.inputs[0])
         if name not in _PASS_THROUGH or len(op.inputs) == 0:
             return None
         tensor = op.inputs[0]
