@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from lastlayer.images import resize_array, resize_image
+from lastlayer.sources import open_source
 from lastlayer.teach.render import write_image_folder, write_video
-from lastlayer.teach.sources import open_source
 
 KINDS = ("gear", "washer", "bracket", "nut")
 

@@ -247,7 +247,7 @@ def test_source_failure_is_reported_and_reopened(make_client, tmp_path: Path) ->
     from starlette.testclient import TestClient
 
     from lastlayer.serve.app import create_app
-    from lastlayer.teach.sources import SourceError
+    from lastlayer.sources import SourceError
 
     opened: list[float] = []
 
@@ -348,3 +348,18 @@ def test_teaching_the_frame_on_screen_stores_its_prediction_embedding(make_clien
     stored = session.store.snapshot(every_example=True).examples
     np.testing.assert_allclose(next(e.embedding for e in stored if e.id == example), kept.embedding, atol=1e-6)
     assert session.predict_embedding(kept.embedding).top == ("gear", 1.0)
+
+
+def test_the_server_replays_recorded_sources_in_real_time(tmp_path) -> None:
+    """The device's source: a file or folder loops at its own rate (the server passes loop/realtime for any spec)."""
+    pytest.importorskip("cv2")
+    from lastlayer.serve.server import source_opener
+    from lastlayer.teach.render import write_video
+
+    video = write_video(tmp_path / "short.avi", [("gear", 3)], fps=50, size=(64, 48))
+    loop = source_opener(str(video))(None)  # not started: only its source is looked at
+    try:
+        assert loop.source.recorded and loop.source.paced and not loop.source.live
+        assert [loop.source.read() is not None for _ in range(5)] == [True] * 5  # past the file's 3 frames: it loops
+    finally:
+        loop.source.close()

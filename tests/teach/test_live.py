@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lastlayer.runtime.lanes import Lanes
+from lastlayer.sources import Frame, FrameSource
 from lastlayer.teach.live import predictions
 from lastlayer.teach.render import render_frame
 from lastlayer.teach.session import Prediction, TeachingSession
-from lastlayer.teach.sources import Frame, FrameSource
 
 from conftest import EXTRACTOR
 

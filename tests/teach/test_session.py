@@ -17,9 +17,9 @@ from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
 from lastlayer.images import resize_array
 from lastlayer.jobs.imprint import ImprintOptions, imprint
+from lastlayer.sources import open_source
 from lastlayer.teach.render import render_frame, write_image_folder
 from lastlayer.teach.session import TeachingSession
-from lastlayer.teach.sources import open_source
 from lastlayer.teach.store import StateError
 
 from conftest import EXTRACTOR

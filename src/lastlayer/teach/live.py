@@ -17,8 +17,8 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
+from lastlayer.sources import Frame, FrameSource
 from lastlayer.teach.session import Prediction
-from lastlayer.teach.sources import Frame, FrameSource
 
 TEACHING_MAX_FPS = 15.0  # predictions per second while teaching: a fluid view, and CPU left for the teaching itself
 

@@ -20,8 +20,7 @@ from PIL import Image
 
 from lastlayer.errors import ImageError, LastLayerError
 from lastlayer.images import resize_array, resize_image
-from lastlayer.teach.render import KINDS, render_frame, segment_labels, write_image_folder, write_video
-from lastlayer.teach.sources import (
+from lastlayer.sources import (
     MISSING_OPENCV,
     CameraSource,
     Frame,
@@ -35,6 +34,7 @@ from lastlayer.teach.sources import (
     open_source,
     redact,
 )
+from lastlayer.teach.render import KINDS, render_frame, segment_labels, write_image_folder, write_video
 
 from conftest import EXTRACTOR, need
 
@@ -152,6 +152,63 @@ def test_sources_say_whether_they_are_paced(tmp_path, cv2):
             open_source(video, fps=10, prefetch=2) as prefetched, open_source(tmp_path / "frames") as folder, \
             open_source(tmp_path / "frames", fps=5) as timed:
         assert [s.paced for s in (fast, paced, prefetched, folder, timed)] == [False, True, True, False, True]
+        assert all(s.recorded and not s.live for s in (fast, paced, prefetched, folder, timed))
+
+
+def test_live_sources_say_they_are_live_through_their_readers(tmp_path, cv2):
+    video = write_video(tmp_path / "cam.avi", [("gear", 3)], size=(64, 48))  # a camera by path: stands in for a device
+    with CameraSource(str(video)) as camera:
+        assert camera.live and camera.paced and not camera.recorded
+    with open_source(video, latest=True) as latest, LatestFrameReader(CameraSource(str(video))) as live:
+        assert (latest.recorded, latest.live) == (True, False) and (live.recorded, live.live) == (False, True)
+
+
+def test_loop_and_realtime_apply_to_recorded_sources_only(tmp_path, cv2):
+    """What the web server relies on: it passes them for every spec without asking which kind it is."""
+    video = write_video(tmp_path / "cam.avi", [("gear", 3)], size=(64, 48))
+    with CameraSource(str(video)) as camera:
+        assert not camera.paced or camera.live
+    with open_source(video, loop=True, realtime=True, fps=200) as replayed:
+        assert replayed.paced and len(list(itertools.islice(replayed, 7))) == 7  # 3 frames, looped
+
+
+class CountKind(FrameSource):
+    """A new kind of source: ``count://N`` gives N black frames (what a newcomer writes, plus one registration)."""
+
+    recorded = True
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"count://{count}")
+        self.count, self.index = count, 0
+
+    @classmethod
+    def claim(cls, spec):
+        return int(spec[len("count://"):]) if isinstance(spec, str) and spec.startswith("count://") else None
+
+    @classmethod
+    def from_options(cls, target, options):
+        return cls(target * (2 if options.loop else 1))
+
+    def read(self):
+        if self.closed or self.index >= self.count:
+            return None
+        self.index += 1
+        return Frame(np.zeros((4, 4, 3), np.uint8), self.index - 1, float(self.index - 1))
+
+
+def test_a_new_kind_is_one_class_and_one_registration(monkeypatch):
+    from lastlayer.sources import registry
+
+    with pytest.raises(SourceError, match="unsupported URL scheme count://"):
+        open_source("count://3")
+    monkeypatch.setattr(registry, "KINDS", dict(registry.KINDS))
+    registry.register_source(registry.SourceKind("count", f"{__name__}:CountKind"))
+    assert classify_spec("count://3") == ("count", 3)
+    assert [f.index for f in open_source("count://3", loop=True)] == list(range(6))  # the options reach it
+    with open_source("count://2", prefetch=2) as prefetched:
+        assert prefetched.recorded and len(list(prefetched)) == 2
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_source(registry.SourceKind("count", f"{__name__}:CountKind"))
 
 
 def test_prefetch_gives_the_same_frames(tmp_path, cv2):
