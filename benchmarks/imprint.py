@@ -19,8 +19,8 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset, stratified_split, take_shots
 from lastlayer.embeddings import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
 from lastlayer.pycoral.adapters import classify, common
 from lastlayer.pycoral.learn.imprinting.engine import ImprintingEngine

@@ -31,8 +31,8 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter
-from lastlayer.data import load_dataset, stratified_split, take_shots
 from lastlayer.embeddings import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model.export import extractor_model

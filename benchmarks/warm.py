@@ -64,8 +64,8 @@ def time_rounds(data: Path, rounds: int) -> None:
     from lastlayer import Interpreter, resolve_model
     from lastlayer import digests as digest_module
     from lastlayer.cache_database import CacheDatabase
-    from lastlayer.data import load_dataset
     from lastlayer.embeddings import embed_dataset
+    from lastlayer.files.datasets import load_dataset
     from lastlayer.zoo import DEFAULT_EXTRACTOR
 
     interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
@@ -101,7 +101,7 @@ _CHILD = """
 import json, os, sys, tracemalloc
 import numpy as np
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset
+from lastlayer.files.datasets import load_dataset
 from lastlayer.embeddings import EmbeddingCache, dataset_digests, embed_dataset
 from lastlayer.zoo import DEFAULT_EXTRACTOR
 interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))

@@ -13,9 +13,9 @@ import pytest
 from jobs.conftest import link_dataset
 from lastlayer import digests
 from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
-from lastlayer.data import load_dataset
 from lastlayer.digests import file_digests
 from lastlayer.embeddings import embed_dataset
+from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 
 from conftest import EXTRACTOR

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from jobs.conftest import link_dataset
-from lastlayer.data import load_dataset
 from lastlayer.embeddings import DATABASE_NAME, CacheWarning, EmbeddingCache, embed_dataset
+from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 
 from conftest import EXTRACTOR
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _EMBED = """
 import sys
 import lastlayer.embeddings as embeddings
-from lastlayer.data import load_dataset
+from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 embeddings.COMMIT_EVERY = int(sys.argv[3])
 result = embeddings.embed_dataset(Interpreter(sys.argv[1]), load_dataset(sys.argv[2]), progress=False)

@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from lastlayer.data import DatasetWarning
+from lastlayer.files.datasets import DatasetWarning
 
 try:  # POSIX: serialise the "is this database damaged?" check between processes
     import fcntl

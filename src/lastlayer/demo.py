@@ -18,9 +18,9 @@ from typing import Any, Callable, Union
 import numpy as np
 from PIL import Image
 
-from lastlayer.data import load_dataset
 from lastlayer.embeddings import embed_dataset
-from lastlayer.files import OutputSet, ensure_output_dir
+from lastlayer.files.datasets import load_dataset
+from lastlayer.files.outputs import OutputSet, ensure_output_dir
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.export import extractor_model, output_type_of, read_imprinting_layer, write_head

@@ -22,9 +22,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
-from lastlayer.data import Dataset, DatasetWarning, note_duplicates
 from lastlayer.digests import file_digests
 from lastlayer.errors import DatasetError, ImageError
+from lastlayer.files.datasets import Dataset, DatasetWarning, note_duplicates
 from lastlayer.runtime import Interpreter
 from lastlayer.runtime.batch import iter_embeddings, progress_bar
 

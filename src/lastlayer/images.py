@@ -12,7 +12,6 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Collection, Iterator, Tuple, Union
 
 import numpy as np
@@ -20,16 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lastlayer.errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
 Size = Tuple[int, int]  # (width, height)
 ImagePath = Union[str, "os.PathLike[str]"]
-
-
-def is_image_file(path: ImagePath) -> bool:
-    """True when the file name has a common image extension (the content is not checked)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.files import atomic_write_bytes
+from lastlayer.files.outputs import atomic_write_bytes
 
 MAX_CLASSES = 30
 CELL = 34

@@ -251,8 +251,8 @@ def test_stock_litert_runs_a_model_with_the_metadata():
 
 
 def test_the_warning_is_repeated_when_the_embeddings_come_from_the_cache(tmp_path):
-    from lastlayer.data import load_dataset
     from lastlayer.embeddings import embed_dataset
+    from lastlayer.files.datasets import load_dataset
 
     folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)
     model = open_tree(layout_extractor(size=32, rescale=(1 / 127.5, -1.0)))

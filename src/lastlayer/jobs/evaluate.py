@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import Dataset, DatasetWarning, load_dataset, note_duplicates
 from lastlayer.embeddings import dataset_digests
 from lastlayer.errors import DatasetError, ImageError, ModelError
-from lastlayer.files import OutputSet
-from lastlayer.images import is_image_file
+from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
+from lastlayer.files.outputs import OutputSet
 from lastlayer.intervals import count
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.errors import ModelError, TrainingError
+from lastlayer.files.datasets import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.jobs.keep import (

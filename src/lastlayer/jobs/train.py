@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.errors import TrainingError
+from lastlayer.files.datasets import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.base import SoftmaxLearner

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lastlayer.errors import ImageError
-from lastlayer.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from lastlayer.files.datasets import IMAGE_EXTENSIONS, is_image_file
+from lastlayer.images import load_image
 from lastlayer.sources.base import (
     DEFAULT_FPS,
     Frame,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lastlayer.files import atomic_write_bytes, ensure_output_dir
+from lastlayer.files.outputs import atomic_write_bytes, ensure_output_dir
 
 
 class FrameRecorder:

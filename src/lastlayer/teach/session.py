@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
-from lastlayer.files import OutputSet
+from lastlayer.files.outputs import OutputSet
 from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
 from lastlayer.model.export import write_head
 from lastlayer.model.labels import format_labels

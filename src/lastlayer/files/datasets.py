@@ -22,9 +22,16 @@ from typing import Union
 import numpy as np
 
 from lastlayer.errors import DatasetError
-from lastlayer.images import is_image_file
 
 DataSource = Union[str, "os.PathLike[str]"]
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+
+
+def is_image_file(path: DataSource) -> bool:
+    """True when the file name has a common image extension (the content is not checked)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 class DatasetWarning(UserWarning):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lastlayer.errors import OutputError
-from lastlayer.files import JOURNAL_NAME, OutputSet, atomic_write_bytes, recover_folder, signals_held, temp_name
+from lastlayer.files.outputs import JOURNAL_NAME, OutputSet, atomic_write_bytes, recover_folder, signals_held, temp_name
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_signals_are_held_during_a_commit_and_delivered_after(tmp_path):
 
 _KILLED_MID_COMMIT = """
 import os, signal, sys
-from lastlayer import files
+from lastlayer.files import outputs as files
 real = os.replace
 count = {"n": 0}
 def replace(a, b):

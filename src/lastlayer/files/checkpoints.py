@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, Union
 import numpy as np
 
 from lastlayer.errors import TrainingError
-from lastlayer.files import atomic_write_bytes
+from lastlayer.files.outputs import atomic_write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 _STATE = "state"  # the array holding the JSON state (the other arrays are the learner's own)

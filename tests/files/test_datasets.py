@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from lastlayer.data import DatasetWarning, load_dataset, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.embeddings import embed_dataset
 from lastlayer.errors import DatasetError, ImageError
+from lastlayer.files.datasets import DatasetWarning, load_dataset, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.runtime import Interpreter
 
 from conftest import EXTRACTOR
