@@ -5,7 +5,7 @@ import pytest
 
 from lastlayer import classify
 from lastlayer.errors import EdgeTpuError, ImageError, InferenceError
-from lastlayer.images import load_resized
+from lastlayer.images.decode import load_resized
 from lastlayer.runtime import Interpreter, extract_embeddings
 
 from conftest import CLASSIFIER_V2, EXTRACTOR, EXTRACTOR_EDGETPU

@@ -30,8 +30,8 @@ __version__ = "0.2.0"
 _LAZY = {
     "Class": "lastlayer.classify",
     "get_classes_from_scores": "lastlayer.classify",
-    "load_image": "lastlayer.images",
-    "load_resized": "lastlayer.images",
+    "load_image": "lastlayer.images.decode",
+    "load_resized": "lastlayer.images.decode",
     "AppendedClasses": "lastlayer.layer",
     "DenseLayer": "lastlayer.layer",
     "ImprintingHead": "lastlayer.learn.imprinting",

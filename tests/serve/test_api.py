@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-from lastlayer.images import resize_array
-from lastlayer.teach.render import render_frame
+from lastlayer.images.decode import resize_array
+from lastlayer.images.render import render_frame
 from lastlayer.teach.session import TeachingSession
 from serve.webtools import frame_png, kind_at, wait_for
 
@@ -353,8 +353,8 @@ def test_teaching_the_frame_on_screen_stores_its_prediction_embedding(make_clien
 def test_the_server_replays_recorded_sources_in_real_time(tmp_path) -> None:
     """The device's source: a file or folder loops at its own rate (the server passes loop/realtime for any spec)."""
     pytest.importorskip("cv2")
+    from lastlayer.images.render import write_video
     from lastlayer.serve.server import source_opener
-    from lastlayer.teach.render import write_video
 
     video = write_video(tmp_path / "short.avi", [("gear", 3)], fps=50, size=(64, 48))
     loop = source_opener(str(video))(None)  # not started: only its source is looked at

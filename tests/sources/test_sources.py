@@ -1,4 +1,4 @@
-"""Frame sources (files, folders, cameras, streams, background readers), resize_array and the scene renderer.
+"""Frame sources (files, folders, cameras, streams, background readers) and the registry of kinds.
 
 Every video and image folder is generated in tmp_path; streams come from a local MJPEG server.
 """
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lastlayer.errors import ImageError, LastLayerError
-from lastlayer.images import resize_array, resize_image
+from lastlayer.errors import LastLayerError
+from lastlayer.images.render import render_frame, write_image_folder, write_video
 from lastlayer.sources import (
     MISSING_OPENCV,
     CameraSource,
@@ -34,9 +34,6 @@ from lastlayer.sources import (
     open_source,
     redact,
 )
-from lastlayer.teach.render import KINDS, render_frame, segment_labels, write_image_folder, write_video
-
-from conftest import EXTRACTOR, need
 
 
 def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -48,60 +45,6 @@ def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
 @pytest.fixture()
 def cv2():
     return pytest.importorskip("cv2")
-
-
-# --- resize_array -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("shape", "size"), [((240, 320, 3), (224, 224)), ((80, 100, 3), (224, 224)),
-                                             ((480, 640, 3), (160, 128)), ((224, 224, 3), (224, 224))])
-def test_resize_array_matches_the_file_path_exactly(shape, size):
-    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    result = resize_array(pixels, size)
-    assert result.dtype == np.uint8 and result.shape == (size[1], size[0], 3) and result.flags.c_contiguous
-    np.testing.assert_array_equal(result, resize_image(Image.fromarray(pixels), size))
-
-
-def test_resize_array_accepts_views_and_rejects_other_arrays():
-    bgr = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    rgb_view = bgr[:, :, ::-1]
-    np.testing.assert_array_equal(resize_array(rgb_view, (224, 224)), resize_image(Image.fromarray(rgb_view.copy()), (224, 224)))
-    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.float32)):
-        with pytest.raises(ImageError, match="HxWx3 uint8"):
-            resize_array(bad, (5, 5))
-
-
-# --- renderer ------------------------------------------------------------------------------------
-
-
-def test_render_is_deterministic_and_jittered():
-    a, b = render_frame("gear", 3), render_frame("gear", 3)
-    np.testing.assert_array_equal(a, b)
-    assert a.shape == (240, 320, 3) and a.dtype == np.uint8
-    assert not np.array_equal(a, render_frame("gear", 4))
-    assert not np.array_equal(a, render_frame("gear", 3, seed=1))
-    assert render_frame("washer", 0, size=(64, 48)).shape == (48, 64, 3)
-    np.testing.assert_array_equal(render_frame("red", 0, size=(4, 2)), np.full((2, 4, 3), (255, 0, 0), np.uint8))
-    assert {"gear", "washer", "bracket", "nut", "empty"} <= set(KINDS)
-    with pytest.raises(ValueError, match="unknown kind"):
-        render_frame("sprocket", 0)
-    assert segment_labels([("gear", 2), ("nut", 1)]) == ["gear", "gear", "nut"]
-
-
-def test_rendered_parts_are_separable_by_nearest_class_mean(models_dir):
-    from lastlayer.runtime import Interpreter
-
-    interpreter = Interpreter(need(models_dir / EXTRACTOR))
-    kinds = ["gear", "washer", "bracket", "nut", "empty"]
-
-    def embed(kind: str, indices: range) -> np.ndarray:
-        rows = np.stack([interpreter.run(resize_array(render_frame(kind, i), interpreter.input_size)) for i in indices])
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-    means = np.stack([embed(kind, range(5)).mean(axis=0) for kind in kinds])
-    for truth, kind in enumerate(kinds):
-        predicted = np.argmax(embed(kind, range(100, 106)) @ means.T, axis=1)
-        assert (predicted == truth).all(), (kind, [kinds[p] for p in predicted])
 
 
 # --- video files ---------------------------------------------------------------------------------

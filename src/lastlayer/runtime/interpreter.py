@@ -20,7 +20,7 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import EdgeTpuError, InferenceError, ModelError
-from lastlayer.images import ImagePath, Size, load_resized
+from lastlayer.images.decode import ImagePath, Size, load_resized
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.input_layout import InputLayout, image_layout, to_luminance
 from lastlayer.model.normalization import DEFAULT, DegenerateOutputCheck, Normalization, Values, input_normalization

@@ -18,7 +18,7 @@ import numpy as np
 
 from lastlayer.errors import ImageError
 from lastlayer.files.datasets import IMAGE_EXTENSIONS, is_image_file
-from lastlayer.images import load_image
+from lastlayer.images.decode import load_image
 from lastlayer.sources.base import (
     DEFAULT_FPS,
     Frame,

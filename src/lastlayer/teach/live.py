@@ -51,7 +51,7 @@ class ModelPredictor:
         return len(self._lanes)
 
     def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
-        from lastlayer.images import resize_array
+        from lastlayer.images.decode import resize_array
 
         pixels = resize_array(image.pixels if hasattr(image, "pixels") else image, self.interpreter.input_size)
         scores = self._lanes.run(pixels, lane)
@@ -178,7 +178,7 @@ class _Pipeline:
                 return sequence, exc
 
     def _predict(self, worker: int, frame: Frame) -> Prediction:
-        from lastlayer.images import resize_array
+        from lastlayer.images.decode import resize_array
 
         pixels = frame.pixels if self.size is None else resize_array(frame.pixels, self.size)
         if self.lane_count > 1:

@@ -18,7 +18,7 @@ class FrameRecorder:
 
     def offer(self, state: object) -> bool:
         """Save ``state.frame`` if its top class is the recorded one; returns whether it was saved."""
-        from lastlayer.images import encode_jpeg
+        from lastlayer.images.decode import encode_jpeg
 
         top = state.top
         if top is None or top[0] != self.class_name:

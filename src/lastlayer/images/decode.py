@@ -86,7 +86,7 @@ def _megapixels(pixels: float) -> str:
 def _too_large(name: str, limit: int, size: Size) -> ImageTooLargeError:
     shown = f"{size[0]} x {size[1]} = {_megapixels(size[0] * size[1])}"
     return ImageTooLargeError(f"{name}: image too large ({shown}, limit {_megapixels(limit)}); shrink it, or raise the limit "
-                              f"(lastlayer.images.MAX_PIXELS or ${MAX_PIXELS_ENV})", size, limit)
+                              f"(lastlayer.images.decode.MAX_PIXELS or ${MAX_PIXELS_ENV})", size, limit)
 
 
 def _check_size(name: str, image: Image.Image, limit: int) -> None:

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from lastlayer.errors import ImageError
-from lastlayer.images import load_image, load_resized
+from lastlayer.images.decode import load_image, load_resized, resize_array, resize_image
 
 
 def test_modes_are_converted_to_rgb(tmp_path):
@@ -68,7 +68,7 @@ def _huge_png(path, width: int, height: int) -> None:
 
 
 def test_too_large_images_are_refused_by_a_configurable_limit(tmp_path, monkeypatch):
-    import lastlayer.images as images
+    import lastlayer.images.decode as images
 
     Image.new("1", (12000, 12000)).save(tmp_path / "big.png")
     _huge_png(tmp_path / "bomb.png", 20000, 20000)
@@ -86,7 +86,7 @@ def test_too_large_images_are_refused_by_a_configurable_limit(tmp_path, monkeypa
 
 
 def test_the_limit_is_per_decode_and_pillows_global_is_left_as_it_was(tmp_path, monkeypatch):
-    import lastlayer.images as images
+    import lastlayer.images.decode as images
 
     Image.new("RGB", (50, 40), (10, 200, 30)).save(tmp_path / "small.png")
     before = Image.MAX_IMAGE_PIXELS
@@ -106,7 +106,7 @@ def test_the_limit_is_per_decode_and_pillows_global_is_left_as_it_was(tmp_path, 
 def test_images_in_memory_take_the_same_decoder_with_a_format_list(tmp_path):
     import io
 
-    from lastlayer.images import UnsupportedImageError, decode_image_bytes
+    from lastlayer.images.decode import UnsupportedImageError, decode_image_bytes
 
     image = Image.new("RGB", (30, 20), (200, 10, 10))
     png, ico = io.BytesIO(), io.BytesIO()
@@ -127,7 +127,7 @@ def test_images_in_memory_take_the_same_decoder_with_a_format_list(tmp_path):
 _PEAK = """
 import resource, sys
 from lastlayer.errors import ImageError
-from lastlayer.images import load_image
+from lastlayer.images.decode import load_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for path in sys.argv[1:]:
     try:
@@ -160,3 +160,24 @@ def test_odd_files_are_image_errors_not_crashes(tmp_path):
     for name in ("empty.png", "cut.png", "folder.jpg"):
         with pytest.raises(ImageError, match=name):
             load_image(tmp_path / name)
+
+
+# --- resize_array -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shape", "size"), [((240, 320, 3), (224, 224)), ((80, 100, 3), (224, 224)),
+                                             ((480, 640, 3), (160, 128)), ((224, 224, 3), (224, 224))])
+def test_resize_array_matches_the_file_path_exactly(shape, size):
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    result = resize_array(pixels, size)
+    assert result.dtype == np.uint8 and result.shape == (size[1], size[0], 3) and result.flags.c_contiguous
+    np.testing.assert_array_equal(result, resize_image(Image.fromarray(pixels), size))
+
+
+def test_resize_array_accepts_views_and_rejects_other_arrays():
+    bgr = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    rgb_view = bgr[:, :, ::-1]
+    np.testing.assert_array_equal(resize_array(rgb_view, (224, 224)), resize_image(Image.fromarray(rgb_view.copy()), (224, 224)))
+    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.float32)):
+        with pytest.raises(ImageError, match="HxWx3 uint8"):
+            resize_array(bad, (5, 5))
