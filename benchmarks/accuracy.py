@@ -24,7 +24,7 @@ from lastlayer.embeddings import embed_dataset
 from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.tuned import TunedSoftmaxRegression
-from lastlayer.zoo import DEFAULT_EXTRACTOR
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
 SHOTS = (1, 5, 10, None)

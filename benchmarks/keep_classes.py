@@ -38,7 +38,7 @@ from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model.export import extractor_model
 from lastlayer.model.file import ModelFile
 from lastlayer.model.keep import read_class_layer, scores_from_embedding, write_appended_classes
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 warnings.simplefilter("ignore")
 MODELS = ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v1_0.5_160_quant.tflite", "mobilenet_v2_1.0_224_quant.tflite",

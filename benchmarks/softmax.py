@@ -27,8 +27,8 @@ from lastlayer.files.datasets import load_dataset, stratified_split
 from lastlayer.learn import threads
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.learn.tuned import TunedSoftmaxRegression, fit_lbfgs
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 from lastlayer.pycoral.learn.backprop import softmax_regression as pycoral_softmax
-from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
 REPEATS = 5

@@ -66,7 +66,7 @@ def time_rounds(data: Path, rounds: int) -> None:
     from lastlayer.cache_database import CacheDatabase
     from lastlayer.embeddings import embed_dataset
     from lastlayer.files.datasets import load_dataset
-    from lastlayer.zoo import DEFAULT_EXTRACTOR
+    from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 
     interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
     start = time.perf_counter()
@@ -103,7 +103,7 @@ import numpy as np
 from lastlayer import Interpreter, resolve_model
 from lastlayer.files.datasets import load_dataset
 from lastlayer.embeddings import EmbeddingCache, dataset_digests, embed_dataset
-from lastlayer.zoo import DEFAULT_EXTRACTOR
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
 dataset = load_dataset(sys.argv[1])
 if sys.argv[2] == "fill":

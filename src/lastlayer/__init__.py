@@ -54,8 +54,8 @@ _LAZY = {
     "write_label_file": "lastlayer.model.labels",
     "Interpreter": "lastlayer.runtime.interpreter",
     "extract_embeddings": "lastlayer.runtime.batch",
-    "open_model": "lastlayer.zoo",
-    "resolve_model": "lastlayer.zoo",
+    "open_model": "lastlayer.model.zoo",
+    "resolve_model": "lastlayer.model.zoo",
 }
 
 

@@ -55,7 +55,7 @@ class CacheWarning(DatasetWarning):
 
 def default_folder() -> Path:
     """``<cache>/embeddings``: where the database lives unless a folder is given."""
-    from lastlayer.zoo import cache_dir
+    from lastlayer.model.zoo import cache_dir
 
     return cache_dir() / "embeddings"
 

@@ -27,8 +27,8 @@ from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.export import extractor_model, output_type_of, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import format_labels
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 
 DEFAULT_OUTPUT = "lastlayer-demo"
 FIRST_CLASSES = ["bracket", "gear", "gear_chipped", "washer", "washer_scratched"]

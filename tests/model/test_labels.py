@@ -73,7 +73,7 @@ def test_embedded_zip_labels_with_a_bom(model_file):
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_unreadable_embedded_labels_are_a_warning_naming_the_model(model_file, tmp_path, damage):
     from lastlayer.model.file import LabelsWarning
-    from lastlayer.zoo import open_model
+    from lastlayer.model.zoo import open_model
 
     model = model_file(EXTRACTOR).read_bytes()
     data = _with_label_zip(model, "gear\nwasher\n" * 50)

@@ -14,9 +14,9 @@ from lastlayer.errors import ImageError
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
+from lastlayer.model.zoo import open_model, resolve_labels
 from lastlayer.runtime import Interpreter
 from lastlayer.unknown import unknown_check
-from lastlayer.zoo import open_model, resolve_labels
 
 
 @dataclass

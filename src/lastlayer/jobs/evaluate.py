@@ -24,11 +24,11 @@ from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
+from lastlayer.model.zoo import open_model, resolve_labels
 from lastlayer.plot import save_confusion_png, threshold_curve_png
 from lastlayer.report import classification_report, misclassified, rejection_curve, text_table
 from lastlayer.runtime import Interpreter, extract_embeddings
 from lastlayer.unknown import Decision, UnknownCheck, unknown_check
-from lastlayer.zoo import open_model, resolve_labels
 
 
 @dataclass

@@ -32,9 +32,9 @@ from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
 from lastlayer.report import classification_report, misclassified
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass

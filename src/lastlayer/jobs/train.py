@@ -17,9 +17,9 @@ from lastlayer.learn.registry import Solver, get_solver
 from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
 from lastlayer.report import classification_report, misclassified
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass

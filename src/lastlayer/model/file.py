@@ -1,7 +1,7 @@
 """A model opened once: its name, bytes, normalised object tree, kind and labels, passed along everywhere.
 
 Every command and API entry point opens a model through :meth:`ModelFile.read` (or
-:func:`lastlayer.zoo.open_model`, which first finds it) and hands the :class:`ModelFile` to the
+:func:`lastlayer.model.zoo.open_model`, which first finds it) and hands the :class:`ModelFile` to the
 interpreter, the checks, the head writers and the label reader, so a file is read, verified and
 parsed exactly once. What kind of model it is is decided here, by looking at the graph, never by
 catching exceptions.

@@ -37,7 +37,7 @@ def as_model_file(model: ModelInput) -> ModelFile:
         return ModelFile.from_tree(model)
     if isinstance(model, (bytes, bytearray)):
         return ModelFile.from_bytes(bytes(model))
-    from lastlayer.zoo import open_model  # a known name is found as the CLI finds it
+    from lastlayer.model.zoo import open_model  # a known name is found as the CLI finds it
 
     return open_model(model)
 

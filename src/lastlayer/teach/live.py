@@ -34,9 +34,9 @@ class ModelPredictor:
     """Predictions of a classifier ``.tflite`` (e.g. one exported by a session), with its embedded labels."""
 
     def __init__(self, model: Any, num_threads: int | None = None, *, input_mean: Any = None, input_std: Any = None) -> None:
+        from lastlayer.model.zoo import open_model
         from lastlayer.runtime import Interpreter
         from lastlayer.runtime.lanes import Lanes
-        from lastlayer.zoo import open_model
 
         self.model = open_model(model)
         self.interpreter = Interpreter(self.model, num_threads=num_threads, input_mean=input_mean, input_std=input_std)

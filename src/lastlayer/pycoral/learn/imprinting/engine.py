@@ -39,7 +39,7 @@ from lastlayer.model.export import cosine_class_rows, extractor_model, extractor
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.names import operator_name
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from lastlayer.edgetpu_versions import LATEST_RUNTIME
+from lastlayer.model.edgetpu_versions import LATEST_RUNTIME
 from lastlayer.model.io import ModelSource, load_model
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, as_text, operator_name, tensor_type_name
 from lastlayer.model.tensors import constant_values

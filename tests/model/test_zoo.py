@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lastlayer import zoo
 from lastlayer.errors import ModelNotFoundError
+from lastlayer.model import zoo
 
 from conftest import EXTRACTOR
 
