@@ -19,7 +19,7 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR

@@ -31,7 +31,7 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead

@@ -22,7 +22,7 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.files.datasets import load_dataset, stratified_split
 from lastlayer.learn import threads
 from lastlayer.learn.softmax import SoftmaxRegression

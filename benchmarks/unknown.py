@@ -39,7 +39,7 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, open_model
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.files.datasets import is_image_file, load_dataset
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.tuned import TunedSoftmaxRegression

@@ -18,7 +18,7 @@ from typing import Any, Callable, Union
 import numpy as np
 from PIL import Image
 
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.files.datasets import load_dataset
 from lastlayer.files.outputs import OutputSet, ensure_output_dir
 from lastlayer.images.render import render_frame

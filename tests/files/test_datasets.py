@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.files.datasets import DatasetWarning, load_dataset, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.runtime import Interpreter
@@ -73,7 +73,7 @@ def test_duplicate_across_classes_is_a_warning_naming_both_where_the_images_are_
 
 
 def test_loading_a_dataset_reads_no_image_and_opens_no_cache(folder, tmp_path, monkeypatch):
-    from lastlayer import digests
+    from lastlayer.embeddings import digests
 
     monkeypatch.setenv("LASTLAYER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(digests, "sha256_file", lambda path: pytest.fail(f"{path} was read"))

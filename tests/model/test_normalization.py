@@ -251,7 +251,7 @@ def test_stock_litert_runs_a_model_with_the_metadata():
 
 
 def test_the_warning_is_repeated_when_the_embeddings_come_from_the_cache(tmp_path):
-    from lastlayer.embeddings import embed_dataset
+    from lastlayer.embeddings.cache import embed_dataset
     from lastlayer.files.datasets import load_dataset
 
     folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)

@@ -3,7 +3,7 @@
 A :class:`Dataset` is file paths and labels: loading one lists files and reads no image. Class ids
 follow the sorted class names, so they are the same on every machine. Splits are stratified and
 seeded; every class keeps at least one training image. The images' content hashes are taken where
-they are embedded (:func:`lastlayer.embeddings.dataset_digests`), which also reports the same file
+they are embedded (:func:`lastlayer.embeddings.cache.dataset_digests`), which also reports the same file
 in several classes (:func:`note_duplicates`).
 """
 

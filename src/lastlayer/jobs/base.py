@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
-from lastlayer.cache_database import CacheDatabase
-from lastlayer.embeddings import EmbeddedDataset, dataset_digests, embed_dataset
+from lastlayer.embeddings.cache import EmbeddedDataset, dataset_digests, embed_dataset
+from lastlayer.embeddings.database import CacheDatabase
 from lastlayer.files.datasets import Dataset, load_dataset
 from lastlayer.files.outputs import OutputSet
 from lastlayer.model.labels import format_labels

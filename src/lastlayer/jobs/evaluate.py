@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.embeddings import dataset_digests
+from lastlayer.embeddings.cache import dataset_digests
 from lastlayer.errors import DatasetError, ImageError, ModelError
 from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
 from lastlayer.files.outputs import OutputSet

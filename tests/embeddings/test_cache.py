@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jobs.conftest import link_dataset
-from lastlayer.embeddings import DATABASE_NAME, CacheWarning, EmbeddingCache, embed_dataset
+from lastlayer.embeddings.cache import DATABASE_NAME, CacheWarning, EmbeddingCache, embed_dataset
 from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _EMBED = """
 import sys
-import lastlayer.embeddings as embeddings
+import lastlayer.embeddings.cache as embeddings
 from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 embeddings.COMMIT_EVERY = int(sys.argv[3])
@@ -118,7 +118,7 @@ def test_an_unusable_cache_folder_is_a_warning_not_a_failure(model_file, flowers
 
 
 def test_without_the_cache_no_database_is_opened_and_every_file_is_read(model_file, flowers, tmp_path, monkeypatch):
-    from lastlayer import digests
+    from lastlayer.embeddings import digests
 
     data = load_dataset(link_dataset(flowers, tmp_path / "d", {"daisy": 2, "roses": 2}))
     monkeypatch.setenv("LASTLAYER_CACHE", str(tmp_path / "cache"))

@@ -1,11 +1,11 @@
 """Embeddings of a dataset, with a cache keyed by file content and model, so a second run is instant.
 
 The cache is the ``embeddings`` table of the cache database
-(:class:`~lastlayer.cache_database.CacheDatabase`, ``<cache>/embeddings/embeddings.sqlite3``),
+(:class:`~lastlayer.embeddings.database.CacheDatabase`, ``<cache>/embeddings/embeddings.sqlite3``),
 keyed by (model SHA-256, preprocessing version, image SHA-256) and holding float32 vectors.
 Concurrent runs (same or different datasets) each add their rows; an extraction commits every
 :data:`COMMIT_EVERY` images or :data:`COMMIT_SECONDS`, so an interrupted run keeps what it computed.
-The image hashes come from :func:`lastlayer.digests.file_digests` over the same database (a warm
+The image hashes come from :func:`lastlayer.embeddings.digests.file_digests` over the same database (a warm
 run reads no unchanged file). A cache that cannot be used is a warning, never a failure.
 """
 
@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
-from lastlayer.digests import file_digests
+from lastlayer.embeddings.database import DATABASE_NAME, CacheDatabase, CacheWarning
+from lastlayer.embeddings.digests import file_digests
 from lastlayer.errors import DatasetError, ImageError
 from lastlayer.files.datasets import Dataset, DatasetWarning, note_duplicates
 from lastlayer.runtime import Interpreter
@@ -43,7 +43,7 @@ class EmbeddingCache:
     Args:
         model_bytes: what decides the outputs (``Interpreter.cache_key``); its SHA-256 is the key.
         folder: the database's folder when no ``database`` is given (default: the user's cache).
-        database: an open :class:`~lastlayer.cache_database.CacheDatabase` to use (not closed by :meth:`close`).
+        database: an open :class:`~lastlayer.embeddings.database.CacheDatabase` to use (not closed by :meth:`close`).
     """
 
     def __init__(self, model_bytes: bytes, folder: Path | None = None, *, database: CacheDatabase | None = None) -> None:
@@ -212,7 +212,7 @@ def _drop_rows(X: np.ndarray, failed: list[int]) -> np.ndarray:
 def dataset_digests(dataset: Dataset, database: CacheDatabase | None = None) -> list[str]:
     """The SHA-256 of each image of ``dataset``, in row order; a :class:`DatasetError` names an unreadable file.
 
-    Files unchanged since a run that used ``database`` are not read again (:func:`lastlayer.digests.file_digests`).
+    Files unchanged since a run that used ``database`` are not read again (:func:`lastlayer.embeddings.digests.file_digests`).
     """
     try:
         return file_digests(dataset.paths, database)
@@ -259,7 +259,7 @@ def embed_dataset(
 ) -> EmbeddedDataset:
     """Embed every image of ``dataset`` (cached ones are not run again; identical files run once).
 
-    The images' content hashes key the cache (see :mod:`lastlayer.digests`); the same file in
+    The images' content hashes key the cache (see :mod:`lastlayer.embeddings.digests`); the same file in
     several classes is reported (a note on the dataset and a warning). Unreadable images are left
     out with a warning naming each file; ``strict=True`` makes the first one an error instead. New
     embeddings enter the cache in batches while the extraction runs, so an interrupted run keeps

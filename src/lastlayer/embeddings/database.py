@@ -4,8 +4,8 @@ Everything lastlayer remembers between runs about image files lives in one datab
 ``<cache>/embeddings/embeddings.sqlite3`` (``$LASTLAYER_CACHE`` or ``~/.cache/lastlayer``), in three
 tables:
 
-- ``files``: the SHA-256 of each image file with its stat, the warm-run shortcut of :mod:`lastlayer.digests`;
-- ``embeddings``: float32 vectors keyed by (model, preprocessing version, image SHA-256), :mod:`lastlayer.embeddings`;
+- ``files``: the SHA-256 of each image file with its stat, the warm-run shortcut of :mod:`lastlayer.embeddings.digests`;
+- ``embeddings``: float32 vectors keyed by (model, preprocessing version, image SHA-256), :mod:`lastlayer.embeddings.cache`;
 - ``checks``: the wrong-normalisation check's verdict per (model, preprocessing), kept beside the embeddings.
 
 :class:`CacheDatabase` owns the file: it creates the folder, opens the database in WAL mode with

@@ -3,7 +3,7 @@
 The content hash keys the embedding cache, and hashing 20,000 photos costs seconds on every run.
 So the hash of each file is kept with its stat (size, modification and change time in
 nanoseconds, inode and device), per absolute path, in the ``files`` table of the cache database
-(:class:`~lastlayer.cache_database.CacheDatabase`). A later run takes the stored hash only while
+(:class:`~lastlayer.embeddings.database.CacheDatabase`). A later run takes the stored hash only while
 all of these are unchanged; any change (an edit, ``touch``, a replaced file, a moved-in copy)
 hashes the file again. The hash stays the cache key: the stat is only a shortcut to it.
 
@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Sequence
 
-from lastlayer.cache_database import CacheDatabase
+from lastlayer.embeddings.database import CacheDatabase
 
 RACY_SECONDS = 2.0  # FAT's mtime step; ext4, APFS and NTFS are finer
 USE_STAMPS = True  # False: hash every file, trusting no stored stat (the benchmarks' baseline)

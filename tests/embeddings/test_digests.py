@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from jobs.conftest import link_dataset
-from lastlayer import digests
-from lastlayer.cache_database import DATABASE_NAME, CacheDatabase, CacheWarning
-from lastlayer.digests import file_digests
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings import digests
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.embeddings.database import DATABASE_NAME, CacheDatabase, CacheWarning
+from lastlayer.embeddings.digests import file_digests
 from lastlayer.files.datasets import load_dataset
 from lastlayer.runtime import Interpreter
 
