@@ -9,8 +9,8 @@ from PIL import Image
 from lastlayer.cli import main
 from lastlayer.demo import FIRST_CLASSES, LATER_CLASS, run_demo
 from lastlayer.files.datasets import load_dataset
-from lastlayer.plot import save_confusion_png
-from lastlayer.report import classification_report
+from lastlayer.report.metrics import classification_report
+from lastlayer.report.plot import save_confusion_png
 from lastlayer.runtime import Interpreter
 
 

@@ -21,7 +21,7 @@ from lastlayer.embeddings.database import CacheDatabase
 from lastlayer.files.datasets import Dataset, load_dataset
 from lastlayer.files.outputs import OutputSet
 from lastlayer.model.labels import format_labels
-from lastlayer.plot import save_confusion_png
+from lastlayer.report.plot import save_confusion_png
 from lastlayer.runtime import Interpreter
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -19,14 +19,14 @@ from lastlayer.embeddings.cache import dataset_digests
 from lastlayer.errors import DatasetError, ImageError, ModelError
 from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
 from lastlayer.files.outputs import OutputSet
-from lastlayer.intervals import count
 from lastlayer.jobs.base import PathLike
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
 from lastlayer.model.zoo import open_model, resolve_labels
-from lastlayer.plot import save_confusion_png, threshold_curve_png
-from lastlayer.report import classification_report, misclassified, rejection_curve, text_table
+from lastlayer.report.intervals import count
+from lastlayer.report.metrics import classification_report, misclassified, rejection_curve, text_table
+from lastlayer.report.plot import save_confusion_png, threshold_curve_png
 from lastlayer.runtime import Interpreter, extract_embeddings
 from lastlayer.unknown import Decision, UnknownCheck, unknown_check
 

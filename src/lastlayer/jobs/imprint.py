@@ -33,7 +33,7 @@ from lastlayer.model.imprinting import find_structure
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
-from lastlayer.report import classification_report, misclassified
+from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 
 

@@ -18,7 +18,7 @@ from lastlayer.model.export import extractor_model, original_output_type, output
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
-from lastlayer.report import classification_report, misclassified
+from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 
 

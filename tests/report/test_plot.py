@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from lastlayer.plot import CELL, MAX_CLASSES, confusion_image, most_confused, save_confusion_png
+from lastlayer.report.plot import CELL, MAX_CLASSES, confusion_image, most_confused, save_confusion_png
 
 
 def _report(matrix: np.ndarray) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lastlayer import report
-from lastlayer.report import classification_report, top_k_accuracy
+from lastlayer.report import metrics as report
+from lastlayer.report.metrics import classification_report, top_k_accuracy
 
 
 def _by_sorting(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
@@ -42,7 +42,7 @@ def test_report_top5_on_many_classes():
 
 
 def test_rejection_curve_counts_each_threshold():
-    from lastlayer.report import rejection_curve
+    from lastlayer.report.metrics import rejection_curve
 
     curve = rejection_curve(np.array([0.2, 0.5, 0.8, 0.9]), np.array([True, False, True, True]), np.array([0.1, 0.6]), points=3)
     assert curve["thresholds"][0] == 0.1 and curve["thresholds"][-1] == pytest.approx(0.9)
@@ -58,8 +58,8 @@ def test_threshold_curve_png_marks_the_threshold_in_use():
 
     from PIL import Image
 
-    from lastlayer.plot import threshold_curve_png
-    from lastlayer.report import rejection_curve
+    from lastlayer.report.metrics import rejection_curve
+    from lastlayer.report.plot import threshold_curve_png
 
     curve = rejection_curve(np.linspace(0.3, 0.9, 50), np.ones(50, dtype=bool), np.linspace(0.1, 0.5, 20))
     image = Image.open(io.BytesIO(threshold_curve_png(curve, 0.4, "t"))).convert("RGB")

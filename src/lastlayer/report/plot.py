@@ -86,7 +86,7 @@ def _panel(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], titl
 
 
 def confusion_image(report: dict[str, Any], title: str) -> Any:
-    """The confusion matrix of a :func:`lastlayer.report.classification_report` as a Pillow image."""
+    """The confusion matrix of a :func:`lastlayer.report.metrics.classification_report` as a Pillow image."""
     matrix = np.asarray(report["confusion_matrix"], dtype=np.int64)
     rows, columns = list(report["classes"]), list(report["columns"])
     note = None
@@ -128,7 +128,7 @@ def threshold_curve_image(curve: dict[str, Any], threshold: float, title: str) -
     """What an unknown threshold trades: each of the curve's lines (0..1) against the threshold, the one in use marked.
 
     ``curve`` holds ``thresholds`` and, per threshold, ``known_accuracy``, ``known_rejected`` and
-    optionally ``other_rejected`` (see :func:`lastlayer.report.rejection_curve`).
+    optionally ``other_rejected`` (see :func:`lastlayer.report.metrics.rejection_curve`).
     """
     from PIL import Image, ImageDraw
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.intervals import count
+from lastlayer.report.intervals import count
 
 OTHER = "(other class)"
 
@@ -49,7 +49,7 @@ def classification_report(
     """Top-1/top-5 accuracy, per-class precision/recall/support and the confusion matrix, JSON-ready.
 
     ``top1_right`` is how many were right and ``top1_interval`` the 95 % interval of the top-1 accuracy
-    (Clopper-Pearson, see :mod:`lastlayer.intervals`).
+    (Clopper-Pearson, see :mod:`lastlayer.report.intervals`).
 
     ``y_true`` holds dataset class indices (into ``classes``); ``scores`` is ``[n, model classes]``;
     ``class_ids[i]`` is the model's id of dataset class ``i`` (default: the same index).

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lastlayer.intervals import beta_quantile, clopper_pearson, count, regularized_beta
+from lastlayer.report.intervals import beta_quantile, clopper_pearson, count, regularized_beta
 
 # R's binom.test(k, n)$conf.int (exact Clopper-Pearson, 95 %), to 4 decimals.
 PUBLISHED = [
