@@ -28,8 +28,9 @@ __version__ = "0.2.0"
 
 # name -> module that defines it
 _LAZY = {
-    "Class": "lastlayer.classify",
-    "get_classes_from_scores": "lastlayer.classify",
+    "Prediction": "lastlayer.runtime.prediction",
+    "rank": "lastlayer.runtime.prediction",
+    "ModelPredictor": "lastlayer.runtime.predictor",
     "load_image": "lastlayer.images.decode",
     "load_resized": "lastlayer.images.decode",
     "AppendedClasses": "lastlayer.layer",

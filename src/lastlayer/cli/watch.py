@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise common.UsageError("give either --model or --state")
     if (args.record is None) != (args.record_class is None):
         raise common.UsageError("--record and --record-class go together")
+    from lastlayer.runtime.predictor import ModelPredictor
     from lastlayer.sources import open_source
-    from lastlayer.teach.live import ModelPredictor, predictions, top_changes
+    from lastlayer.teach.live import predictions, top_changes
     from lastlayer.teach.recorder import FrameRecorder
     from lastlayer.teach.session import TeachingSession
 

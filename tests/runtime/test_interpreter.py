@@ -3,7 +3,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lastlayer import classify
 from lastlayer.errors import EdgeTpuError, ImageError, InferenceError
 from lastlayer.images.decode import load_resized
 from lastlayer.runtime import Interpreter, extract_embeddings
@@ -75,15 +74,3 @@ def test_batch_extraction_names_a_corrupt_image(model_file, images_dir, tmp_path
     interp = Interpreter(model_file(EXTRACTOR))
     with pytest.raises(ImageError, match="broken.jpg"):
         extract_embeddings(interp, [images_dir / "cat.bmp", bad, images_dir / "owl.jpg"], progress=False)
-
-
-def test_get_classes_from_scores_ordering_and_threshold():
-    scores = np.array([0.1, 0.9, 0.5, 0.95])
-    assert [c.id for c in classify.get_classes_from_scores(scores)] == [3, 1, 2, 0]
-    assert [c.id for c in classify.get_classes_from_scores(scores, score_threshold=0.8)] == [3, 1]
-    assert classify.get_classes_from_scores(scores, score_threshold=0.99) == []
-    assert [c.id for c in classify.get_classes_from_scores(scores, top_k=3)] == [3, 1, 2]
-    assert [c.id for c in classify.get_classes_from_scores(scores, top_k=300)] == [3, 1, 2, 0]
-    assert [c.id for c in classify.get_classes_from_scores(scores, 3, 0.7)] == [3, 1]
-    assert [c.id for c in classify.get_classes_from_scores(np.array([0.5, 0.5, 0.2]), 2)] == [0, 1]
-    assert [c.id for c in classify.get_classes_from_scores(scores, score_threshold=0.5)] == [3, 1, 2]
