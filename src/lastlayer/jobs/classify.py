@@ -1,6 +1,6 @@
 """``lastlayer classify``: the top classes of each image, every readable image reported, unreadable ones listed.
 
-A model that stores an unknown rule (see :mod:`lastlayer.unknown`) also says, per image, whether it
+A model that stores an unknown rule (see :mod:`lastlayer.jobs.unknown`) also says, per image, whether it
 is of none of its classes: ``"unknown": true`` in JSON, ``unknown (closest: roses 0.64)`` in text.
 """
 
@@ -13,12 +13,12 @@ import numpy as np
 
 from lastlayer.errors import ImageError
 from lastlayer.jobs.base import PathLike
+from lastlayer.jobs.unknown import unknown_check
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
 from lastlayer.model.zoo import open_model, resolve_labels
 from lastlayer.runtime import Interpreter
 from lastlayer.runtime.prediction import ClassScore, Prediction
-from lastlayer.unknown import unknown_check
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``lastlayer evaluate``: accuracy, per-class metrics, confusion matrix and latency of a classifier.
 
-A model that stores an unknown rule (see :mod:`lastlayer.unknown`) is also judged as it answers:
+A model that stores an unknown rule (see :mod:`lastlayer.jobs.unknown`) is also judged as it answers:
 known-class accuracy counts the photos accepted *and* right, and with ``unknown_data`` (a folder of
 photos of none of its classes) how many of those it rejected, with the threshold curve as a PNG.
 """
@@ -20,6 +20,7 @@ from lastlayer.errors import DatasetError, ImageError, ModelError
 from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
 from lastlayer.files.outputs import OutputSet
 from lastlayer.jobs.base import PathLike
+from lastlayer.jobs.unknown import Decision, UnknownCheck, unknown_check
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
@@ -28,7 +29,6 @@ from lastlayer.report.intervals import count
 from lastlayer.report.metrics import classification_report, misclassified, rejection_curve, text_table
 from lastlayer.report.plot import save_confusion_png, threshold_curve_png
 from lastlayer.runtime import Interpreter, extract_embeddings
-from lastlayer.unknown import Decision, UnknownCheck, unknown_check
 
 
 @dataclass

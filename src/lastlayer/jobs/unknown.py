@@ -1,7 +1,9 @@
 """The unknown answer of a model file: read its rule once, run the model so the rule can be applied, decide per image.
 
 Every path that classifies with a model file goes through here (``classify``, ``evaluate``, and the
-Python API), so the rule is honoured the same way everywhere::
+Python API), so the rule is honoured the same way everywhere. It lives with the jobs because the
+rule's class (:class:`~lastlayer.learn.unknown.UnknownRule`) is learning code, which comes after the
+runtime in the data flow; a predictor of the runtime that should honour the rule is handed the check::
 
     check = unknown_check(model_file)                     # None: no rule stored (or turned off)
     interpreter = Interpreter(model_file, extra_outputs=check.extra_outputs if check else ())
