@@ -29,7 +29,6 @@ from lastlayer.model.export import (
     write_head,
 )
 from lastlayer.model.file import ModelFile, ModelKind
-from lastlayer.model.imprinting import find_structure
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
@@ -70,7 +69,7 @@ def open_head(base: ModelFile, options: ImprintOptions, resumed: DenseLayer | No
     if base.kind is ModelKind.IMPRINTING:
         if options.keep_classes:
             return ImprintingHead.from_layer(read_imprinting_layer(base))
-        return ImprintingHead(scale=find_structure(base.tree).scale_factor)
+        return ImprintingHead(scale=base.analysis.imprinting.scale_factor)
     head = ImprintingHead(scale=options.scale or DEFAULT_SCALE)
     if options.keep_classes:
         rows, labels = cosine_class_rows(base)
@@ -149,7 +148,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
                              subject="labels")
         resumed = resumed_layer(base) if resume is not None else None
         head = open_head(base, options, resumed)
-    structure = find_structure(base.tree)
+    structure = base.analysis.imprinting
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
     dataset = skeleton.announced_dataset(data, say)
     ids = _model_class_ids(head, dataset.classes, base.name)
