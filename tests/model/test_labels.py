@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lastlayer.errors import LabelFileError
-from lastlayer.model import load_model, model_to_bytes
+from lastlayer.model.io import load_model, model_to_bytes
 from lastlayer.model.labels import embedded_labels, parse_labels, read_label_file, set_embedded_labels
 
 from conftest import CLASSIFIER_V2, EXTRACTOR

@@ -144,7 +144,7 @@ def test_a_new_kind_is_one_class_and_one_registration(monkeypatch):
 
     with pytest.raises(SourceError, match="unsupported URL scheme count://"):
         open_source("count://3")
-    monkeypatch.setattr(registry, "KINDS", dict(registry.KINDS))
+    monkeypatch.setattr(registry, "KINDS", list(registry.KINDS))
     registry.register_source(registry.SourceKind("count", f"{__name__}:CountKind"))
     assert classify_spec("count://3") == ("count", 3)
     assert [f.index for f in open_source("count://3", loop=True)] == list(range(6))  # the options reach it

@@ -16,7 +16,7 @@ import urllib.parse
 import warnings
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lastlayer.sources.base import (
     DEFAULT_STALL_TIMEOUT,
@@ -24,12 +24,13 @@ from lastlayer.sources.base import (
     Frame,
     FrameSource,
     SourceError,
-    SourceOptions,
     SourceWarning,
-    Target,
     url_scheme,
 )
 from lastlayer.sources.opencv import QuietOpenCV, bgr_to_rgb, require_opencv
+
+if TYPE_CHECKING:
+    from lastlayer.sources.base import SourceOptions, Target
 
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
 

@@ -37,14 +37,15 @@ class SourceKind:
         return getattr(importlib.import_module(module), attribute)
 
 
-KINDS: dict[str, SourceKind] = {}
+KINDS: list[SourceKind] = []  # in the order they are asked
 
 
 def register_source(kind: SourceKind) -> SourceKind:
     """Make ``kind`` available to :func:`open_source`, asked after the kinds registered before it."""
-    if kind.name in KINDS:
-        raise ValueError(f"a source kind named {kind.name!r} is already registered ({KINDS[kind.name].target})")
-    KINDS[kind.name] = kind
+    taken = next((known for known in KINDS if known.name == kind.name), None)
+    if taken is not None:
+        raise ValueError(f"a source kind named {kind.name!r} is already registered ({taken.target})")
+    KINDS.append(kind)
     return kind
 
 
@@ -64,11 +65,16 @@ def _normalised(spec: SourceSpec) -> Target:
 
 def classify_spec(spec: SourceSpec) -> Tuple[str, Target]:
     """``(kind, target)`` for a source spec: the first registered kind that claims it ("camera", "stream", "images", "video")."""
+    kind, target = _claimed(spec)
+    return kind.name, target
+
+
+def _claimed(spec: SourceSpec) -> Tuple[SourceKind, Target]:
     target = _normalised(spec)
-    for kind in KINDS.values():
+    for kind in KINDS:
         claimed = kind.source_class().claim(target)
         if claimed is not None:
-            return kind.name, claimed
+            return kind, claimed
     from lastlayer.sources.live import redact
 
     scheme = url_scheme(target) if isinstance(target, str) else None
@@ -124,8 +130,8 @@ def open_source(
     options = SourceOptions(loop=loop, fps=fps, realtime=realtime, width=width, height=height, stall_timeout=stall_timeout,
                             reconnect=reconnect, max_retries=max_retries, retry_delay=retry_delay, max_delay=max_delay)
     options.check()
-    name, target = classify_spec(spec)
-    source = KINDS[name].source_class().from_options(target, options)
+    kind, target = _claimed(spec)
+    source = kind.source_class().from_options(target, options)
     if latest:
         return LatestFrameReader(source)
     return PrefetchReader(source, prefetch) if prefetch else source
