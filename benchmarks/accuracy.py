@@ -20,11 +20,11 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset, stratified_split, take_shots
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.tuned import TunedSoftmaxRegression
-from lastlayer.zoo import DEFAULT_EXTRACTOR
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
 SHOTS = (1, 5, 10, None)

@@ -56,10 +56,10 @@ from _common import dataset_images
 from PIL import Image
 
 from lastlayer import Interpreter, extract_embeddings, resolve_model
-from lastlayer.images import load_resized
+from lastlayer.images.decode import load_resized
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 from lastlayer.runtime.batch import chunk_size, plan
 from lastlayer.runtime.interpreter import usable_cores
-from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 CHUNK = 100  # images per job in turn
 

@@ -19,13 +19,13 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset, stratified_split, take_shots
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 from lastlayer.pycoral.adapters import classify, common
 from lastlayer.pycoral.learn.imprinting.engine import ImprintingEngine
 from lastlayer.pycoral.utils.edgetpu import make_interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
 BASE = resolve_model(DEFAULT_EXTRACTOR)

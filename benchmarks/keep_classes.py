@@ -31,14 +31,14 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter
-from lastlayer.data import load_dataset, stratified_split, take_shots
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split, take_shots
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model.export import extractor_model
 from lastlayer.model.file import ModelFile
 from lastlayer.model.keep import read_class_layer, scores_from_embedding, write_appended_classes
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 warnings.simplefilter("ignore")
 MODELS = ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v1_0.5_160_quant.tflite", "mobilenet_v2_1.0_224_quant.tflite",

@@ -26,11 +26,11 @@ from pathlib import Path
 import _common  # noqa: F401  (points LASTLAYER_MODELS at ../shared/models)
 import numpy as np
 
-from lastlayer.images import resize_array
+from lastlayer.images.decode import resize_array
+from lastlayer.images.render import render_frame, write_video
+from lastlayer.sources import open_source
 from lastlayer.teach.live import predictions
-from lastlayer.teach.render import render_frame, write_video
 from lastlayer.teach.session import TeachingSession
-from lastlayer.teach.sources import open_source
 
 FRAMES = 60
 ROUNDS = 30

@@ -14,8 +14,8 @@ import sys
 PROBE = r"""
 import json, resource, sys, tempfile, time
 import numpy as np
-from lastlayer.report import classification_report
-from lastlayer.plot import save_confusion_png
+from lastlayer.report.metrics import classification_report
+from lastlayer.report.plot import save_confusion_png
 classes = int(sys.argv[1])
 rng = np.random.default_rng(0)
 n = classes * 10

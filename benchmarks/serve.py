@@ -149,9 +149,9 @@ def stream_rates(base: str, clients: int, seconds: float) -> list[float]:
 
 
 def jpeg_cost() -> tuple[float, int]:
-    from lastlayer.images import encode_jpeg
+    from lastlayer.images.decode import encode_jpeg
+    from lastlayer.images.render import render_frame
     from lastlayer.serve.feed import JPEG_QUALITY
-    from lastlayer.teach.render import render_frame
 
     frame = render_frame("gear", 0)
     encode_jpeg(frame, JPEG_QUALITY)
@@ -273,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     if not EXTRACTOR.exists():
         sys.exit(f"benchmark needs {EXTRACTOR}; set LASTLAYER_SHARED")
-    from lastlayer.teach.render import write_video
+    from lastlayer.images.render import write_video
 
     with tempfile.TemporaryDirectory() as folder:
         video = write_video(Path(folder) / "parts.avi", [("gear", 45), ("washer", 45)], fps=15)

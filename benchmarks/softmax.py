@@ -22,13 +22,13 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset, stratified_split
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import load_dataset, stratified_split
 from lastlayer.learn import threads
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.learn.tuned import TunedSoftmaxRegression, fit_lbfgs
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 from lastlayer.pycoral.learn.backprop import softmax_regression as pycoral_softmax
-from lastlayer.zoo import DEFAULT_EXTRACTOR
 
 warnings.simplefilter("ignore")
 REPEATS = 5

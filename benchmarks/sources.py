@@ -1,6 +1,6 @@
 """Frame sources: decode rate of generated 320x240 videos and image folders, and resize_array's cost.
 
-Writes synthetic clips (lastlayer.teach.render) into a temporary folder: .mp4 (mp4v) and .avi
+Writes synthetic clips (lastlayer.images.render) into a temporary folder: .mp4 (mp4v) and .avi
 (MJPG) of 100 and 300 frames, and folders of PNG and JPEG frames; prints frames/s for plain reads
 and with prefetch (for clip_100.avi also with 5 ms of simulated inference per frame), then the
 time to resize one 320x240 frame to 224x224 (resize_array against the file path's resize_image).
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lastlayer.images import resize_array, resize_image
-from lastlayer.teach.render import write_image_folder, write_video
-from lastlayer.teach.sources import open_source
+from lastlayer.images.decode import resize_array, resize_image
+from lastlayer.images.render import write_image_folder, write_video
+from lastlayer.sources import open_source
 
 KINDS = ("gear", "washer", "bracket", "nut")
 

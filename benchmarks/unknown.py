@@ -39,9 +39,8 @@ import numpy as np
 from _common import SHARED
 
 from lastlayer import Interpreter, open_model
-from lastlayer.data import load_dataset
-from lastlayer.embeddings import embed_dataset
-from lastlayer.images import is_image_file
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import is_image_file, load_dataset
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.tuned import TunedSoftmaxRegression
 from lastlayer.learn.unknown import TARGET_REJECTION, UnknownRule, embed_features, left_out_similarities

@@ -3,7 +3,7 @@
 1. Time. A dataset of ``--count`` (20,000) distinct file names, symlinks to the 400 flower photos
    (so the embedding cache holds 400 vectors after one cold run). Each round, interleaved, times a
    warm ``load_dataset`` + ``embed_dataset`` (the embedding part of a warm ``lastlayer imprint``)
-   with every file hashed (``lastlayer.digests.USE_STAMPS = False``, the former behaviour) and with
+   with every file hashed (``lastlayer.embeddings.digests.USE_STAMPS = False``, the former behaviour) and with
    the stat shortcut; prints the hashing share of each and the ratio shortcut / hashing.
 2. Memory. ``--count`` distinct tiny JPEGs whose embeddings are put in the cache beforehand; a
    child process embeds them warm and reports its peak RSS, and the Python heap's peak during
@@ -62,11 +62,11 @@ def tiny_dataset(folder: Path, count: int) -> Path:
 
 def time_rounds(data: Path, rounds: int) -> None:
     from lastlayer import Interpreter, resolve_model
-    from lastlayer import digests as digest_module
-    from lastlayer.cache_database import CacheDatabase
-    from lastlayer.data import load_dataset
-    from lastlayer.embeddings import embed_dataset
-    from lastlayer.zoo import DEFAULT_EXTRACTOR
+    from lastlayer.embeddings import digests as digest_module
+    from lastlayer.embeddings.cache import embed_dataset
+    from lastlayer.embeddings.database import CacheDatabase
+    from lastlayer.files.datasets import load_dataset
+    from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 
     interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
     start = time.perf_counter()
@@ -101,9 +101,9 @@ _CHILD = """
 import json, os, sys, tracemalloc
 import numpy as np
 from lastlayer import Interpreter, resolve_model
-from lastlayer.data import load_dataset
-from lastlayer.embeddings import EmbeddingCache, dataset_digests, embed_dataset
-from lastlayer.zoo import DEFAULT_EXTRACTOR
+from lastlayer.files.datasets import load_dataset
+from lastlayer.embeddings.cache import EmbeddingCache, dataset_digests, embed_dataset
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR
 interpreter = Interpreter(resolve_model(DEFAULT_EXTRACTOR))
 dataset = load_dataset(sys.argv[1])
 if sys.argv[2] == "fill":

@@ -60,7 +60,7 @@ def run_and_kill(argv: list[str], signum: int, *, after_line: str | None = None,
 def folder_state(out: Path) -> tuple[str, ...]:
     """The classes the folder's set agrees on; raises AssertionError for a mixed or broken folder."""
     from lastlayer.model.labels import read_label_file
-    from lastlayer.zoo import open_model
+    from lastlayer.model.zoo import open_model
 
     model = open_model(out / "model.tflite")
     embedded = tuple(model.labels[i] for i in sorted(model.labels))

@@ -2,7 +2,7 @@
 
 Renders a small, deterministic, photo-free dataset of machine parts (gears, washers, brackets) and
 defects (a chipped gear, a scratched washer, a bracket missing a hole) with
-:mod:`lastlayer.teach.render` (random pose, light, work surface and sensor noise); imprints it from
+:mod:`lastlayer.images.render` (random pose, light, work surface and sensor noise); imprints it from
 5 shots per class; adds one class later without the old images; trains a backprop head on the same
 images; and compares them on held-out renders.
 """
@@ -18,17 +18,17 @@ from typing import Any, Callable, Union
 import numpy as np
 from PIL import Image
 
-from lastlayer.data import load_dataset
-from lastlayer.embeddings import embed_dataset
-from lastlayer.files import OutputSet, ensure_output_dir
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import load_dataset
+from lastlayer.files.outputs import OutputSet, ensure_output_dir
+from lastlayer.images.render import render_frame
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model.export import extractor_model, output_type_of, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import format_labels
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 from lastlayer.runtime import Interpreter
-from lastlayer.teach.render import render_frame
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model, resolve_model
 
 DEFAULT_OUTPUT = "lastlayer-demo"
 FIRST_CLASSES = ["bracket", "gear", "gear_chipped", "washer", "washer_scratched"]

@@ -6,6 +6,11 @@ flag. An error may say which input it is about (``subject``: ``"model"``, ``"lab
 ``"data"``, ``"tensor"``, ``"output"``, ...); the CLI turns that into the flag of the running
 command. The classes also derive from the built-in exception PyCoral raised in the same
 situation, so ported ``except ValueError`` code still works.
+
+A new kind is one subclass here (of :class:`LastLayerError` and the built-in type a caller would
+catch). The command line exits 1 for every kind; the web app answers the status of its row in
+:data:`lastlayer.serve.protocol.STATUS_BY_KIND` (400 without one), so a kind that needs another status
+is one row there.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lastlayer.cli import main
-from lastlayer.teach.render import write_image_folder, write_video
+from lastlayer.images.render import write_image_folder, write_video
 from lastlayer.teach.session import TeachingSession
 
 from conftest import EXTRACTOR
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.shared
 
 @pytest.fixture
 def taught_state(model_file, tmp_path):
-    from lastlayer.teach.render import render_frame
+    from lastlayer.images.render import render_frame
 
     state = tmp_path / "state"
     with TeachingSession(state, model_file(EXTRACTOR)) as session:

@@ -35,7 +35,7 @@ def test_lazy_names_resolve_to_the_real_objects():
 
 def test_constants_the_cli_needs_while_parsing_are_the_librarys_own():
     from lastlayer.cli import check, common
-    from lastlayer.edgetpu import LATEST_RUNTIME
+    from lastlayer.model.edgetpu import LATEST_RUNTIME
     from lastlayer.model.heads import OUTPUT_TYPES
 
     assert check.LATEST_RUNTIME is LATEST_RUNTIME and common.OUTPUT_TYPES is OUTPUT_TYPES

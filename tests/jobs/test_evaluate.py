@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from lastlayer.cli import main
-from lastlayer.data import load_dataset
 from lastlayer.demo import FIRST_CLASSES, LATER_CLASS, run_demo
-from lastlayer.plot import save_confusion_png
-from lastlayer.report import classification_report
+from lastlayer.files.datasets import load_dataset
+from lastlayer.report.metrics import classification_report
+from lastlayer.report.plot import save_confusion_png
 from lastlayer.runtime import Interpreter
 
 

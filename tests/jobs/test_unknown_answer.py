@@ -67,22 +67,22 @@ def test_classify_answers_unknown_as_the_rule_says(world):
     paths = world["known_paths"] + world["other_paths"]
     result = classify_files(world["model"], paths, top_k=3)
     similarity, unknown = _expected(world, paths)
-    assert [r["unknown"] for r in result.results] == unknown.tolist()
-    np.testing.assert_allclose([r["similarity"] for r in result.results], similarity, atol=1e-5)
+    assert [r.unknown for r in result.results] == unknown.tolist()
+    np.testing.assert_allclose([r.similarity for r in result.results], similarity, atol=1e-5)
     assert result.unknown_rule["source"] == "model" and result.unknown_rule["threshold"] == pytest.approx(world["rule"].threshold)
     known, other = unknown[:len(world["known_paths"])], unknown[len(world["known_paths"]):]
     assert other.mean() >= 0.8 and known.mean() <= 0.25  # clothing is no flower; unseen flowers mostly are
     for entry in result.results:  # the ranked classes are kept either way
-        assert 1 <= len(entry["classes"]) <= 3 and entry["closest"]["label"] == entry["classes"][0]["label"]
+        assert 1 <= len(entry.classes) <= 3 and entry.closest.label == entry.classes[0][0]
 
 
 def test_without_the_rule_nothing_is_unknown(world):
     paths = world["other_paths"]
     for result in (classify_files(world["plain"], paths), classify_files(world["model"], paths, unknown=False)):
-        assert [r["unknown"] for r in result.results] == [None] * len(paths) and result.unknown_rule is None
-        assert all(r["similarity"] is None for r in result.results)
-    ranked = [r["classes"] for r in classify_files(world["model"], paths, unknown=False).results]
-    assert ranked == [r["classes"] for r in classify_files(world["model"], paths).results]  # the scores do not change
+        assert [r.unknown for r in result.results] == [None] * len(paths) and result.unknown_rule is None
+        assert all(r.similarity is None for r in result.results)
+    ranked = [r.classes for r in classify_files(world["model"], paths, unknown=False).results]
+    assert ranked == [r.classes for r in classify_files(world["model"], paths).results]  # the scores do not change
 
 
 def test_the_override_moves_the_threshold(world):
@@ -90,10 +90,10 @@ def test_the_override_moves_the_threshold(world):
     middle = float(np.median(_expected(world, paths)[0]))
     for threshold in (-1.0, middle, 1.01):
         result = classify_files(world["model"], paths, unknown_threshold=threshold)
-        assert [r["unknown"] for r in result.results] == _expected(world, paths, threshold)[1].tolist()
+        assert [r.unknown for r in result.results] == _expected(world, paths, threshold)[1].tolist()
         assert result.unknown_rule["source"] == "override" and result.unknown_rule["threshold"] == pytest.approx(threshold)
-    assert not any(r["unknown"] for r in classify_files(world["model"], paths, unknown_threshold=-1.0).results)
-    assert all(r["unknown"] for r in classify_files(world["model"], paths, unknown_threshold=1.01).results)
+    assert not any(r.unknown for r in classify_files(world["model"], paths, unknown_threshold=-1.0).results)
+    assert all(r.unknown for r in classify_files(world["model"], paths, unknown_threshold=1.01).results)
 
 
 def test_classify_command_text_and_json(world, capsys):

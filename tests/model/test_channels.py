@@ -76,7 +76,7 @@ def test_channels_first_and_grey_models_learn_end_to_end(name, tmp_path):
     image = next((data / "red").iterdir())
     for result in (trained, imprinted):
         scores = classify_files(result.model_path, [image], top_k=3)
-        assert not scores.unreadable and scores.results[0]["classes"]
+        assert not scores.unreadable and scores.results[0].classes
         assert Interpreter(ModelFile.read(result.model_path)).input_shape == Interpreter(ModelFile.read(base)).input_shape
 
 

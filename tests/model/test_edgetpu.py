@@ -7,7 +7,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.cli import main
-from lastlayer.edgetpu import OPERATOR_RULES, check_model
+from lastlayer.model.edgetpu import OPERATOR_RULES, check_model
 
 from conftest import EXTRACTOR_EDGETPU
 from graphs import float_extractor, quantized_chain

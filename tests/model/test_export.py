@@ -9,10 +9,10 @@ from lastlayer.errors import ModelError
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
 from lastlayer.model import imprinting as structure
-from lastlayer.model import inspect_model
 from lastlayer.model.export import cosine_class_rows, extractor_model, output_type_of, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.names import as_text
+from lastlayer.model.view import inspect_model
 from lastlayer.quantization import quantization_params, quantize
 from lastlayer.runtime import Interpreter
 

@@ -8,8 +8,9 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError, OutputError
-from lastlayer.model import inspect_model, load_model, model_to_bytes, save_model
+from lastlayer.model.io import load_model, model_to_bytes, save_model
 from lastlayer.model.names import builtin_code, operator_name
+from lastlayer.model.view import inspect_model
 
 from conftest import CPU_MODELS, EDGETPU_MODELS, EXTRACTOR, EXTRACTOR_EDGETPU
 

@@ -8,9 +8,9 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter as LiteRT
 
 from jobs.conftest import link_dataset
-from lastlayer.data import load_dataset
-from lastlayer.embeddings import embed_dataset
+from lastlayer.embeddings.cache import embed_dataset
 from lastlayer.errors import ModelError
+from lastlayer.files.datasets import load_dataset
 from lastlayer.layer import AppendedClasses
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead

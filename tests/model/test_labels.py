@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lastlayer.errors import LabelFileError
-from lastlayer.model import load_model, model_to_bytes
+from lastlayer.model.io import load_model, model_to_bytes
 from lastlayer.model.labels import embedded_labels, parse_labels, read_label_file, set_embedded_labels
 
 from conftest import CLASSIFIER_V2, EXTRACTOR
@@ -73,7 +73,7 @@ def test_embedded_zip_labels_with_a_bom(model_file):
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_unreadable_embedded_labels_are_a_warning_naming_the_model(model_file, tmp_path, damage):
     from lastlayer.model.file import LabelsWarning
-    from lastlayer.zoo import open_model
+    from lastlayer.model.zoo import open_model
 
     model = model_file(EXTRACTOR).read_bytes()
     data = _with_label_zip(model, "gear\nwasher\n" * 50)

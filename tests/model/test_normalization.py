@@ -156,7 +156,7 @@ def _spread_ratio(interpreter: Interpreter, images: list[np.ndarray]) -> float:
 
 
 def _photos(folder, size: int) -> list[np.ndarray]:
-    from lastlayer.images import load_resized
+    from lastlayer.images.decode import load_resized
 
     return [load_resized(p, (size, size)) for p in sorted(folder.rglob("*.png"))][::2][:8]
 
@@ -181,7 +181,7 @@ def test_a_float_extractor_fed_too_small_values_warns_once(tmp_path):
 
 def test_degenerate_threshold_separates_real_float_networks(model_file, datasets_dir):
     """The measurement behind DEGENERATE_RATIO: float MobileNet v1 (dequantized weights), fed right and 127.5x too small."""
-    from lastlayer.images import load_resized
+    from lastlayer.images.decode import load_resized
 
     model = open_tree(float_weights(ModelFile.read(model_file(EXTRACTOR)).copy_tree()), "float mobilenet v1")
     flowers = sorted((datasets_dir / "flowers" / "daisy").iterdir())[:4] + sorted((datasets_dir / "flowers" / "roses").iterdir())[:4]
@@ -251,8 +251,8 @@ def test_stock_litert_runs_a_model_with_the_metadata():
 
 
 def test_the_warning_is_repeated_when_the_embeddings_come_from_the_cache(tmp_path):
-    from lastlayer.data import load_dataset
-    from lastlayer.embeddings import embed_dataset
+    from lastlayer.embeddings.cache import embed_dataset
+    from lastlayer.files.datasets import load_dataset
 
     folder = colour_dataset(tmp_path, ("red", "green", "blue", "grey"), per_class=4, size=32)
     model = open_tree(layout_extractor(size=32, rescale=(1 / 127.5, -1.0)))

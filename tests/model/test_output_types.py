@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from ai_edge_litert import interpreter as litert
 
-from lastlayer.edgetpu import check_model
 from lastlayer.jobs.imprint import ImprintOptions, imprint
 from lastlayer.jobs.train import TrainOptions, train
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.softmax import SoftmaxRegression
+from lastlayer.model.edgetpu import check_model
 from lastlayer.model.export import original_output_type, output_type_of, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.imprinting import find_structure

@@ -9,9 +9,10 @@ from ai_edge_litert import interpreter as litert
 
 from lastlayer.cli import main
 from lastlayer.errors import ModelError
-from lastlayer.model import inspect_model, load_model, model_to_bytes
+from lastlayer.model.io import load_model, model_to_bytes
 from lastlayer.model.join import join
 from lastlayer.model.surgery import cut_at_embedding, extract_segment, find_embedding
+from lastlayer.model.view import inspect_model
 from lastlayer.runtime import Interpreter
 
 from conftest import EXTRACTOR

@@ -13,6 +13,7 @@ from ai_edge_litert import interpreter as litert
 from PIL import Image
 
 from lastlayer.errors import ModelError
+from lastlayer.jobs.unknown import unknown_check
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.tuned import TunedSoftmaxRegression
 from lastlayer.learn.unknown import UnknownRule
@@ -23,7 +24,6 @@ from lastlayer.model.unknown import UNKNOWN_METADATA_NAME, expose_tensors, read_
 from lastlayer.pycoral.adapters import classify, common
 from lastlayer.pycoral.utils import edgetpu
 from lastlayer.runtime import Interpreter, extract_embeddings
-from lastlayer.unknown import unknown_check
 
 from conftest import EXTRACTOR
 

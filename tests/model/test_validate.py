@@ -82,7 +82,7 @@ def test_models_lastlayer_writes_validate(model_file):
 
 
 def test_arity_table_covers_the_edgetpu_operators():
-    from lastlayer.edgetpu import OPERATOR_RULES
+    from lastlayer.model.edgetpu import OPERATOR_RULES
 
     missing = set(OPERATOR_RULES) - set(OPERATOR_ARITY)
     assert not missing

@@ -157,7 +157,7 @@ def test_hybrid_and_quantized_signatures_are_accepted(tmp_path):
 
 
 def test_the_tables_cover_every_operator_lastlayer_supports():
-    from lastlayer.edgetpu import OPERATOR_RULES
+    from lastlayer.model.edgetpu import OPERATOR_RULES
 
     assert set(OPERATOR_RULES) <= set(SIGNATURES) == set(OPERATOR_ARITY)
     assert set(OPERATOR_OPTIONS) <= set(SIGNATURES)

@@ -9,12 +9,12 @@ from PIL import Image
 
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.model import imprinting as structure
-from lastlayer.model import inspect_model
 from lastlayer.model.edit import add_operator, add_tensor, quantization
 from lastlayer.model.export import write_head
 from lastlayer.model.file import ModelFile
 from lastlayer.model.io import model_to_bytes
 from lastlayer.model.names import as_text
+from lastlayer.model.view import inspect_model
 from lastlayer.pycoral.adapters import classify, common
 from lastlayer.pycoral.learn.imprinting.engine import ImprintingEngine
 from lastlayer.pycoral.utils.edgetpu import make_interpreter

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lastlayer.model import inspect_model
 from lastlayer.model.file import ModelFile
 from lastlayer.model.io import model_to_bytes
+from lastlayer.model.view import inspect_model
 from lastlayer.pycoral.adapters import classify, common
 from lastlayer.pycoral.learn.backprop.softmax_regression import SoftmaxRegression
 from lastlayer.pycoral.utils.edgetpu import make_interpreter

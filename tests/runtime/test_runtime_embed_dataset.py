@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lastlayer.data import DatasetWarning, load_dataset
-from lastlayer.embeddings import embed_dataset
-from lastlayer.images import load_resized
+from lastlayer.embeddings.cache import embed_dataset
+from lastlayer.files.datasets import DatasetWarning, load_dataset
+from lastlayer.images.decode import load_resized
 from lastlayer.runtime import Interpreter
 from lastlayer.runtime import batch as batch_module
 

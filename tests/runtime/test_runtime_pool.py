@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lastlayer.errors import ImageError
-from lastlayer.images import load_resized
+from lastlayer.images.decode import load_resized
 from lastlayer.model.file import ModelFile
 from lastlayer.model.normalization import NormalizationWarning
 from lastlayer.runtime import Interpreter, extract_embeddings

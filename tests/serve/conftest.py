@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from lastlayer.teach.render import write_video
+from lastlayer.images.render import write_video
 from serve.webtools import FPS, SEGMENTS
 
 from conftest import EXTRACTOR, MODELS, need

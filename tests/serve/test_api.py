@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-from lastlayer.images import resize_array
-from lastlayer.teach.render import render_frame
+from lastlayer.images.decode import resize_array
+from lastlayer.images.render import render_frame
 from lastlayer.teach.session import TeachingSession
 from serve.webtools import frame_png, kind_at, wait_for
 
@@ -247,7 +248,7 @@ def test_source_failure_is_reported_and_reopened(make_client, tmp_path: Path) ->
     from starlette.testclient import TestClient
 
     from lastlayer.serve.app import create_app
-    from lastlayer.teach.sources import SourceError
+    from lastlayer.sources import SourceError
 
     opened: list[float] = []
 
@@ -256,7 +257,7 @@ def test_source_failure_is_reported_and_reopened(make_client, tmp_path: Path) ->
         raise SourceError("camera 7 is unplugged; check the cable")
 
     client = make_client(live=False)
-    session = client.app.state.teacher.session
+    session = client.app.state.web.session
     app = create_app(session, None, source=opener, source_name="7", retries=2, retry_delay=0.05, log=lambda line: None)
     try:
         failing = TestClient(app, base_url="http://127.0.0.1:8765", headers={"X-Lastlayer-Token": "-"})
@@ -348,3 +349,52 @@ def test_teaching_the_frame_on_screen_stores_its_prediction_embedding(make_clien
     stored = session.store.snapshot(every_example=True).examples
     np.testing.assert_allclose(next(e.embedding for e in stored if e.id == example), kept.embedding, atol=1e-6)
     assert session.predict_embedding(kept.embedding).top == ("gear", 1.0)
+
+
+def test_the_server_replays_recorded_sources_in_real_time(tmp_path) -> None:
+    """The device's source: a file or folder loops at its own rate (the server passes loop/realtime for any spec)."""
+    pytest.importorskip("cv2")
+    from lastlayer.images.render import write_video
+    from lastlayer.serve.server import source_opener
+
+    video = write_video(tmp_path / "short.avi", [("gear", 3)], fps=50, size=(64, 48))
+    loop = source_opener(str(video))(None)  # not started: only its source is looked at
+    try:
+        assert loop.source.recorded and loop.source.paced and not loop.source.live
+        assert [loop.source.read() is not None for _ in range(5)] == [True] * 5  # past the file's 3 frames: it loops
+    finally:
+        loop.source.close()
+
+
+def test_a_new_resource_is_one_module_and_one_registration(session, monkeypatch) -> None:
+    """What a newcomer writes: a module with routes(web), its name in RESOURCES; errors answer with their kind's status."""
+    import types
+
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from lastlayer.errors import NotFoundError
+    from lastlayer.serve import app as web_app
+
+    def routes(web):
+        async def count(request):
+            if request.query_params.get("name") == "nothing":
+                raise NotFoundError("there is no class 'nothing'")
+            return JSONResponse({"classes": len(web.session.classes())})
+
+        return [Route("/api/count", count, methods=["GET"])]
+
+    monkeypatch.setitem(sys.modules, "lastlayer.serve.routes.count", types.SimpleNamespace(routes=routes))
+    monkeypatch.setattr(web_app, "RESOURCES", (*web_app.RESOURCES, "count"))
+    app = web_app.create_app(session, None, token="secret", log=lambda line: None)
+    try:
+        client = TestClient(app, base_url="http://127.0.0.1:8765")
+        assert client.get("/api/count").status_code == 401  # the access rules hold for it too
+        client.headers["X-Lastlayer-Token"] = "secret"
+        assert client.get("/api/count").json() == {"classes": 0}
+        answer = client.get("/api/count?name=nothing")
+        assert answer.status_code == 404 and answer.json() == {"error": "there is no class 'nothing'"}
+        assert client.get("/api/state").status_code == 200  # the others are still there
+    finally:
+        app.state.feed.stop()

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-from lastlayer.images import resize_array
-from lastlayer.teach.render import render_frame
+from lastlayer.images.decode import resize_array
+from lastlayer.images.render import render_frame
 from serve.webtools import Server, free_port, kind_at, png, wait_for
 
 from conftest import REQUIRE_DATA, ROOT

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from lastlayer.teach.render import write_image_folder
+from lastlayer.images.render import write_image_folder
 from lastlayer.teach.session import TeachingSession
 from lastlayer.teach.store import DATABASE_NAME, StateError
 from serve.test_api import _upload

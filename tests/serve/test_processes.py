@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lastlayer.teach.render import render_frame, write_image_folder
+from lastlayer.images.render import render_frame, write_image_folder
 from lastlayer.teach.session import TeachingSession
 from lastlayer.teach.store import BUSY_MESSAGE, DATABASE_NAME
 from serve.webtools import Lines, Server, call, free_port, wait_for

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from lastlayer.errors import LastLayerError
+from lastlayer.images.render import render_frame
 from lastlayer.serve.security import host_name, is_loopback, token_matches
 from lastlayer.serve.uploads import UploadError, decode_upload
-from lastlayer.teach.render import render_frame
 from serve.webtools import frame_png, free_port, png, read_url
 
 TOKEN = "s3cret-token"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lastlayer.teach.render import render_frame
+from lastlayer.images.render import render_frame
 
 GEAR_FRAMES = WASHER_FRAMES = 45  # 3 s each at 15 fps
 SEGMENTS = [("gear", GEAR_FRAMES), ("washer", WASHER_FRAMES)]

@@ -9,11 +9,12 @@ import time
 import numpy as np
 import pytest
 
+from lastlayer.images.render import render_frame
 from lastlayer.runtime.lanes import Lanes
+from lastlayer.runtime.prediction import Prediction
+from lastlayer.sources import Frame, FrameSource
 from lastlayer.teach.live import predictions
-from lastlayer.teach.render import render_frame
-from lastlayer.teach.session import Prediction, TeachingSession
-from lastlayer.teach.sources import Frame, FrameSource
+from lastlayer.teach.session import TeachingSession
 
 from conftest import EXTRACTOR
 

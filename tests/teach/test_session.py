@@ -15,11 +15,11 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
-from lastlayer.images import resize_array
+from lastlayer.images.decode import resize_array
+from lastlayer.images.render import render_frame, write_image_folder
 from lastlayer.jobs.imprint import ImprintOptions, imprint
-from lastlayer.teach.render import render_frame, write_image_folder
+from lastlayer.sources import open_source
 from lastlayer.teach.session import TeachingSession
-from lastlayer.teach.sources import open_source
 from lastlayer.teach.store import StateError
 
 from conftest import EXTRACTOR
@@ -167,7 +167,7 @@ def test_teaching_and_predicting_from_threads(session):
 
 _KILLED_TEACHER = """
 import sys
-from lastlayer.teach.render import render_frame
+from lastlayer.images.render import render_frame
 from lastlayer.teach.session import TeachingSession
 session = TeachingSession(sys.argv[1], sys.argv[2])
 for i in range(1000):

@@ -5,6 +5,12 @@ error, e.g. a teaching state busy, full or gone; the web app answers the same ki
 of :data:`lastlayer.serve.protocol.STATUS_BY_KIND`), 2 usage error.
 Verb modules import only argparse at module level, so ``lastlayer --help`` loads no LiteRT, NumPy
 or Pillow.
+
+A new verb is one module ``lastlayer/cli/VERB.py`` plus its name in :data:`VERBS`. The module defines
+``HELP`` and ``EXAMPLE`` (the listing of ``lastlayer`` without arguments), ``FLAGS`` (an error's
+``subject`` -> the flag to name after its message), ``register(commands)`` (adds and returns its
+argparse parser) and ``run(args)`` (returns the exit code); it parses and renders only, the work being
+a library call (usually a job of :mod:`lastlayer.jobs`, printed by :func:`lastlayer.cli.common.render`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lastlayer.cli import common
-from lastlayer.edgetpu_versions import LATEST_RUNTIME, OLDEST_RUNTIME
+from lastlayer.model.edgetpu_versions import LATEST_RUNTIME, OLDEST_RUNTIME
 
 HELP = "check a model against the Edge TPU requirements (exit 1 if it does not map fully)"
 EXAMPLE = "lastlayer check model.tflite --runtime 13"
@@ -33,8 +33,8 @@ def _runtime(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lastlayer.edgetpu import check_model
-    from lastlayer.zoo import open_model
+    from lastlayer.model.edgetpu import check_model
+    from lastlayer.model.zoo import open_model
 
     model = open_model(args.model)
     report = check_model(model.tree, runtime=args.runtime, name=model.name)

@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable
 
 from lastlayer.layer import OUTPUT_TYPES
-from lastlayer.zoo import DEFAULT_CLASSIFIER, DEFAULT_EXTRACTOR  # noqa: F401  (light module: re-exported for the verbs)
+from lastlayer.model.zoo import DEFAULT_CLASSIFIER, DEFAULT_EXTRACTOR  # noqa: F401  (light module: re-exported for the verbs)
 
 
 class UsageError(Exception):

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lastlayer.model.view import feeding_of, view_of
-    from lastlayer.zoo import open_model
+    from lastlayer.model.zoo import open_model
 
     model = open_model(args.model)
     view = view_of(model.tree)

@@ -103,8 +103,8 @@ def _say(args: argparse.Namespace, text: str, **data: Any) -> None:
 
 def _terminal(session: Any, args: argparse.Namespace) -> int:
     from lastlayer.errors import LastLayerError, StorageError
+    from lastlayer.sources import open_source
     from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop
-    from lastlayer.teach.sources import open_source
 
     loop = LiveLoop(session, open_source(args.source, loop=args.loop, latest=True), window=3, max_fps=TEACHING_MAX_FPS).start()
     export_dir = Path(args.export) if args.export else Path(args.state) / "export"

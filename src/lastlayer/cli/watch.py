@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
         raise common.UsageError("give either --model or --state")
     if (args.record is None) != (args.record_class is None):
         raise common.UsageError("--record and --record-class go together")
-    from lastlayer.teach.live import ModelPredictor, predictions, top_changes
+    from lastlayer.runtime.predictor import ModelPredictor
+    from lastlayer.sources import open_source
+    from lastlayer.teach.live import predictions, top_changes
     from lastlayer.teach.recorder import FrameRecorder
     from lastlayer.teach.session import TeachingSession
-    from lastlayer.teach.sources import open_source
 
     feed = {"input_mean": args.input_mean, "input_std": args.input_std}
     predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, read_only=True, **feed)

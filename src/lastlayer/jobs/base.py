@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
-from lastlayer.cache_database import CacheDatabase
-from lastlayer.data import Dataset, load_dataset
-from lastlayer.embeddings import EmbeddedDataset, dataset_digests, embed_dataset
-from lastlayer.files import OutputSet
+from lastlayer.embeddings.cache import EmbeddedDataset, dataset_digests, embed_dataset
+from lastlayer.embeddings.database import CacheDatabase
+from lastlayer.files.datasets import Dataset, load_dataset
+from lastlayer.files.outputs import OutputSet
 from lastlayer.model.labels import format_labels
-from lastlayer.plot import save_confusion_png
+from lastlayer.report.plot import save_confusion_png
 from lastlayer.runtime import Interpreter
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -110,7 +110,7 @@ def write_model_outputs(out_dir: PathLike, model_bytes: bytes, labels: list[str]
     """Write ``model.tflite``, ``labels.txt``, ``report.json`` (and ``confusion.png``) into ``out_dir``, all at once.
 
     The folder is created only now, after every input was checked and the model was built. The four
-    files are staged and committed together (:class:`lastlayer.files.OutputSet`): after any
+    files are staged and committed together (:class:`lastlayer.files.outputs.OutputSet`): after any
     interruption the folder holds the complete earlier set or the complete new one. A
     ``confusion.png`` of an earlier run is removed when this run has none.
     """

@@ -1,56 +1,60 @@
 """``lastlayer classify``: the top classes of each image, every readable image reported, unreadable ones listed.
 
-A model that stores an unknown rule (see :mod:`lastlayer.unknown`) also says, per image, whether it
+A model that stores an unknown rule (see :mod:`lastlayer.jobs.unknown`) also says, per image, whether it
 is of none of its classes: ``"unknown": true`` in JSON, ``unknown (closest: roses 0.64)`` in text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from lastlayer.classify import get_classes_from_scores, label_of
+import numpy as np
+
 from lastlayer.errors import ImageError
 from lastlayer.jobs.base import PathLike
+from lastlayer.jobs.unknown import unknown_check
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
+from lastlayer.model.zoo import open_model, resolve_labels
 from lastlayer.runtime import Interpreter
-from lastlayer.unknown import unknown_check
-from lastlayer.zoo import open_model, resolve_labels
+from lastlayer.runtime.prediction import ClassScore, Prediction
 
 
 @dataclass
 class ImageScores:
     """Ranked classes per image, and the images that could not be read (with the reason).
 
-    Each result holds ``image``, ``classes`` (ranked), ``unknown`` (True / False, or None when the
-    model has no unknown rule or it was turned off), ``similarity`` (to the closest class, what the
-    rule compared; None without a rule) and ``closest`` (the top class, also when it is hidden by the
+    Each result is a :class:`~lastlayer.runtime.prediction.Prediction` with ``image``, ``classes``
+    (ranked, at least ``threshold`` and above 0), ``unknown`` (True / False, or None when the model
+    has no unknown rule or it was turned off), ``similarity`` (to the closest class, what the rule
+    compared; None without a rule) and ``closest`` (the top class, also when it is hidden by the
     threshold). ``unknown_rule`` describes the rule applied (None: none).
     """
 
     model: str
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[Prediction] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     threshold: float = 0.0
     unknown_rule: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "unknown_rule": self.unknown_rule, "results": self.results, "unreadable": self.unreadable}
+        return {"model": self.model, "unknown_rule": self.unknown_rule, "results": [_result(r) for r in self.results],
+                "unreadable": self.unreadable}
 
     def to_text(self) -> str:
         lines = []
         for result in self.results:
-            lines.append(result["image"])
-            if result.get("unknown"):
-                closest = result["closest"]
-                lines.append(f"  unknown (closest: {closest['label']} {closest['score']:.2f})")
+            lines.append(str(result.image))
+            if result.unknown:
+                closest = result.closest
+                lines.append(f"  unknown (closest: {closest.label} {round(closest.score, 6):.2f})")
                 continue
-            if not result["classes"]:
+            if not result.classes:
                 lines.append(f"  (no class scored >= {self.threshold})")
-            for c in result["classes"]:
-                name = f"  {c['label']}" if c["label"] != str(c["id"]) else ""
-                lines.append(f"  {c['score']:.5f}  {c['id']:>4}{name}")
+            for c in result.ranked:
+                name = f"  {c.label}" if c.label != str(c.id) else ""
+                lines.append(f"  {round(c.score, 6):.5f}  {c.id:>4}{name}")
         return "\n".join(lines)
 
 
@@ -76,14 +80,19 @@ def classify_files(model: PathLike, images: Sequence[PathLike], *, labels: PathL
             result.unreadable.append({"image": str(image), "error": str(exc)})
             continue
         decision = check.decide(output) if check else None
-        scores = decision.scores[0] if decision else output
-        # A score of exactly 0 carries no information; never list those.
-        ranked = [c for c in get_classes_from_scores(scores, top_k, threshold) if c.score > 0]
-        top = get_classes_from_scores(scores, 1)[0]
-        result.results.append({
-            "image": str(image),
-            "classes": [{"id": c.id, "label": label_of(table, c.id), "score": round(c.score, 6)} for c in ranked],
-            "unknown": bool(decision.unknown[0]) if decision else None,
-            "similarity": round(float(decision.similarity[0]), 6) if decision else None,
-            "closest": {"id": top.id, "label": label_of(table, top.id), "score": round(top.score, 6)}})
+        scores = np.asarray(decision.scores[0] if decision else output).reshape(-1)
+        # A score of 0 (or below) carries no information; never list those: NaN ranks last and passes no threshold.
+        ranked = Prediction.from_scores(np.where(scores > 0, scores, np.nan), table, top_k=top_k, threshold=threshold)
+        result.results.append(replace(
+            ranked, image=str(image), unknown=bool(decision.unknown[0]) if decision else None,
+            similarity=float(decision.similarity[0]) if decision else None,
+            closest=Prediction.from_scores(scores, table, top_k=1).ranked[0]))
     return result
+
+
+def _result(prediction: Prediction) -> dict[str, Any]:
+    """One image in ``classify --json``."""
+    closest: ClassScore = prediction.closest  # type: ignore[assignment]  (always set by classify_files)
+    return {"image": prediction.image, "classes": [c.to_dict() for c in prediction.ranked], "unknown": prediction.unknown,
+            "similarity": None if prediction.similarity is None else round(prediction.similarity, 6),
+            "closest": closest.to_dict()}

@@ -1,6 +1,6 @@
 """``lastlayer evaluate``: accuracy, per-class metrics, confusion matrix and latency of a classifier.
 
-A model that stores an unknown rule (see :mod:`lastlayer.unknown`) is also judged as it answers:
+A model that stores an unknown rule (see :mod:`lastlayer.jobs.unknown`) is also judged as it answers:
 known-class accuracy counts the photos accepted *and* right, and with ``unknown_data`` (a folder of
 photos of none of its classes) how many of those it rejected, with the threshold curve as a PNG.
 """
@@ -15,21 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import Dataset, DatasetWarning, load_dataset, note_duplicates
-from lastlayer.embeddings import dataset_digests
+from lastlayer.embeddings.cache import dataset_digests
 from lastlayer.errors import DatasetError, ImageError, ModelError
-from lastlayer.files import OutputSet
-from lastlayer.images import is_image_file
-from lastlayer.intervals import count
+from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
+from lastlayer.files.outputs import OutputSet
 from lastlayer.jobs.base import PathLike
+from lastlayer.jobs.unknown import Decision, UnknownCheck, unknown_check
 from lastlayer.model.file import ModelFile
 from lastlayer.model.labels import read_label_file
 from lastlayer.model.normalization import Values
-from lastlayer.plot import save_confusion_png, threshold_curve_png
-from lastlayer.report import classification_report, misclassified, rejection_curve, text_table
+from lastlayer.model.zoo import open_model, resolve_labels
+from lastlayer.report.intervals import count
+from lastlayer.report.metrics import classification_report, misclassified, rejection_curve, text_table
+from lastlayer.report.plot import save_confusion_png, threshold_curve_png
 from lastlayer.runtime import Interpreter, extract_embeddings
-from lastlayer.unknown import Decision, UnknownCheck, unknown_check
-from lastlayer.zoo import open_model, resolve_labels
 
 
 @dataclass

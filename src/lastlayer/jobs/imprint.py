@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.errors import ModelError, TrainingError
+from lastlayer.files.datasets import MIN_IMAGES_TO_HOLD_OUT, stratified_split, take_shots, too_small_to_hold_out
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.jobs.keep import (
@@ -29,12 +29,11 @@ from lastlayer.model.export import (
     write_head,
 )
 from lastlayer.model.file import ModelFile, ModelKind
-from lastlayer.model.imprinting import find_structure
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
-from lastlayer.report import classification_report, misclassified
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
+from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass
@@ -70,7 +69,7 @@ def open_head(base: ModelFile, options: ImprintOptions, resumed: DenseLayer | No
     if base.kind is ModelKind.IMPRINTING:
         if options.keep_classes:
             return ImprintingHead.from_layer(read_imprinting_layer(base))
-        return ImprintingHead(scale=find_structure(base.tree).scale_factor)
+        return ImprintingHead(scale=base.analysis.imprinting.scale_factor)
     head = ImprintingHead(scale=options.scale or DEFAULT_SCALE)
     if options.keep_classes:
         rows, labels = cosine_class_rows(base)
@@ -149,7 +148,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
                              subject="labels")
         resumed = resumed_layer(base) if resume is not None else None
         head = open_head(base, options, resumed)
-    structure = find_structure(base.tree)
+    structure = base.analysis.imprinting
     kernel_quantization = (structure.kernel_scale, structure.kernel_zero_point) if structure else COSINE_QUANTIZATION
     dataset = skeleton.announced_dataset(data, say)
     ids = _model_class_ids(head, dataset.classes, base.name)

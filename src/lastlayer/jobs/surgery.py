@@ -11,7 +11,7 @@ from lastlayer.model.join import join
 from lastlayer.model.names import as_text
 from lastlayer.model.surgery import cut_at_embedding
 from lastlayer.model.view import view_of
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from lastlayer.data import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.errors import TrainingError
+from lastlayer.files.datasets import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
 from lastlayer.learn.base import SoftmaxLearner
@@ -17,9 +17,9 @@ from lastlayer.learn.registry import Solver, get_solver
 from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
-from lastlayer.report import classification_report, misclassified
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
+from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 @dataclass

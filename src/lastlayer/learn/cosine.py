@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.report import confusion_matrix
+from lastlayer.report.metrics import confusion_matrix
 
 NORM_EPSILON = 1e-5
 

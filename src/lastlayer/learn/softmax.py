@@ -5,7 +5,7 @@ A learner of the contract in :mod:`lastlayer.learn.base` (scikit-learn's convent
 :meth:`~SoftmaxRegression.partial_fit` continues, and the shared
 :class:`~lastlayer.learn.linear.LinearSoftmaxHead` predicts, computes the saved model's scores and
 exports plain arrays to the model writer. :meth:`~SoftmaxRegression.training_state` is everything a
-checkpoint needs (:mod:`lastlayer.checkpoints` writes it). PyCoral's surface (``train_with_sgd`` ...)
+checkpoint needs (:mod:`lastlayer.files.checkpoints` writes it). PyCoral's surface (``train_with_sgd`` ...)
 lives in ``lastlayer.pycoral``.
 """
 
@@ -262,14 +262,14 @@ class SoftmaxRegression(Params, LinearSoftmaxHead):
         return layer
 
     def save(self, path: PathLike) -> Path:
-        """Write a checkpoint file (:func:`lastlayer.checkpoints.save_checkpoint`)."""
-        from lastlayer.checkpoints import save_checkpoint
+        """Write a checkpoint file (:func:`lastlayer.files.checkpoints.save_checkpoint`)."""
+        from lastlayer.files.checkpoints import save_checkpoint
 
         return save_checkpoint(self, path)
 
     @classmethod
     def load(cls, path: PathLike) -> SoftmaxRegression:
         """Read a checkpoint written by :meth:`save`; :meth:`partial_fit` then continues where it stopped."""
-        from lastlayer.checkpoints import load_checkpoint
+        from lastlayer.files.checkpoints import load_checkpoint
 
         return load_checkpoint(path, cls)

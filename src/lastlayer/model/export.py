@@ -20,42 +20,30 @@ from ai_edge_litert import schema_py_generated as schema
 from lastlayer.errors import ModelError
 from lastlayer.layer import DenseLayer
 from lastlayer.model import imprinting as structure
+from lastlayer.model.analysis import imprinting_structure, output_type_name
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.heads import OUTPUT_TYPES, append_dense_softmax_head, check_extractor, convert_output
 from lastlayer.model.io import model_to_bytes
 from lastlayer.model.labels import set_embedded_labels
-from lastlayer.model.names import as_text, tensor_type_name
+from lastlayer.model.names import as_text
 from lastlayer.model.normalization import Normalization, input_normalization
-from lastlayer.model.surgery import CutPoint, class_layer_parameters, cut, locate_embedding
+from lastlayer.model.surgery import CutPoint, class_layer_parameters
 from lastlayer.model.tflite_metadata import write_input_normalization
 from lastlayer.model.unknown import store_unknown_rule
 
-_TYPE_NAMES = {"UINT8": "uint8", "INT8": "int8", "FLOAT32": "float32"}
-
 
 def extractor_tree(model: ModelFile) -> tuple[schema.ModelT, CutPoint | None]:
-    """A copy of ``model``'s embedding extractor, and where a classifier was cut (``None`` otherwise).
+    """A copy of ``model``'s embedding extractor, free to edit, and where a classifier was cut (``None`` otherwise).
 
-    An extractor is used as it is, a classifier is cut at the input of its class layer, an
-    imprinting model loses its head (cut at the L2Norm output).
+    The extractor is :attr:`ModelFile.extractor <lastlayer.model.file.ModelFile.extractor>` (an extractor as
+    it is, a classifier cut at the input of its class layer, an imprinting model without its head), made once.
     """
-    if model.kind is ModelKind.EXTRACTOR:
-        return model.copy_tree(), None
-    if model.kind is ModelKind.CLASSIFIER:
-        point = locate_embedding(model.tree)
-        return cut(model.copy_tree(), point.tensor, model.name), point
-    if model.kind is ModelKind.IMPRINTING:
-        return structure.extractor_part(model.tree, structure.find_structure(model.tree)), None
-    raise ModelError(f"{model.name} is neither an embedding extractor nor a classifier whose class layer lastlayer can find; "
-                     "cut it at its embedding tensor first (see 'lastlayer inspect')", subject="model")
+    return model.extractor.copy_tree(), model.analysis.class_layer
 
 
 def extractor_model(model: ModelFile) -> ModelFile:
-    """:func:`extractor_tree` packed as a model (``model`` itself when it already is an extractor)."""
-    if model.kind is ModelKind.EXTRACTOR:
-        return model
-    tree, _ = extractor_tree(model)
-    return ModelFile.from_tree(tree, f"{model.name} (embedding extractor)")
+    """``model``'s embedding extractor (``model`` itself when it already is one): the same object every time."""
+    return model.extractor
 
 
 def output_type_of(model: ModelFile) -> str:
@@ -64,12 +52,8 @@ def output_type_of(model: ModelFile) -> str:
     The saved model's output type may differ (see :func:`original_output_type`); this one decides how
     the head's weights and logits are quantized.
     """
-    tree = model.tree if model.kind is ModelKind.EXTRACTOR else extractor_tree(model)[0]  # only read: no copy needed
-    return str(check_extractor(tree, model.name).dtype)
-
-
-def _type_name(tensor: schema.TensorT) -> str | None:
-    return _TYPE_NAMES.get(tensor_type_name(tensor.type))
+    found = model.analysis.embedding if model.kind is ModelKind.EXTRACTOR else None
+    return str((found or check_extractor(model.extractor.tree, model.name)).dtype)
 
 
 def original_output_type(model: ModelFile) -> str:
@@ -80,16 +64,7 @@ def original_output_type(model: ModelFile) -> str:
     ones int8, and float-in ones float32 (also full-integer extractors with float I/O). Anything else:
     the extractor's output type.
     """
-    graph = model.tree.subgraphs[0]
-    if model.kind in (ModelKind.CLASSIFIER, ModelKind.IMPRINTING) and len(graph.outputs) == 1:
-        found = _type_name(graph.tensors[graph.outputs[0]])
-        if found is not None:
-            return found
-    if model.kind is ModelKind.EXTRACTOR and len(graph.inputs) == 1:
-        found = _type_name(graph.tensors[graph.inputs[0]])
-        if found is not None:
-            return found
-    return output_type_of(model)
+    return model.analysis.output_type or output_type_of(model)
 
 
 def write_head(base: ModelFile, layer: DenseLayer, *, output_type: str | None = None,
@@ -126,18 +101,17 @@ def _dense_tree(base: ModelFile, layer: DenseLayer) -> schema.ModelT:
 
 def _imprinting_tree(base: ModelFile, layer: DenseLayer, output_type: str) -> schema.ModelT:
     if base.kind is ModelKind.IMPRINTING:
-        tree = base.copy_tree()
+        tree, info = base.copy_tree(), base.analysis.imprinting  # the copy has the same structure
     else:
         tree, _ = extractor_tree(base)
-        structure.build(tree, layer.scale, base.name)
-    info = structure.validate(tree, base.name)
-    if info.output_op is not None and _type_name(tree.subgraphs[0].tensors[tree.subgraphs[0].outputs[0]]) != output_type:
-        structure.drop_output_conversion(tree, info)  # another output type was asked for: converted anew
+        info = structure.validate(structure.build(tree, layer.scale, base.name), base.name)
+    if info.output_op is not None and output_type_name(tree.subgraphs[0].tensors[tree.subgraphs[0].outputs[0]]) != output_type:
+        info = structure.drop_output_conversion(tree, info)  # another output type was asked for: converted anew
     if info.embedding_dim != layer.dim:
         raise ModelError(f"{base.name} gives {info.embedding_dim}-d embeddings but the head has {layer.dim}-d rows; "
                          "use the extractor the head was trained with")
     if abs(info.scale_factor - layer.scale) > 1e-6 * max(1.0, layer.scale):
-        structure.set_scale_factor(tree, info, layer.scale)
+        info = structure.set_scale_factor(tree, info, layer.scale)
     norms = {int(k): float(v) for k, v in layer.state.get("norms", {}).items()}
     structure.write_classes(tree, info, np.asarray(layer.weights, dtype=np.float32), norms)
     structure.write_state(tree, {**layer.state, "scale": float(layer.scale)})
@@ -147,9 +121,7 @@ def _imprinting_tree(base: ModelFile, layer: DenseLayer, output_type: str) -> sc
 def read_imprinting_layer(model: ModelFile) -> DenseLayer:
     """The classes stored in an imprinting model: rows, norms and shots (lastlayer's state or PyCoral's
     description), labels and ``s``."""
-    info = structure.find_structure(model.tree)
-    if info is None:
-        structure.validate(model.tree, model.name)  # raises with PyCoral's message
+    info = imprinting_structure(model)  # PyCoral's message when it has none
     rows = structure.class_rows(model.tree, info)
     state = structure.read_state(model.tree) or {}
     if not state.get("norms"):
@@ -172,7 +144,7 @@ def cosine_class_rows(model: ModelFile) -> tuple[np.ndarray, list[str]]:
     """
     if model.kind is ModelKind.EXTRACTOR:
         raise ModelError(f"{model.name} is an embedding extractor: it has no classes to keep", subject="keep_classes")
-    point = locate_embedding(model.tree)
+    point = model.analysis.class_layer
     if model.kind is not ModelKind.CLASSIFIER or point is None:
         raise ModelError(f"{model.name} has no class layer whose classes could be kept", subject="keep_classes")
     weights, bias = class_layer_parameters(model.tree, point)

@@ -1,10 +1,11 @@
 """A model opened once: its name, bytes, normalised object tree, kind and labels, passed along everywhere.
 
 Every command and API entry point opens a model through :meth:`ModelFile.read` (or
-:func:`lastlayer.zoo.open_model`, which first finds it) and hands the :class:`ModelFile` to the
+:func:`lastlayer.model.zoo.open_model`, which first finds it) and hands the :class:`ModelFile` to the
 interpreter, the checks, the head writers and the label reader, so a file is read, verified and
-parsed exactly once. What kind of model it is is decided here, by looking at the graph, never by
-catching exceptions.
+parsed exactly once. What kind of model it is, and where its parts are, is found once, by looking at
+the graph (never by catching exceptions), and kept with it (:attr:`ModelFile.analysis`), as is its
+embedding extractor (:attr:`ModelFile.extractor`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.model.io import load_model, model_to_bytes, read_file
 from lastlayer.model.names import EDGETPU_CUSTOM_CODE, custom_code
+
+if TYPE_CHECKING:
+    from lastlayer.model.analysis import ModelAnalysis
 
 
 class ModelKind(str, enum.Enum):
@@ -84,20 +88,24 @@ class ModelFile:
         return any(custom_code(code) == EDGETPU_CUSTOM_CODE for code in self.tree.operatorCodes or [])
 
     @cached_property
-    def kind(self) -> ModelKind:
-        from lastlayer.model.heads import extractor_output
-        from lastlayer.model.imprinting import find_structure
-        from lastlayer.model.surgery import locate_embedding
+    def analysis(self) -> ModelAnalysis:
+        """What the model is and where its parts are (:class:`~lastlayer.model.analysis.ModelAnalysis`), found once."""
+        from lastlayer.model.analysis import analyse
 
-        if find_structure(self.tree) is not None:
-            return ModelKind.IMPRINTING
-        # A class layer behind the output (through softmax, reshape, quantize...) makes a classifier,
-        # even when the last op is a QUANTIZE as in TF2 full-integer models.
-        if locate_embedding(self.tree) is not None:
-            return ModelKind.CLASSIFIER
-        if extractor_output(self.tree) is not None:
-            return ModelKind.EXTRACTOR
-        return ModelKind.OTHER
+        return analyse(self)
+
+    @property
+    def kind(self) -> ModelKind:
+        """What the model is: a classifier, an extractor, Coral's imprinting model, or other."""
+        return self.analysis.kind
+
+    @cached_property
+    def extractor(self) -> ModelFile:
+        """The model's embedding extractor, made once: itself, a classifier cut at its class layer's input, or an
+        imprinting model without its head (a :class:`~lastlayer.errors.ModelError` for anything else)."""
+        from lastlayer.model.analysis import extractor_file
+
+        return extractor_file(self)
 
     @cached_property
     def labels(self) -> dict[int, str] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -34,7 +34,7 @@ STATE_METADATA_NAME = "lastlayer_imprinting"
 COSINE_SCALE, COSINE_ZERO = 1.0 / 128.0, 128  # uint8 encoding of [-1, 1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImprintingGraph:
     """Where the parts of a validated imprinting model are (subgraph 0 indices)."""
 
@@ -303,22 +303,23 @@ def build(extractor: schema.ModelT, scale: float, source: str = "the extractor")
     return extractor
 
 
-def set_scale_factor(model: schema.ModelT, info: ImprintingGraph, scale: float) -> None:
-    """Rewrite the MUL's constant so that it dequantizes to ``scale`` (and record it in ``info``)."""
+def set_scale_factor(model: schema.ModelT, info: ImprintingGraph, scale: float) -> ImprintingGraph:
+    """Rewrite the MUL's constant so that it dequantizes to ``scale``, in place; return ``info`` saying so."""
     graph = model.subgraphs[0]
     factor = graph.tensors[graph.operators[info.mul_op].inputs[1]]
     factor.type = schema.TensorType.UINT8
     factor.shape = [1]
     factor.quantization = quantization(scale / 255.0, 0)
     model.buffers[factor.buffer].data = np.array([255], dtype=np.uint8)
-    info.scale_factor = float(scale)
+    return replace(info, scale_factor=float(scale))
 
 
-def drop_output_conversion(model: schema.ModelT, info: ImprintingGraph) -> None:
-    """Remove the DEQUANTIZE / QUANTIZE after the SOFTMAX, in place: the SOFTMAX (uint8) is the output again."""
+def drop_output_conversion(model: schema.ModelT, info: ImprintingGraph) -> ImprintingGraph:
+    """Remove the DEQUANTIZE / QUANTIZE after the SOFTMAX, in place (the SOFTMAX, uint8, is the output again);
+    return ``info`` saying so."""
     if info.output_op is None:
-        return
+        return info
     graph = model.subgraphs[0]
     del graph.operators[info.output_op]
     graph.outputs = [int(graph.operators[info.softmax_op].outputs[0])]
-    info.output_op = None
+    return replace(info, output_op=None)

@@ -22,7 +22,7 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import ModelError
-from lastlayer.files import atomic_write_bytes
+from lastlayer.files.outputs import atomic_write_bytes
 from lastlayer.model.validate import validate_model
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"

@@ -38,7 +38,7 @@ from lastlayer.model.labels import set_embedded_labels
 from lastlayer.model.metadata import read_metadata, write_metadata
 from lastlayer.model.names import as_text, operator_name
 from lastlayer.model.normalization import Normalization, input_normalization
-from lastlayer.model.surgery import class_layer_parameters, extract_segment, locate_embedding
+from lastlayer.model.surgery import CutPoint, class_layer_parameters, extract_segment, locate_embedding
 from lastlayer.model.tflite_metadata import write_input_normalization
 
 STATE_METADATA_NAME = "lastlayer_kept_classes"
@@ -92,8 +92,7 @@ class ClassLayer:
 class _Structure:
     """Where the parts are in an original (not appended) classifier's main subgraph."""
 
-    class_op: int
-    embedding: int
+    point: CutPoint  # the class layer and the embedding it reads
     joint: int  # the logits tensor the new classes' logits are concatenated to
     downstream: list[int]  # operators after the joint, in order, whose outputs grow by K classes
     classes: int
@@ -113,8 +112,9 @@ def _ours(tree: schema.ModelT, op: schema.OperatorT) -> bool:
     return any(as_text(graph.tensors[t].name).startswith(PREFIX + "/") for t in op.outputs)
 
 
-def _structure(tree: schema.ModelT, source: str) -> _Structure:
-    point = locate_embedding(tree)
+def _structure(tree: schema.ModelT, source: str, point: CutPoint | None = None) -> _Structure:
+    """The parts of ``tree``; ``point``: its class layer when already known (else found here)."""
+    point = point or locate_embedding(tree)
     if point is None:
         raise ModelError(f"{source} does not end in a classification layer (FULLY_CONNECTED or 1x1 CONV_2D before the softmax); "
                          "its classes cannot be kept", subject="keep_classes")
@@ -136,7 +136,7 @@ def _structure(tree: schema.ModelT, source: str) -> _Structure:
         raise ModelError(f"{source}: the class scores have shape {shape}, not [1, {classes}]; its classes cannot be kept",
                          subject="keep_classes")
     softmax = position < len(chain) and names[position] == "SOFTMAX"
-    return _Structure(point.class_layer, point.tensor, joint, chain[position:], classes, softmax)
+    return _Structure(point, joint, chain[position:], classes, softmax)
 
 
 def _detach(tree: schema.ModelT) -> schema.ModelT:
@@ -181,10 +181,15 @@ def _set_class_count(tree: schema.ModelT, structure: _Structure, count: int) -> 
                 op.builtinOptions.newShape = [*list(op.builtinOptions.newShape)[:-1], count]
 
 
+def appended_operators(tree: schema.ModelT) -> bool:
+    """Whether ``tree`` holds classes appended by :func:`write_appended_classes` (its state and its operators)."""
+    return read_metadata(tree, STATE_METADATA_NAME) is not None and \
+        any(_ours(tree, op) for op in (tree.subgraphs or [schema.SubGraphT()])[0].operators or [])
+
+
 def has_appended_classes(model: ModelFile) -> bool:
-    """Whether ``model`` holds classes appended by :func:`write_appended_classes`."""
-    return read_metadata(model.tree, STATE_METADATA_NAME) is not None and \
-        any(_ours(model.tree, op) for op in (model.tree.subgraphs or [schema.SubGraphT()])[0].operators or [])
+    """Whether ``model`` holds classes appended by :func:`write_appended_classes` (from its analysis)."""
+    return model.analysis.appended_classes
 
 
 def read_class_layer(model: ModelFile) -> ClassLayer:
@@ -195,10 +200,10 @@ def read_class_layer(model: ModelFile) -> ClassLayer:
         raise ModelError(f"{model.name} has no class layer whose classes could be kept", subject="keep_classes")
     appended = has_appended_classes(model)
     tree = _detach(model.copy_tree()) if appended else model.tree
-    structure = _structure(tree, model.name)
+    structure = _structure(tree, model.name, None if appended else model.analysis.class_layer)
     graph = tree.subgraphs[0]
-    op = graph.operators[structure.class_op]
-    weights, bias = class_layer_parameters(tree, locate_embedding(tree))
+    op = graph.operators[structure.point.class_layer]
+    weights, bias = class_layer_parameters(tree, structure.point)
     joint = graph.tensors[structure.joint]
     dtype = TENSOR_TYPE_TO_NUMPY.get(joint.type, np.dtype(np.float32))
     if dtype not in _TYPE_NAMES:
@@ -250,7 +255,7 @@ def write_appended_classes(base: ModelFile, appended: AppendedClasses, *, output
     if output_type is not None and output_type not in OUTPUT_TYPES:
         raise ModelError(f"output type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}", subject="output_type")
     tree = _detach(base.copy_tree())
-    structure = _structure(tree, base.name)
+    structure = _structure(tree, base.name, None if layer.appended else base.analysis.class_layer)  # a copy: the same parts
     steps = _shift_steps(tree, structure, layer, appended.logit_range, base.name)
     _append(tree, structure, appended, steps, base.name)
     if output_type is not None:
@@ -351,7 +356,7 @@ def _relative(writer: _Writer, embedding: int, weights: np.ndarray, bias: np.nda
 
 def _append(tree: schema.ModelT, structure: _Structure, appended: AppendedClasses, steps: int, source: str) -> None:
     graph = tree.subgraphs[0]
-    embedding, joint = graph.tensors[structure.embedding], graph.tensors[structure.joint]
+    embedding, joint = graph.tensors[structure.point.tensor], graph.tensors[structure.joint]
     dtype = TENSOR_TYPE_TO_NUMPY.get(joint.type, np.dtype(np.float32))
     if TENSOR_TYPE_TO_NUMPY.get(embedding.type) != dtype:
         raise ModelError(f"{source}: its embedding is {TENSOR_TYPE_TO_NUMPY.get(embedding.type)} but its class scores are {dtype}; "
@@ -364,7 +369,7 @@ def _append(tree: schema.ModelT, structure: _Structure, appended: AppendedClasse
     original = structure.joint
     if steps:  # the original logits in the moved range, exactly (whole steps): the concatenation then only copies
         original = writer.unary(B.QUANTIZE, "Original", structure.joint, out_quant)
-    relative = _relative(writer, structure.embedding, np.asarray(appended.weights, np.float32),
+    relative = _relative(writer, structure.point.tensor, np.asarray(appended.weights, np.float32),
                          np.asarray(appended.bias, np.float32), target)
     steepness = float(appended.steepness)
     if steepness > 1.0:  # below the threshold (r < 0) the new logit falls `steepness` times faster: min(r, steepness * r)
@@ -391,7 +396,7 @@ def _append(tree: schema.ModelT, structure: _Structure, appended: AppendedClasse
     graph.operators = [op for i, op in enumerate(graph.operators) if i not in set(writer.ops)]
     at = graph.operators.index(downstream[0]) if downstream else len(graph.operators)
     graph.operators[at:at] = added
-    structure_after = _Structure(structure.class_op, structure.embedding, joined,
+    structure_after = _Structure(structure.point, joined,
                                  [graph.operators.index(op) for op in downstream], structure.classes, structure.softmax)
     _set_class_count(tree, structure_after, total)
     tree.signatureDefs = None  # they named the old output shape
@@ -403,7 +408,7 @@ def scores_from_embedding(model: ModelFile) -> ModelFile:
     Runs the class layer (and appended classes) on embeddings computed before, e.g. cached ones, as
     the whole model would on the images (the embedding as the extractor outputs it, quantized or not).
     """
-    point = locate_embedding(model.tree)
+    point = model.analysis.class_layer
     if point is None:
         raise ModelError(f"{model.name} has no class layer to start at", subject="model")
     tree = model.copy_tree()

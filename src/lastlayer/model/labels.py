@@ -16,7 +16,7 @@ from typing import Mapping, Sequence, Union
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import LabelFileError
-from lastlayer.files import atomic_write_text
+from lastlayer.files.outputs import atomic_write_text
 from lastlayer.model.metadata import read_metadata, write_metadata
 
 LABELS_METADATA_NAME = "labels"

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from lastlayer.errors import ImageError
-from lastlayer.images import ImagePath, Size, load_resized
+from lastlayer.images.decode import ImagePath, Size, load_resized
 from lastlayer.runtime.clones import Member, pool_of
 from lastlayer.runtime.interpreter import Interpreter, usable_cores
 

@@ -20,7 +20,7 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import EdgeTpuError, InferenceError, ModelError
-from lastlayer.images import ImagePath, Size, load_resized
+from lastlayer.images.decode import ImagePath, Size, load_resized
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.input_layout import InputLayout, image_layout, to_luminance
 from lastlayer.model.normalization import DEFAULT, DegenerateOutputCheck, Normalization, Values, input_normalization
@@ -37,7 +37,7 @@ def as_model_file(model: ModelInput) -> ModelFile:
         return ModelFile.from_tree(model)
     if isinstance(model, (bytes, bytearray)):
         return ModelFile.from_bytes(bytes(model))
-    from lastlayer.zoo import open_model  # a known name is found as the CLI finds it
+    from lastlayer.model.zoo import open_model  # a known name is found as the CLI finds it
 
     return open_model(model)
 

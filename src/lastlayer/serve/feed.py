@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from lastlayer.errors import LastLayerError
-from lastlayer.images import encode_jpeg
+from lastlayer.images.decode import encode_jpeg
 from lastlayer.teach.live import LiveLoop, LiveState
 from lastlayer.teach.session import TeachingSession
 

@@ -12,8 +12,9 @@ from lastlayer.errors import BusyError, ConflictError, LastLayerError, NotFoundE
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-# The HTTP status of each kind of library error: the twin of the command line's exit codes, where every
-# kind exits 1 with its one-line message. Other errors answer their own ``status``, else 400.
+# The HTTP status of each kind of library error (the one table; a new kind that needs a status is one row
+# here): the twin of the command line's exit codes, where every kind exits 1 with its one-line message.
+# Other errors answer their own ``status``, else 400.
 STATUS_BY_KIND: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),  # a class or example that does not exist (any more)
     (ConflictError, 409),  # a name taken, a class that takes no examples, nothing to export yet

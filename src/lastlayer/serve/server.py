@@ -19,13 +19,12 @@ MAX_FPS = TEACHING_MAX_FPS  # predictions per second on the device (leaves CPU f
 
 
 def source_opener(spec: str, *, top_k: int = 3, max_fps: float = MAX_FPS, stall_timeout: float = 5.0) -> Callable[[Predictor], LiveLoop]:
-    """``open(predictor) -> LiveLoop`` for a source spec: files and folders loop in real time, cameras hand out the newest frame."""
-    from lastlayer.teach.sources import classify_spec, open_source
+    """``open(predictor) -> LiveLoop`` for a source spec: recorded files and folders loop in real time (``loop`` and
+    ``realtime`` apply to recorded sources only), live ones hand out the newest frame."""
+    from lastlayer.sources import open_source
 
     def open_loop(predictor: Predictor) -> LiveLoop:
-        kind, _ = classify_spec(spec)
-        recorded = kind in ("video", "images")
-        source = open_source(spec, loop=recorded, realtime=True if recorded else None, latest=True, stall_timeout=stall_timeout)
+        source = open_source(spec, loop=True, realtime=True, latest=True, stall_timeout=stall_timeout)
         return LiveLoop(predictor, source, window=LIVE_WINDOW, top_k=top_k, max_fps=max_fps)
 
     return open_loop

@@ -1,7 +1,7 @@
 """Checks on uploaded photos: size, real image content, pixel count; never trusting names or types.
 
 An upload is decoded from memory by lastlayer's one image decoder
-(:func:`lastlayer.images.decode_image_bytes`): the file name and the declared content type are
+(:func:`lastlayer.images.decode.decode_image_bytes`): the file name and the declared content type are
 ignored (and never used as a path), the format must be one of :data:`FORMATS`, and the pixel
 count is checked from the header *before* the pixels are decoded, so a small file that would
 expand to gigapixels (a decompression bomb) is refused cheaply. This module only turns the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lastlayer.errors import ImageError, LastLayerError
-from lastlayer.images import ImageTooLargeError, UnsupportedImageError, decode_image_bytes
+from lastlayer.images.decode import ImageTooLargeError, UnsupportedImageError, decode_image_bytes
 
 FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "MPO"})  # MPO: multi-picture JPEG from phones
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes

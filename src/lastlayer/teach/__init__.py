@@ -1,6 +1,5 @@
-"""Live teaching: read frames from cameras, video files, streams or image folders, classify, teach.
+"""Live teaching: a teaching session over a state folder, the live loop that predicts frames, recording.
 
-:mod:`lastlayer.teach.sources` opens frame sources (:func:`~lastlayer.teach.sources.open_source`);
-:mod:`lastlayer.teach.render` renders synthetic scenes of parts for tests and demos. Import the
+Frames come from :mod:`lastlayer.sources` (:func:`~lastlayer.sources.open_source`). Import the
 submodules directly: this package imports nothing heavy on its own.
 """

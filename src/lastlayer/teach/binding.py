@@ -12,8 +12,8 @@ from lastlayer.learn.imprinting import DEFAULT_SCALE
 from lastlayer.model.export import read_imprinting_layer
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.normalization import Normalization, Values, as_values, input_normalization
+from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
 from lastlayer.teach.store import StateError, StateStore
-from lastlayer.zoo import DEFAULT_EXTRACTOR, open_model
 
 
 def bind_model(store: StateStore, model: str | os.PathLike[str] | None, scale: float | None, input_mean: Values | str | None,

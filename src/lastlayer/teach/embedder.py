@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lastlayer.errors import TrainingError
-from lastlayer.images import encode_jpeg, load_image, load_resized, resize_array
+from lastlayer.images.decode import encode_jpeg, load_image, load_resized, resize_array
 from lastlayer.learn.cosine import unit_rows
 from lastlayer.model.export import extractor_model
 from lastlayer.model.file import ModelFile

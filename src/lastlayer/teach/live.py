@@ -3,8 +3,8 @@
 :func:`predictions` is the synchronous generator behind ``lastlayer watch``; :class:`LiveLoop`
 runs it on a background thread and keeps the newest frame and prediction for a terminal or a web
 page (``latest`` / ``wait_newer``). Predictions come from anything with ``predict(pixels, top_k)``
-returning a :class:`~lastlayer.teach.session.Prediction`: a :class:`TeachingSession`, or
-:class:`ModelPredictor` for a plain classifier file.
+returning a :class:`~lastlayer.runtime.prediction.Prediction`: a :class:`TeachingSession`, or
+:class:`~lastlayer.runtime.predictor.ModelPredictor` for a plain classifier file.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
-import numpy as np
-
-from lastlayer.teach.session import Prediction
-from lastlayer.teach.sources import Frame, FrameSource
+from lastlayer.runtime.prediction import Prediction
+from lastlayer.sources import Frame, FrameSource
 
 TEACHING_MAX_FPS = 15.0  # predictions per second while teaching: a fluid view, and CPU left for the teaching itself
 
@@ -28,35 +26,6 @@ class Predictor(Protocol):
     ``predict(..., lane=i)`` may run at the same time from different threads (without it, one)."""
 
     def predict(self, image: Any, top_k: int = 3) -> Prediction: ...
-
-
-class ModelPredictor:
-    """Predictions of a classifier ``.tflite`` (e.g. one exported by a session), with its embedded labels."""
-
-    def __init__(self, model: Any, num_threads: int | None = None, *, input_mean: Any = None, input_std: Any = None) -> None:
-        from lastlayer.runtime import Interpreter
-        from lastlayer.runtime.lanes import Lanes
-        from lastlayer.zoo import open_model
-
-        self.model = open_model(model)
-        self.interpreter = Interpreter(self.model, num_threads=num_threads, input_mean=input_mean, input_std=input_std)
-        self.labels = self.model.label_list(self.interpreter.output_size) or [str(i) for i in range(self.interpreter.output_size)]
-        self.input_size = self.interpreter.input_size
-        self._lock = threading.Lock()
-        self._lanes = Lanes(self.interpreter, self._lock)
-
-    @property
-    def lanes(self) -> int:
-        """How many predictions may run at the same time (``predict(..., lane=i)`` from different threads)."""
-        return len(self._lanes)
-
-    def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
-        from lastlayer.images import resize_array
-
-        pixels = resize_array(image.pixels if hasattr(image, "pixels") else image, self.interpreter.input_size)
-        scores = self._lanes.run(pixels, lane)
-        order = np.argsort(-scores, kind="stable")[: max(1, int(top_k))]
-        return Prediction([(self.labels[i], float(scores[i])) for i in order], [int(i) for i in order])
 
 
 @dataclass(frozen=True)
@@ -91,10 +60,9 @@ class Smoother:
     def update(self, prediction: Prediction, top_k: int) -> Prediction:
         self._history.append(dict(prediction.classes))
         self._ids.update({label: cid for (label, _), cid in zip(prediction.classes, prediction.class_ids)})
-        labels = {label for scores in self._history for label in scores}
-        mean = {label: sum(s.get(label, 0.0) for s in self._history) / len(self._history) for label in labels}
-        ranked = sorted(mean.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-        return Prediction(ranked, [self._ids.get(label, -1) for label, _ in ranked])
+        labels = sorted({label for scores in self._history for label in scores})  # ties rank by label
+        mean = [sum(s.get(label, 0.0) for s in self._history) / len(self._history) for label in labels]
+        return Prediction.from_scores(mean, labels, ids=[self._ids.get(label, -1) for label in labels], top_k=top_k)
 
 
 class _Rate:
@@ -178,7 +146,7 @@ class _Pipeline:
                 return sequence, exc
 
     def _predict(self, worker: int, frame: Frame) -> Prediction:
-        from lastlayer.images import resize_array
+        from lastlayer.images.decode import resize_array
 
         pixels = frame.pixels if self.size is None else resize_array(frame.pixels, self.size)
         if self.lane_count > 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lastlayer.files import atomic_write_bytes, ensure_output_dir
+from lastlayer.files.outputs import atomic_write_bytes, ensure_output_dir
 
 
 class FrameRecorder:
@@ -18,7 +18,7 @@ class FrameRecorder:
 
     def offer(self, state: object) -> bool:
         """Save ``state.frame`` if its top class is the recorded one; returns whether it was saved."""
-        from lastlayer.images import encode_jpeg
+        from lastlayer.images.decode import encode_jpeg
 
         top = state.top
         if top is None or top[0] != self.class_name:

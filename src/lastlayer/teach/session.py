@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
 
 import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
-from lastlayer.files import OutputSet
+from lastlayer.files.outputs import OutputSet
 from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
 from lastlayer.model.export import write_head
 from lastlayer.model.labels import format_labels
 from lastlayer.model.normalization import Values
+from lastlayer.runtime.prediction import Prediction
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
 from lastlayer.teach.replica import Replica
@@ -58,28 +59,6 @@ class ExampleInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "class_id": self.class_id, "created": self.created}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The ranked classes for one frame (empty when nothing was taught yet).
-
-    ``revision``: the state's revision the prediction was made at (``None`` when not from a state);
-    ``embedding``: the frame's unit embedding, so that teaching that frame needs no second embedding.
-    """
-
-    classes: list[tuple[str, float]]
-    class_ids: list[int]
-    revision: int | None = None
-    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def top(self) -> tuple[str, float] | None:
-        return self.classes[0] if self.classes else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"top_k": [{"class_id": i, "label": label, "score": round(float(score), 6)}
-                          for i, (label, score) in zip(self.class_ids, self.classes)]}
 
 
 class TeachingSession:
@@ -242,9 +221,8 @@ class TeachingSession:
     def predict_embedding(self, unit: np.ndarray, top_k: int = 3) -> Prediction:
         self._replica.refresh()
         scores = self._replica.scores(unit)
-        order = np.argsort(-scores.probabilities, kind="stable")[: max(1, int(top_k))]
-        return Prediction([(scores.labels[i], float(scores.probabilities[i])) for i in order],
-                          [scores.class_ids[i] for i in order], scores.revision, unit)
+        return Prediction.from_scores(scores.probabilities, scores.labels, ids=scores.class_ids, top_k=max(1, int(top_k)),
+                                      revision=scores.revision, embedding=unit)
 
     # ----------------------------------------------------------------- refining, evaluating, exporting
     def finetune(self, steps: int = 300, learning_rate: float = 0.1) -> dict[str, Any]:

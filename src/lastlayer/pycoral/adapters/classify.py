@@ -10,7 +10,8 @@ The same names and results as PyCoral, with two deliberate details (PYCORAL.md s
   A negative ``top_k`` (garbage in PyCoral) raises ``ValueError``.
 
 The score threshold is inclusive (``score >= score_threshold``), ids are NumPy integers and scores
-keep the dtype of the scores array, as in PyCoral.
+keep the dtype of the scores array, as in PyCoral. The ranking is lastlayer's one
+:func:`~lastlayer.runtime.prediction.rank`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from lastlayer.runtime.prediction import rank
 
 Class = collections.namedtuple("Class", ["id", "score"])
 Class.__doc__ = "One classification result: ``id`` (the class index) and ``score``."
@@ -48,9 +51,7 @@ def get_classes_from_scores(scores: np.ndarray, top_k: float = math.inf, score_t
     scores = np.asarray(scores).reshape(-1)
     if top_k < 0:
         raise ValueError(f"top_k must be 0 (all classes) or positive, got {top_k}")
-    count = len(scores) if top_k == 0 or top_k >= len(scores) else int(top_k)
-    order = np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))[:count]
-    return [Class(np.int64(i), scores[i]) for i in order if scores[i] >= score_threshold]
+    return [Class(np.int64(i), scores[i]) for i in rank(scores, None if top_k == 0 else top_k, score_threshold)]
 
 
 def get_classes(interpreter: Any, top_k: float = math.inf, score_threshold: float = -math.inf) -> list[Class]:

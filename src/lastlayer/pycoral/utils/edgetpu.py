@@ -21,9 +21,9 @@ import numpy as np
 from ai_edge_litert import interpreter as litert
 
 from lastlayer.errors import EdgeTpuError, ModelError, ModelNotFoundError
+from lastlayer.model.zoo import open_model
 from lastlayer.runtime import delegate as runtime_delegate
 from lastlayer.runtime.delegate import edgetpu_library_name
-from lastlayer.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 

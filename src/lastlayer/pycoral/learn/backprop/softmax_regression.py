@@ -31,7 +31,7 @@ from lastlayer.layer import OUTPUT_TYPES
 from lastlayer.learn.softmax import SoftmaxRegression as _Learner
 from lastlayer.model.export import output_type_of, write_head
 from lastlayer.model.file import ModelFile
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 

@@ -35,11 +35,12 @@ from lastlayer.jobs.keep import appends_classes, open_kept_head
 from lastlayer.learn.imprinting import DEFAULT_SCALE, ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model import imprinting as structure
+from lastlayer.model.analysis import imprinting_structure
 from lastlayer.model.export import cosine_class_rows, extractor_model, extractor_tree, read_imprinting_layer, write_head
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.names import operator_name
-from lastlayer.zoo import open_model
+from lastlayer.model.zoo import open_model
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -86,14 +87,14 @@ class ImprintingEngine:
                 and model.kind in (ModelKind.EXTRACTOR, ModelKind.CLASSIFIER):
             self._model, self._head = self._build_on(model, keep_classes)
         else:
-            info = structure.validate(model.tree, model.name)  # PyCoral's rules and messages
+            info = imprinting_structure(model)  # PyCoral's rules and messages
             self._model = model
             if keep_classes:
                 self._head = ImprintingHead.from_layer(read_imprinting_layer(model))
                 self._head.normalize_examples = False
             else:
                 self._head = ImprintingHead(scale=info.scale_factor, normalize_examples=False)
-        self._embedding_dim = structure.validate(self._model.tree, self._model.name).embedding_dim
+        self._embedding_dim = imprinting_structure(self._model).embedding_dim
 
     @staticmethod
     def _build_on(model: ModelFile, keep_classes: bool) -> tuple[ModelFile, ImprintingHead]:
