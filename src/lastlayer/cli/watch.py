@@ -9,7 +9,7 @@ from lastlayer.cli import common
 
 HELP = "classify a camera, video, stream or image folder live; print each change of the top class"
 EXAMPLE = "lastlayer watch --model out/model.tflite --source 0 --json"
-FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record",
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record", "record_class": "--record-class",
          "normalization": common.NORMALIZATION_FLAGS}
 
 
@@ -54,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     feed = {"input_mean": args.input_mean, "input_std": args.input_std}
     predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, read_only=True, **feed)
     try:
-        recorder = FrameRecorder(args.record, args.record_class) if args.record else None
+        if args.record:
+            classes = [c.name for c in predictor.classes()] if isinstance(predictor, TeachingSession) else predictor.labels
+            recorder = FrameRecorder(args.record, args.record_class, classes)
+        else:
+            recorder = None
         live = sys.stderr.isatty() and not (args.json or args.quiet)
         states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,
                              top_k=args.top_k, every=args.every, max_fps=args.max_fps, max_frames=args.max_frames)
