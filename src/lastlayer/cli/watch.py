@@ -29,7 +29,9 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--min-score", type=common.finite_float, default=0.0,
                         help="below this smoothed score the top class is reported as none (default: 0)")
     parser.add_argument("--every", type=common.positive_int, default=1, help="classify every N-th frame (default: 1)")
-    parser.add_argument("--max-fps", type=common.positive_float, default=None, help="classify at most this many frames per second")
+    parser.add_argument("--max-fps", type=common.positive_float, default=None,
+                        help="classify at most this many frames per second (of the video's own time for a file or folder: "
+                        "a 10 s clip at --max-fps 5 gives 50 frames)")
     parser.add_argument("--max-frames", type=common.positive_int, default=None, help="stop after this many classified frames")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
     parser.add_argument("--realtime", action="store_true", help="play a video file or folder at its frame rate (default: as fast as possible)")
