@@ -4,9 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 
-# Use the shared test models when they sit beside the project; otherwise models are downloaded.
+# The demo uses the shared models when they sit beside the project, else downloads what it needs (pinned SHA-256).
+# The tests use the shared test data (models, photos, datasets) and download nothing: without it they skip, with the reason.
 ifneq ($(wildcard $(SHARED)/models),)
 export LASTLAYER_MODELS ?= $(SHARED)/models
+export LASTLAYER_SHARED ?= $(SHARED)
 endif
 
 .PHONY: demo test lint bench fuzz clean
@@ -28,6 +30,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/lastlayer demo --output lastlayer-demo
 
 test: $(VENV)/.test-installed
+	@test -d "$${LASTLAYER_SHARED:-$(SHARED)}/models" || echo "make test: no shared test data in $(SHARED) (set SHARED=... or LASTLAYER_SHARED): the tests that need it will be skipped"
 	$(BIN)/ruff check src tests benchmarks examples fuzz scripts
 	$(BIN)/python -m pytest
 

@@ -67,7 +67,7 @@ def test_video_without_opencv_names_the_extra(taught_state, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "cv2", None)
     assert main(["watch", "--state", str(taught_state), "--source", str(tmp_path / "clip.mp4")]) == 1
     err = capsys.readouterr().err.strip()
-    assert "lastlayer[camera]" in err and err.count("\n") == 0
+    assert "pip install opencv-python-headless" in err and err.count("\n") == 0
 
 
 def test_teach_in_the_terminal_reads_commands_from_stdin(model_file, tmp_path):

@@ -183,3 +183,87 @@ def test_teach_in_a_real_browser(server: Server, browser: Any, tmp_path: Path) -
     driver.refresh()
     wait_for(lambda: (_count(driver, "gear"), _count(driver, "washer")) == (4, 2), 15, what="the same classes after a reload")
     shutil.rmtree(downloads, ignore_errors=True)
+
+
+def _evaluation_screenshots(driver: Any, name: str) -> None:
+    """At 390 and 1280 px: the window scrolled to the evaluation, and the whole page."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width, height in ((390, 844), (1280, 800)):
+        driver.set_window_size(width, height)
+        time.sleep(0.3)
+        driver.execute_script("document.getElementById('model-panel').scrollIntoView({block: 'start'})")
+        time.sleep(0.2)
+        driver.save_screenshot(str(ARTIFACTS / f"{name}-{width}px.png"))
+        driver.execute_script("document.querySelector('#evaluation table.confusion').scrollIntoView({block: 'center'})")
+        time.sleep(0.2)
+        driver.save_screenshot(str(ARTIFACTS / f"{name}-{width}px-confusion.png"))
+        driver.execute_script("window.scrollTo(0, 0)")
+        full = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(int(full) + 140, 8000))
+        time.sleep(0.3)
+        driver.save_screenshot(str(ARTIFACTS / f"{name}-{width}px-full.png"))
+
+
+def _status(driver: Any) -> str:
+    return driver.find_element("id", "model-status").text
+
+
+def _overflow(driver: Any) -> int:
+    """How many pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+
+
+def test_the_page_on_a_phone_without_a_camera(extractor: Path, browser: Any, tmp_path: Path) -> None:
+    """No camera: refusals say so (download, fine-tune), a photo can be tested, and 20 classes with the evaluation
+    open fit a 390 px phone: wide tables scroll inside their box, never the page."""
+    from lastlayer.images.render import KINDS
+    from lastlayer.teach.session import TeachingSession
+
+    driver = browser
+    state = tmp_path / "state"
+    server = Server(state, extractor, None, free_port())
+    server.start()
+    try:
+        driver.set_window_size(390, 844)
+        driver.get(server.url)
+        wait_for(lambda: driver.find_element("id", "connection").text == "Connected", 15, what="the page to connect")
+        driver.find_element("id", "download-model").click()  # nothing taught: said, not a silent failed download
+        wait_for(lambda: "nothing to export yet" in driver.find_element("id", "messages").text, 10, what="the refusal")
+        assert _status(driver).startswith("Preparing model.tflite failed: nothing to export yet")
+        driver.find_element("id", "finetune").click()
+        wait_for(lambda: _status(driver).startswith("Fine-tuning failed: "), 10, what="the fine-tune's failure")
+        assert not driver.find_element("id", "finetune").get_attribute("disabled")
+    finally:
+        server.kill()
+
+    names = [f"{kind} {number}" for number in range(1, 3) for kind in KINDS[:9]] + ["a rather long class name for a phone", "q"]
+    with TeachingSession(state) as session:  # 20 classes, 3 photos each
+        for index, name in enumerate(names):
+            kind = KINDS[index % 9]
+            session.add_examples(name, [render_frame(kind, index * 10 + shot, seed=index) for shot in range(3)])
+    server.start()
+    try:
+        driver.get(server.url)
+        wait_for(lambda: len(driver.find_elements("css selector", "#class-list > li")) == 20, 15, what="20 classes")
+        photo = tmp_path / "gear-photo.png"
+        photo.write_bytes(png(render_frame("gear", 901)))
+        driver.find_element("id", "test-photo-input").send_keys(str(photo))
+        wait_for(lambda: driver.find_element("id", "photo-test").get_attribute("data-top"), 15, what="the tested photo's prediction")
+        assert driver.find_element("id", "photo-test").get_attribute("data-top").startswith("gear")
+        assert "gear-photo.png: gear" in driver.find_element("id", "photo-test-result").text
+        assert _status(driver).startswith("Tested gear-photo.png: gear")
+        driver.find_element("id", "evaluate").click()
+        wait_for(lambda: _status(driver).startswith("Evaluated 60 examples"), 20, what="the evaluation")  # the status replaced
+        confusion = driver.find_element("css selector", "#evaluation table.confusion")
+        scroller = confusion.find_element("xpath", "..")
+        for width in (390, 1280):
+            driver.set_window_size(width, 844)
+            time.sleep(0.3)
+            assert _overflow(driver) == 0, f"the page scrolls sideways at {width} px"
+        driver.set_window_size(390, 844)
+        time.sleep(0.3)
+        assert "table-scroll" in scroller.get_attribute("class")
+        assert int(scroller.get_attribute("scrollWidth")) > int(scroller.get_attribute("clientWidth"))  # scrolls in its box
+        _evaluation_screenshots(driver, "evaluation-20-classes")
+    finally:
+        server.kill()

@@ -64,7 +64,7 @@ def test_missing_web_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from lastlayer.serve import require_web
 
     monkeypatch.setitem(sys.modules, "starlette", None)
-    with pytest.raises(LastLayerError, match=r"lastlayer\[web\]"):
+    with pytest.raises(LastLayerError, match="pip install starlette uvicorn python-multipart"):
         require_web()
 
 

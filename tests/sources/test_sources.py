@@ -257,7 +257,7 @@ def test_without_opencv_video_explains_the_extra_and_folders_still_work(tmp_path
     for spec in (tmp_path / "clip.mp4", 0, "rtsp://127.0.0.1:9/x"):
         with pytest.raises(SourceError) as info:
             open_source(spec)
-        assert MISSING_OPENCV in one_line(info) and "lastlayer[camera]" in str(info.value)
+        assert MISSING_OPENCV in one_line(info) and "pip install opencv-python-headless" in str(info.value)
     assert len(list(open_source(tmp_path / "frames"))) == 2
 
 

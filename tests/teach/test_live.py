@@ -106,11 +106,18 @@ def test_every_and_max_frames_with_lanes():
     assert [s.frame.index for s in states] == [0, 3, 6, 9, 12]
 
 
-def test_max_fps_paces_the_frames_read():
+def test_max_fps_paces_the_frames_read_from_a_live_source():
     predictor = SlowPredictor(lanes=2)
+    source = ListSource(6)
+    source.live = True  # a camera: at most max_fps frames per second of wall-clock time
     start = time.monotonic()
-    states = list(predictions(predictor, ListSource(6), max_fps=50))
+    states = list(predictions(predictor, source, max_fps=50))
     assert len(states) == 6 and time.monotonic() - start >= 5 / 50 - 0.01
+
+
+def test_max_fps_on_a_recorded_source_keeps_that_many_frames_per_second_of_its_time():
+    states = list(predictions(SlowPredictor(lanes=2), ListSource(60), max_fps=10))  # timestamps 1/30 .. 60/30 s
+    assert [s.frame.index for s in states] == [0, *range(2, 60, 3)]  # the first frame of each tenth of a second
 
 
 @pytest.mark.parametrize(("source_fails", "predictor_fails"), [(True, False), (False, True)])

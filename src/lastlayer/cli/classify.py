@@ -10,14 +10,14 @@ from lastlayer.cli import common
 HELP = "rank the classes of images with a model"
 EXAMPLE = "lastlayer classify --model mobilenet_v2_1.0_224_quant.tflite cat.jpg --top-k 3"
 FLAGS = {"model": "--model", "labels": "--labels", "normalization": common.NORMALIZATION_FLAGS,
-         "unknown_threshold": "--unknown-threshold"}
+         "unknown_threshold": "--unknown-threshold", "images": "IMAGE"}
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser("classify", help=HELP, description="Classify images and print the top classes with their scores. "
                                  "A model that stores an unknown rule answers 'unknown' for a picture of none of its classes.",
                                  epilog=f"example: {EXAMPLE}")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, GIF, ...)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, GIF, ...) or folders (every image under them, sorted)")
     parser.add_argument("--model", "-m", default=common.DEFAULT_CLASSIFIER,
                         help=f"model path or known name (default: {common.DEFAULT_CLASSIFIER})")
     parser.add_argument("--labels", "-l", help="label file (default: the labels stored in the model, if any)")

@@ -1,37 +1,63 @@
-"""``lastlayer teach``: teach from a camera with the keyboard (1-9 add, n new class, u undo, s export, q quit), or ``--web``."""
+"""``lastlayer teach``: teach from a camera with the keyboard, or from a web page (``--web``); ``--import`` adds a photo set.
+
+In a terminal one thread owns the keyboard (:mod:`lastlayer.cli.terminal`): keys are commands, and naming
+or renaming a class opens a prompt on the bottom line in place of the live prediction. Without a terminal
+the same commands are read as lines.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import queue
-import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lastlayer.cli import common
 
-HELP = "teach new classes from a camera: keys in the terminal, or a web page (--web)"
+HELP = "teach new classes from a camera: keys in the terminal, or a web page (--web); --import a photo set"
 EXAMPLE = "lastlayer teach --source 0 --state parts-state"
 FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state",
-         "normalization": common.NORMALIZATION_FLAGS}
-KEYS = "keys: 1-9 add the current frame to class 1-9, n name a new class, u undo, e evaluate, s export, q quit"
+         "normalization": common.NORMALIZATION_FLAGS, "import": "--import", "data": "--import", "web": "--web"}
+KEY_TABLE = [
+    ("1-9", "add the current frame to class 1-9"),
+    ("n", "name a new class (type the name, Enter; Esc cancels)"),
+    ("r", "rename a class (its number, then the new name)"),
+    ("d", "delete a class and its examples (its number, then y)"),
+    ("u", "undo the last example"),
+    ("e", "leave-one-out accuracy per class"),
+    ("s", "export model.tflite + labels.txt"),
+    ("p", "print the current prediction"),
+    ("h", "these keys"),
+    ("q", "quit (also Ctrl-D)"),
+]
+KEYS = "keys: " + ", ".join(f"{key} {what.split(' (')[0]}" for key, what in KEY_TABLE)
+LINES = ("'1' (add the frame to class 1), 'n NAME', 'r CLASS NEW NAME' (CLASS: its number or name), 'd CLASS', "
+         "'u', 'e', 's', 'p', 'q'")
+FOLDER_FPS = 2.0  # images per second of an image folder in teach: time to press a key for the one on screen
 
 
 def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "teach", help=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"examples:\n  {EXAMPLE}\n  lastlayer teach --web --source 0 --state parts-state --host 0.0.0.0\n\n{KEYS}",
+        epilog=f"examples:\n  {EXAMPLE}\n  lastlayer teach --web --source 0 --state parts-state --host 0.0.0.0\n"
+        "  lastlayer teach --state parts-state --import photos/\n\n"
+        "keys:\n" + "\n".join(f"  {key:<4} {what}" for key, what in KEY_TABLE),
         description="Show the live prediction for SOURCE and teach the session in --state: every example is stored at "
-        "once, so a reboot keeps what was taught. Without a terminal, commands are read as lines from standard input "
-        "('1', 'n gear', 'u', 's', 'q').")
+        "once, so a reboot keeps what was taught. A video file plays at its own rate, an image folder at "
+        f"{FOLDER_FPS:g} images per second (--fps to change, --fast for as fast as they decode). Without a terminal, "
+        f"commands are read as lines from standard input: {LINES}.")
     parser.add_argument("--source", "-s", help="camera index or device, video file, stream URL, or image folder/glob")
     parser.add_argument("--state", required=True, help="the session's folder (created if missing)")
     parser.add_argument("--model", "-m", help="extractor, classifier or imprinted model for a new state (default: the state's, "
                         f"else {common.DEFAULT_EXTRACTOR})")
+    parser.add_argument("--import", dest="import_dir", metavar="DIR",
+                        help="add a photo set first: DIR/<class>/<photos> (all or nothing; photos already in the state are skipped)")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--fps", type=common.positive_float, default=None,
+                      help=f"play a video file or image folder at this many frames per second (default: a video's own rate, "
+                      f"{FOLDER_FPS:g} for a folder)")
+    pace.add_argument("--fast", action="store_true", help="play a video file or image folder as fast as it decodes")
     parser.add_argument("--export", metavar="DIR", help="where 's' writes model.tflite and labels.txt (default: STATE/export)")
     parser.add_argument("--web", action="store_true", help="serve the teaching page instead of reading keys")
     parser.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default: 127.0.0.1, this machine only)")
@@ -43,103 +69,116 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.web or args.source is not None or args.import_dir is not None):
+        raise common.UsageError("teaching from the terminal needs --source (or --web to use a browser, or --import DIR)")
+    from lastlayer.sources.files import playback_options
     from lastlayer.teach.session import TeachingSession
 
-    session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
+    # Every input is checked before the state folder is created: the web extra, the photo set, the source.
+    if args.web:
+        from lastlayer.serve import require_web
+
+        require_web()
+    photos = None
+    if args.import_dir is not None:
+        from lastlayer.teach.importer import scan_photos
+
+        photos = scan_photos(args.import_dir)
+    pace = playback_options(args.source, fps=args.fps, fast=args.fast, folder_fps=FOLDER_FPS) if args.source is not None else {}
+    source = None
+    if args.source is not None:
+        from lastlayer.sources import open_source
+
+        source = open_source(args.source, loop=args.loop, latest=True, **pace)
+        if args.web:  # the page's feed opens it again (and again after a failure)
+            source.close()
+            source = None
     try:
+        session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+    try:
+        if photos is not None:
+            from lastlayer.teach.importer import import_photos
+
+            imported = import_photos(session, photos, progress=common.show_progress(args), log=common.job_log(args))
+            if args.web or source is not None:
+                _say(args, imported.to_text(), event="import", **imported.to_dict())
+            else:
+                common.render(args, imported)
         if args.web:
             from lastlayer.serve.server import serve
 
-            serve(session, args.source, host=args.host, port=args.port, token=args.token)
-            return 0
-        if args.source is None:
-            raise common.UsageError("teaching from the terminal needs --source (or use --web to upload photos)")
-        return _terminal(session, args)
+            serve(session, args.source, host=args.host, port=args.port, token=args.token, playback=pace)
+        elif source is not None:
+            return _terminal(session, source, args)
+        return 0
     finally:
+        if source is not None:
+            source.close()
         session.close()
 
 
-@contextlib.contextmanager
-def _keys() -> Iterator[queue.Queue]:
-    """Commands from stdin: single key presses on a terminal, lines otherwise."""
-    commands: queue.Queue = queue.Queue()
-    raw = sys.stdin.isatty()
-    saved = None
-    if raw:
-        import termios
-        import tty
-
-        saved = termios.tcgetattr(sys.stdin.fileno())
-        tty.setcbreak(sys.stdin.fileno())
-
-    def read() -> None:
-        try:
-            while True:
-                text = os.read(sys.stdin.fileno(), 1).decode(errors="replace") if raw else sys.stdin.readline()
-                if not text:
-                    commands.put("q")
-                    return
-                if text.strip():
-                    commands.put(text.strip())
-        except (OSError, ValueError):
-            commands.put("q")
-
-    threading.Thread(target=read, name="lastlayer-keys", daemon=True).start()
-    try:
-        yield commands
-    finally:
-        if saved is not None:
-            import termios
-
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
-
-
-def _say(args: argparse.Namespace, text: str, **data: Any) -> None:
+def _say(args: argparse.Namespace, text: str, screen: Any = None, **data: Any) -> None:
     if args.json:
         common.print_json_line({"message": text, **data})
+    elif screen is not None:
+        screen.say(text)
     elif not args.quiet:
         print(text, flush=True)
 
 
-def _terminal(session: Any, args: argparse.Namespace) -> int:
+def _terminal(session: Any, source: Any, args: argparse.Namespace) -> int:
+    from lastlayer.cli.terminal import END_OF_INPUT, Keys, Screen
     from lastlayer.errors import LastLayerError, StorageError
-    from lastlayer.sources import open_source
     from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop
 
-    loop = LiveLoop(session, open_source(args.source, loop=args.loop, latest=True), window=3, max_fps=TEACHING_MAX_FPS).start()
-    export_dir = Path(args.export) if args.export else Path(args.state) / "export"
+    screen = Screen()
+    keys = Keys(interactive=screen.interactive and not args.json)  # keys and prompts only where the prompt is seen
+    screen.interactive = keys.interactive
+    teacher = _Teacher(session, keys, screen, args)
+    loop = LiveLoop(session, source, window=3, max_fps=TEACHING_MAX_FPS).start()
+    teacher.loop = loop
     stop = threading.Event()
-    threading.Thread(target=_show_predictions, args=(loop, args, stop), name="lastlayer-status", daemon=True).start()
-    _say(args, KEYS)
-    _say(args, "classes: " + (", ".join(f"{i + 1} {c.name} ({c.examples})" for i, c in enumerate(session.classes())) or "none yet"))
+    status = threading.Thread(target=_show_predictions, args=(loop, args, screen, stop), name="lastlayer-status", daemon=True)
     try:
-        with _keys() as commands:
+        with keys, screen.warnings_shown():
+            teacher.say(KEYS if keys.interactive else f"commands, one per line: {LINES}")
+            teacher.say(teacher.class_list())
+            status.start()
+            ended = False
             while True:
-                try:
-                    command = commands.get(timeout=0.5)
-                except queue.Empty:
-                    command = None
+                command = keys.get(timeout=0.5)
                 if command is None:
                     if not loop.running and loop.error is not None:
                         raise loop.error
+                    if not loop.running and not ended:
+                        ended = True
+                        latest = loop.latest()
+                        teacher.say(f"the source ended{f' at frame {latest.frame.index}' if latest else ''}; the keys still work on "
+                                    "its last frame (--loop plays it again)", event="ended")
                     continue
-                if command == "q":
+                if command in ("q", END_OF_INPUT) or (not keys.interactive and command.strip() == "q"):
                     break
                 try:
-                    _command(session, loop, command, args, export_dir)
+                    teacher.command(command)
                 except StorageError:  # nothing more can be stored: stop (exit 1) rather than refuse every key
                     raise
                 except LastLayerError as exc:  # e.g. a name taken, the state busy: said, and teaching goes on
-                    _say(args, f"error: {exc}", error=str(exc))
+                    teacher.say(f"error: {exc}", error=str(exc))
     finally:
         stop.set()
         loop.stop()
+        screen.end()
+    classes = session.classes()
+    _say(args, f"{len(classes)} classes, {sum(c.examples for c in classes)} examples kept in {args.state}", event="end")
     return 0
 
 
-def _show_predictions(loop: Any, args: argparse.Namespace, stop: threading.Event) -> None:
-    """The live prediction: a status line on a terminal, else one line (or JSON object) per change of the top class."""
-    tty = sys.stdout.isatty() and not args.json
+def _show_predictions(loop: Any, args: argparse.Namespace, screen: Any, stop: threading.Event) -> None:
+    """The live prediction: the status line on a terminal, else one line (or JSON object) per change of the top class."""
     processed, shown = 0, object()
     while not stop.is_set():
         state = loop.wait_newer(processed, timeout=0.5)
@@ -148,53 +187,127 @@ def _show_predictions(loop: Any, args: argparse.Namespace, stop: threading.Event
         processed = state.processed
         top = state.top
         label = f"{top[0]} {top[1]:.2f}" if top else "nothing taught yet"
-        if tty and not args.quiet:
-            sys.stdout.write(f"\r{state.fps:5.1f} frames/s  {label:40}")
-            sys.stdout.flush()
+        if screen.interactive:
+            screen.status(f"frame {state.frame.index}  {state.fps:4.1f} frames/s  {label}")
         elif (top[0] if top else None) != shown:
             shown = top[0] if top else None
             _say(args, f"prediction: {label}", event="prediction", **state.to_dict())
 
 
-def _command(session: Any, loop: Any, command: str, args: argparse.Namespace, export_dir: Path) -> None:
-    if command[0] in "123456789":
-        classes = session.classes()
-        number = int(command[0])
+class _Teacher:
+    """The commands of the terminal: a key (with prompts for what it needs) or a line with its arguments."""
+
+    def __init__(self, session: Any, keys: Any, screen: Any, args: argparse.Namespace) -> None:
+        self.session, self.keys, self.screen, self.args = session, keys, screen, args
+        self.export_dir = Path(args.export) if args.export else Path(args.state) / "export"
+        self.loop: Any = None
+
+    def say(self, text: str, **data: Any) -> None:
+        _say(self.args, text, self.screen if self.screen.interactive else None, **data)
+
+    def class_list(self) -> str:
+        return "classes: " + (", ".join(f"{i + 1} {c.name} ({c.examples})" for i, c in enumerate(self.session.classes())) or "none yet")
+
+    def ask(self, label: str, initial: str = "") -> str | None:
+        from lastlayer.cli.terminal import ask
+
+        return ask(self.keys, self.screen, label, initial)  # None: cancelled (the prompt's line says so)
+
+    def command(self, command: str) -> None:
+        verb, _, rest = command.strip().partition(" ") if not self.keys.interactive else (command, "", "")
+        rest = rest.strip()
+        if len(verb) == 1 and verb in "123456789":
+            self.add_frame(int(verb))
+        elif verb == "n":
+            name = rest if not self.keys.interactive else self.ask("name of the new class: ")
+            if not self.keys.interactive and not name:
+                self.say("name the class on the same line: n NAME")
+            elif name is not None:
+                klass = self.session.add_class(name)
+                self.say(f"class {len(self.session.classes())}: {klass.name}", event="class", class_name=klass.name)
+        elif verb == "r":
+            self.rename(rest)
+        elif verb == "d":
+            self.delete(rest)
+        elif verb == "u":
+            undone = self.session.undo()
+            self.say("nothing to undo" if undone is None else f"removed example {undone.id}", event="undo")
+        elif verb == "e":
+            evaluation = self.session.evaluate()
+            self.say("leave-one-out accuracy: " + (", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}"
+                                                            for k, v in evaluation.per_class.items()) or "nothing taught yet"),
+                     event="evaluation", **evaluation.to_dict())
+        elif verb == "s":
+            model_path, labels_path = self.session.export(self.export_dir)
+            self.say(f"wrote {model_path} and {labels_path}", event="export", model=str(model_path))
+        elif verb == "p":
+            state = self.loop.latest()
+            top = state.top if state else None
+            self.say("prediction: " + (f"{top[0]} {top[1]:.2f}" if top else "none"), event="prediction",
+                     **({} if state is None else state.to_dict()))
+        elif verb in ("h", "?"):
+            self.say(KEYS if self.keys.interactive else f"commands, one per line: {LINES}")
+            self.say(self.class_list())
+        elif self.keys.interactive and len(command) > 1:
+            pass  # an arrow or function key: no command
+        else:
+            self.say(f"unknown command {command!r}; {KEYS if self.keys.interactive else 'commands, one per line: ' + LINES}")
+
+    def add_frame(self, number: int) -> None:
+        classes = self.session.classes()
         if number > len(classes):
-            _say(args, f"there is no class {number}; press n to name a new class")
+            self.say(f"there is no class {number}; press n to name a new class")
             return
-        state = loop.latest() or loop.wait_newer(0, timeout=10)
+        state = self.loop.latest() or self.loop.wait_newer(0, timeout=10)
         if state is None:
-            _say(args, "no frame from the source yet")
+            self.say("no frame from the source yet")
             return
         # the frame's embedding comes with its prediction: the frame is not embedded again
-        added = session.add_examples(classes[number - 1].id, state.frame, embeddings=[state.prediction.embedding])
-        klass = session.class_info(classes[number - 1].id)
-        _say(args, f"added frame {state.frame.index} to {klass.name} ({klass.examples} examples)",
-             event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
-    elif command[0] == "n":
-        name = command[1:].strip()
-        if not name:
-            if not sys.stdin.isatty():
-                _say(args, "name the class on the same line: n NAME")
-                return
-            name = input("\nname of the new class: ").strip()
-        klass = session.add_class(name)
-        _say(args, f"class {len(session.classes())}: {klass.name}", event="class", class_name=klass.name)
-    elif command == "u":
-        undone = session.undo()
-        _say(args, "nothing to undo" if undone is None else f"removed example {undone.id}", event="undo")
-    elif command == "e":
-        evaluation = session.evaluate()
-        _say(args, "leave-one-out accuracy: " + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in evaluation.per_class.items()),
-             event="evaluation", **evaluation.to_dict())
-    elif command == "s":
-        model_path, labels_path = session.export(export_dir)
-        _say(args, f"wrote {model_path} and {labels_path}", event="export", model=str(model_path))
-    elif command == "p":
-        state = loop.latest()
-        top = state.top if state else None
-        _say(args, "prediction: " + (f"{top[0]} {top[1]:.2f}" if top else "none"), event="prediction",
-             **({} if state is None else state.to_dict()))
-    else:
-        _say(args, f"unknown command {command!r}; {KEYS}")
+        added = self.session.add_examples(classes[number - 1].id, state.frame, embeddings=[state.prediction.embedding])
+        klass = self.session.class_info(classes[number - 1].id)
+        self.say(f"added frame {state.frame.index} to {klass.name} ({klass.examples} examples)",
+                 event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
+
+    def _chosen(self, text: str | None) -> Any:
+        """The class a number or a name chose (None, said, when there is none)."""
+        if text is None:
+            return None
+        classes = self.session.classes()
+        text = text.strip()
+        found = classes[int(text) - 1] if text.isdigit() and 1 <= int(text) <= len(classes) else \
+            next((c for c in classes if c.name == text), None)
+        if found is None:
+            self.say(f"there is no class {text!r}; " + self.class_list())
+        return found
+
+    def rename(self, rest: str) -> None:
+        if self.keys.interactive:
+            klass = self._chosen(self._which("rename"))
+            name = self.ask(f"new name for {klass.name}: ", klass.name) if klass is not None else None
+        else:
+            number, _, name = rest.partition(" ")
+            klass = self._chosen(number) if name.strip() else None
+            if not name.strip():
+                self.say("give the class and its new name on the same line: r CLASS NEW NAME")
+        if klass is not None and name is not None:
+            renamed = self.session.rename_class(klass.id, name)
+            self.say(f"renamed {klass.name} to {renamed.name}", event="renamed", class_name=renamed.name, previous=klass.name)
+
+    def delete(self, rest: str) -> None:
+        from lastlayer.cli.terminal import confirm
+
+        klass = self._chosen(self._which("delete") if self.keys.interactive else rest)
+        if klass is None:
+            return
+        if self.keys.interactive and not confirm(self.keys, self.screen, f"delete {klass.name} and its {klass.examples} examples?"):
+            self.say("kept " + klass.name)
+            return
+        self.session.remove_class(klass.id)
+        self.say(f"deleted {klass.name} and its {klass.examples} examples", event="deleted", class_name=klass.name)
+
+    def _which(self, verb: str) -> str | None:
+        classes = self.session.classes()
+        if not classes:
+            self.say(f"no class to {verb} yet; press n to name one")
+            return None
+        return classes[0].name if len(classes) == 1 else self.ask(f"{verb} which class (1-{len(classes)} or its name)? ")

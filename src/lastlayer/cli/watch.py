@@ -9,7 +9,7 @@ from lastlayer.cli import common
 
 HELP = "classify a camera, video, stream or image folder live; print each change of the top class"
 EXAMPLE = "lastlayer watch --model out/model.tflite --source 0 --json"
-FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record",
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "output": "--record", "record_class": "--record-class",
          "normalization": common.NORMALIZATION_FLAGS}
 
 
@@ -29,7 +29,9 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--min-score", type=common.finite_float, default=0.0,
                         help="below this smoothed score the top class is reported as none (default: 0)")
     parser.add_argument("--every", type=common.positive_int, default=1, help="classify every N-th frame (default: 1)")
-    parser.add_argument("--max-fps", type=common.positive_float, default=None, help="classify at most this many frames per second")
+    parser.add_argument("--max-fps", type=common.positive_float, default=None,
+                        help="classify at most this many frames per second (of the video's own time for a file or folder: "
+                        "a 10 s clip at --max-fps 5 gives 50 frames)")
     parser.add_argument("--max-frames", type=common.positive_int, default=None, help="stop after this many classified frames")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
     parser.add_argument("--realtime", action="store_true", help="play a video file or folder at its frame rate (default: as fast as possible)")
@@ -54,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     feed = {"input_mean": args.input_mean, "input_std": args.input_std}
     predictor = ModelPredictor(args.model, **feed) if args.model else TeachingSession(args.state, read_only=True, **feed)
     try:
-        recorder = FrameRecorder(args.record, args.record_class) if args.record else None
+        if args.record:
+            classes = [c.name for c in predictor.classes()] if isinstance(predictor, TeachingSession) else predictor.labels
+            recorder = FrameRecorder(args.record, args.record_class, classes)
+        else:
+            recorder = None
         live = sys.stderr.isatty() and not (args.json or args.quiet)
         states = predictions(predictor, open_source(args.source, loop=args.loop, realtime=args.realtime), window=args.window,
                              top_k=args.top_k, every=args.every, max_fps=args.max_fps, max_frames=args.max_frames)

@@ -231,12 +231,15 @@ def _embed_rows(interpreter: Interpreter, dataset: Dataset, digests: list[str], 
         check.recall(*stored)  # the images are not run again: repeat the earlier verdict
     unreadable: list[str] = []
     failed: list[int] = []
+    warned: set[str] = set()
 
     def report(path: Path, error: ImageError) -> None:
         if strict:
             raise error
         unreadable.append(str(path))
-        warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
+        if str(error) not in warned:  # copies of one unreadable file share its error: one warning, every copy listed
+            warned.add(str(error))
+            warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
 
     def store(row: int, vector: np.ndarray) -> None:
         if cache is not None:

@@ -103,6 +103,11 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(found, key=str)
 
 
+def image_files_under(folder: DataSource) -> list[Path]:
+    """The image files under ``folder`` at any depth (by extension; hidden files and folders left out), sorted by path."""
+    return [path for path in _image_files(Path(folder)) if is_image_file(path)]
+
+
 def _check_is_folder(folder: Path) -> None:
     if folder.is_dir():
         return

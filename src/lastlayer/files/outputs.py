@@ -25,7 +25,7 @@ import secrets
 import signal
 import stat
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
@@ -84,6 +84,13 @@ def remove_stale_temps(folder: PathLike, name: str | None = None) -> list[Path]:
     return removed
 
 
+def _remove_quietly(path: Path) -> None:
+    """Delete ``path`` if it exists; a failure is ignored (on a read-only file system even a missing file's
+    unlink fails, and the error being reported is the write that failed)."""
+    with suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def _mode_of(path: Path) -> int | None:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
@@ -131,10 +138,10 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         _write_temp(tmp, bytes(data), _mode_of(target))
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise _fail(target, exc) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
     return target
 
@@ -156,6 +163,24 @@ def ensure_output_dir(path: PathLike) -> Path:
         raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}; choose a writable path", subject="output") from None
     if not os.access(folder, os.W_OK):
         raise OutputError(f"output folder {folder} is not writable; choose a writable path", subject="output")
+    return folder
+
+
+def check_output_dir(path: PathLike) -> Path:
+    """Raise :class:`OutputError` now when the output folder ``path`` could not be made or written later (it is a
+    file, or sits below a file or a folder that is not writable); creates nothing. For jobs that work long
+    before they write: the path is refused before the work, not after it."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output folder {folder} is a file, not a folder; choose another output folder or remove the file",
+                          subject="output")
+    existing = next((candidate for candidate in [folder, *folder.parents] if candidate.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"cannot create output folder {folder}: {existing} is a file; choose another output folder",
+                          subject="output")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"output folder {folder} cannot be written ({existing} is not writable); choose a writable path",
+                          subject="output")
     return folder
 
 
@@ -347,7 +372,7 @@ class OutputSet:
     def discard(self) -> None:
         """Delete the staged files and the folders this set created (when empty)."""
         for tmp in self._staged.values():
-            (self.folder / tmp).unlink(missing_ok=True)
+            _remove_quietly(self.folder / tmp)
         self._staged.clear()
         for folder in self._created:
             try:

@@ -194,7 +194,7 @@ def write_video(
     try:
         import cv2
     except ImportError:
-        raise OutputError(f"writing video {path} needs OpenCV: pip install 'lastlayer[camera]' (or opencv-python-headless)") from None
+        raise OutputError(f"writing video {path} needs OpenCV: pip install opencv-python-headless") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), tuple(size))
     if not writer.isOpened():

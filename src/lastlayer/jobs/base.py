@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Union
 from lastlayer.embeddings.cache import EmbeddedDataset, dataset_digests, embed_dataset
 from lastlayer.embeddings.database import CacheDatabase
 from lastlayer.files.datasets import Dataset, load_dataset
-from lastlayer.files.outputs import OutputSet
+from lastlayer.files.outputs import OutputSet, check_output_dir  # noqa: F401  (the jobs check their output with it first)
 from lastlayer.model.labels import format_labels
 from lastlayer.report.plot import save_confusion_png
 from lastlayer.runtime import Interpreter

@@ -7,11 +7,13 @@ is of none of its classes: ``"unknown": true`` in JSON, ``unknown (closest: rose
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from lastlayer.errors import ImageError
+from lastlayer.errors import DatasetError, ImageError
+from lastlayer.files.datasets import image_files_under
 from lastlayer.jobs.base import PathLike
 from lastlayer.jobs.unknown import unknown_check
 from lastlayer.model.labels import read_label_file
@@ -58,11 +60,31 @@ class ImageScores:
         return "\n".join(lines)
 
 
+def image_paths(specs: Sequence[PathLike]) -> list[Path]:
+    """The images named: a file as given, a folder as the image files under it (at any depth, sorted, hidden ones left out).
+
+    A folder without images is a :class:`~lastlayer.errors.DatasetError` (nothing is classified).
+    """
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = image_files_under(path)
+            if not found:
+                raise DatasetError(f"folder {path} holds no images (.jpg, .png, ...); give image files or a folder of them",
+                                   subject="images")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
 def classify_files(model: PathLike, images: Sequence[PathLike], *, labels: PathLike | None = None, top_k: int = 5,
                    threshold: float = 0.0, num_threads: int | None = None, input_mean: Values | str | None = None,
                    input_std: Values | str | None = None, unknown: bool = True,
                    unknown_threshold: float | None = None) -> ImageScores:
-    """Classify each image; an unreadable image is listed in ``unreadable`` and the others still classified.
+    """Classify each image (a folder: each image under it, see :func:`image_paths`); an unreadable image is listed in
+    ``unreadable`` and the others still classified.
 
     ``input_mean`` / ``input_std`` override the normalisation decided from the model (one value or one per channel).
     ``unknown=False`` ignores the model's unknown rule; ``unknown_threshold`` overrides its threshold.
@@ -73,7 +95,7 @@ def classify_files(model: PathLike, images: Sequence[PathLike], *, labels: PathL
                               extra_outputs=check.extra_outputs if check else ())
     table = read_label_file(resolve_labels(labels)) if labels else model_file.labels
     result = ImageScores(model_file.name, threshold=threshold, unknown_rule=check.to_dict() if check else None)
-    for image in images:
+    for image in image_paths(images):
         try:
             output = interpreter.run_file(image)
         except ImageError as exc:

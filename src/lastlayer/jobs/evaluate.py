@@ -17,8 +17,8 @@ import numpy as np
 
 from lastlayer.embeddings.cache import dataset_digests
 from lastlayer.errors import DatasetError, ImageError, ModelError
-from lastlayer.files.datasets import Dataset, DatasetWarning, is_image_file, load_dataset, note_duplicates
-from lastlayer.files.outputs import OutputSet
+from lastlayer.files.datasets import Dataset, DatasetWarning, image_files_under, load_dataset, note_duplicates
+from lastlayer.files.outputs import OutputSet, check_output_dir
 from lastlayer.jobs.base import PathLike
 from lastlayer.jobs.unknown import Decision, UnknownCheck, unknown_check
 from lastlayer.model.file import ModelFile
@@ -75,8 +75,10 @@ def model_class_ids(classes: list[str], labels: list[str] | None, size: int, mod
     return [by_name[c] for c in classes]
 
 
-def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, options: EvaluateOptions, on_error: Any,
-           normalization: tuple[Any, Any] = (None, None), check: UnknownCheck | None = None) -> _Scored:
+def _prepare(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, normalization: tuple[Any, Any] = (None, None),
+             check: UnknownCheck | None = None) -> _Scored:
+    """The model's interpreter, labels and the class id of each dataset class (a class it lacks is refused here, before
+    any image is run)."""
     interpreter = Interpreter(model, input_mean=normalization[0], input_std=normalization[1],
                               extra_outputs=check.extra_outputs if check else ())
     size = check.classes if check else interpreter.output_size
@@ -86,12 +88,17 @@ def _score(model: ModelFile, dataset: Dataset, labels_path: PathLike | None, opt
     else:
         labels = model.label_list(size)
     ids = model_class_ids(dataset.classes, labels, size, model.name)
-    latencies: list[float] = []
-    outputs = extract_embeddings(interpreter, dataset.paths, progress=options.progress, on_error=on_error, latencies=latencies,
+    return _Scored(model.name, labels or [str(i) for i in range(size)], ids, np.empty((0, size)), [], None, interpreter)
+
+
+def _score(run: _Scored, model: ModelFile, dataset: Dataset, options: EvaluateOptions, on_error: Any,
+           check: UnknownCheck | None = None) -> _Scored:
+    """``run`` with every image of ``dataset`` scored (its latencies measured, the unknown rule decided)."""
+    outputs = extract_embeddings(run.interpreter, dataset.paths, progress=options.progress, on_error=on_error, latencies=run.latencies,
                                  description=f"evaluating {model.path.name}")
     decision = check.decide(outputs) if check else None
-    return _Scored(model.name, labels or [str(i) for i in range(size)], ids, decision.scores if decision else outputs, latencies,
-                   decision, interpreter)
+    run.scores, run.decision = (decision.scores if decision else outputs), decision
+    return run
 
 
 @dataclass
@@ -131,6 +138,8 @@ def _short_name(path: str) -> str:
 def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = None) -> EvaluateResult:
     """Evaluate a classifier on a class-per-folder dataset; optionally against a second model."""
     options = options or EvaluateOptions()
+    if options.report_dir:
+        check_output_dir(options.report_dir)
     models = [open_model(model)] + ([open_model(options.compare)] if options.compare else [])
     check = unknown_check(models[0], enabled=options.unknown, threshold=options.unknown_threshold)
     if options.unknown_data is not None and check is None:
@@ -149,9 +158,11 @@ def evaluate(model: PathLike, data: PathLike, options: EvaluateOptions | None = 
             unreadable.append(str(path))
             warnings.warn(f"skipped unreadable image: {error}", DatasetWarning, stacklevel=2)
 
-    runs = [_score(models[0], dataset, options.labels, options, report_bad, (options.input_mean, options.input_std), check)]
+    prepared = [_prepare(models[0], dataset, options.labels, (options.input_mean, options.input_std), check)]
     if len(models) == 2:
-        runs.append(_score(models[1], dataset, None, options, report_bad))
+        prepared.append(_prepare(models[1], dataset, None))
+    runs = [_score(run, model, dataset, options, report_bad, check if index == 0 else None)
+            for index, (run, model) in enumerate(zip(prepared, models))]
     keep = np.ones(len(dataset), dtype=bool)
     for run in runs:
         keep &= ~np.isnan(run.scores).any(axis=1)
@@ -190,8 +201,7 @@ def unknown_photos(folder: PathLike) -> list[Path]:
     if not root.is_dir():
         raise DatasetError(f"the folder of unknown photos {root} does not exist or is not a folder; give a folder of images",
                            subject="unknown_data")
-    found = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = image_files_under(root)
     if not found:
         raise DatasetError(f"the folder of unknown photos {root} holds no images (.jpg, .png, ...); give a folder of images",
                            subject="unknown_data")

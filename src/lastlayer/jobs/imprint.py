@@ -136,6 +136,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     options = options or ImprintOptions()
     say = log or skeleton.stderr_log
     timer = skeleton.Timer()
+    skeleton.check_output_dir(output)  # refused now, not after every image was embedded
     base = open_model(resume if resume is not None else model)
     appending = appends_classes(base, options.keep_classes, resume is not None)
     resumed, kept_layer = None, None

@@ -70,6 +70,7 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
     options = options or TrainOptions()
     say = log or skeleton.stderr_log
     timer = skeleton.Timer()
+    skeleton.check_output_dir(output)  # refused now, not after every image was embedded
     solver = get_solver(options.solver)
     base = open_model(extractor)
     extractor_file = extractor_model(base)

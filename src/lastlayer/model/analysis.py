@@ -89,6 +89,9 @@ def extractor_file(model: ModelFile) -> ModelFile:
     An extractor is itself, a classifier is cut at the input of its class layer, an imprinting model
     loses its head (cut at the L2Norm output).
     """
+    inputs = len(model.tree.subgraphs[0].inputs or []) if model.tree.subgraphs else 0
+    if inputs != 1:  # said before anything is cut or announced: the one thing wrong with such a model
+        raise ModelError(f"{model.name} has {inputs} inputs; lastlayer needs a model with one image input", subject="model")
     analysis = model.analysis
     if analysis.kind is ModelKind.EXTRACTOR:
         return model

@@ -1,7 +1,7 @@
 """``lastlayer teach --web``: teach a session from any browser (a JSON API, a live stream and one static page).
 
 :func:`lastlayer.serve.server.serve` runs the server; :func:`lastlayer.serve.app.create_app` builds the
-ASGI application (for tests and embedding). Both need the optional extra ``lastlayer[web]``
+ASGI application (for tests and embedding). Both need the optional ``web`` extra
 (Starlette, uvicorn, python-multipart), imported only when a server is built: importing this
 package needs nothing beyond lastlayer itself.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from lastlayer.errors import LastLayerError
 
-WEB_EXTRA_HINT = "the web interface needs Starlette, uvicorn and python-multipart: pip install 'lastlayer[web]'"
+# Plain package names: they install the same whether lastlayer came from a wheel, a checkout or an index.
+WEB_PACKAGES = ("starlette", "uvicorn", "python-multipart")
+WEB_EXTRA_HINT = f"the web page needs lastlayer's 'web' extra: pip install {' '.join(WEB_PACKAGES)}"
 
 
 def missing_web(error: ImportError) -> LastLayerError:

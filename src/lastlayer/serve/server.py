@@ -18,13 +18,17 @@ LIVE_WINDOW = 3  # frames of smoothing: short, so a new example shows within a f
 MAX_FPS = TEACHING_MAX_FPS  # predictions per second on the device (leaves CPU for teaching requests)
 
 
-def source_opener(spec: str, *, top_k: int = 3, max_fps: float = MAX_FPS, stall_timeout: float = 5.0) -> Callable[[Predictor], LiveLoop]:
+def source_opener(spec: str, *, top_k: int = 3, max_fps: float = MAX_FPS, stall_timeout: float = 5.0,
+                  playback: dict[str, Any] | None = None) -> Callable[[Predictor], LiveLoop]:
     """``open(predictor) -> LiveLoop`` for a source spec: recorded files and folders loop in real time (``loop`` and
-    ``realtime`` apply to recorded sources only), live ones hand out the newest frame."""
+    ``realtime`` apply to recorded sources only; ``playback``: other ``fps`` / ``realtime`` for them, see
+    :func:`lastlayer.sources.files.playback_options`), live ones hand out the newest frame."""
     from lastlayer.sources import open_source
 
+    pace = {"realtime": True, **(playback or {})}
+
     def open_loop(predictor: Predictor) -> LiveLoop:
-        source = open_source(spec, loop=True, realtime=True, latest=True, stall_timeout=stall_timeout)
+        source = open_source(spec, loop=True, latest=True, stall_timeout=stall_timeout, **pace)
         return LiveLoop(predictor, source, window=LIVE_WINDOW, top_k=top_k, max_fps=max_fps)
 
     return open_loop
@@ -53,7 +57,8 @@ def _lan_address() -> str:
 
 
 def serve(session: TeachingSession, source: str | None = None, *, host: str = "127.0.0.1", port: int = 8765,
-          token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20) -> None:
+          token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20,
+          playback: dict[str, Any] | None = None) -> None:
     """Serve the teaching page for ``session`` on ``host:port``; blocks until Ctrl-C or SIGTERM.
 
     Args:
@@ -65,6 +70,7 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         token: the access token; default: none on loopback, a random one otherwise (printed in the URL).
         log: where the URLs and the source's errors are reported.
         max_upload_bytes: the largest upload request.
+        playback: how a video file or image folder is played (``fps``, ``realtime``; default: in real time at its own rate).
     """
     require_web()
     import uvicorn
@@ -75,7 +81,7 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         raise LastLayerError("the access token must not be empty; omit it to get a random one", subject="token")
     if token is None and not is_loopback(host):
         token = new_token()
-    app = create_app(session, None, token=token, source=None if source is None else source_opener(source),
+    app = create_app(session, None, token=token, source=None if source is None else source_opener(source, playback=playback),
                      source_name=source, max_upload_bytes=max_upload_bytes, log=log)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2, server_header=False)

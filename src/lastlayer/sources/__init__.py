@@ -12,7 +12,7 @@ Specs: a camera index (``0``, ``"0"``) or device (``/dev/video0``); a video file
 FFmpeg decodes: .mp4, .avi, .mkv, .mov, .webm...); a stream URL (``rtsp://``, ``http(s)://``
 MJPEG...), which reconnects with exponential back-off when it drops; a folder of images, a glob
 pattern (``frames/*.jpg``) or one image file. Cameras, files and streams need OpenCV
-(``pip install 'lastlayer[camera]'``), imported only when such a source is opened; image folders
+(``pip install opencv-python-headless``), imported only when such a source is opened; image folders
 need only Pillow. A source says what it is: ``live`` (a camera or stream: frames arrive in real time
 and may be dropped), ``recorded`` (a file or folder: frames exist beforehand, ``loop`` replays them)
 and ``paced`` (frames come at the source's own rate).

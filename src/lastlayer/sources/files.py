@@ -64,6 +64,21 @@ def list_image_files(spec: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def playback_options(spec: Target | os.PathLike[str], *, fps: float | None = None, fast: bool = False,
+                     folder_fps: float = DEFAULT_FPS) -> dict[str, Any]:
+    """The ``open_source`` options that play ``spec`` for a person watching it: a video at its own rate, an image
+    folder at ``folder_fps`` (its frames have no rate of their own), or at ``fps`` when given; as fast as they decode
+    only with ``fast``. Cameras and streams ignore them. Raises :class:`SourceError` for a spec that names nothing."""
+    from lastlayer.sources.registry import classify_spec
+
+    kind, _ = classify_spec(spec)
+    if fast:
+        return {"realtime": False}
+    if fps is None and kind == "images":
+        fps = folder_fps
+    return {"realtime": True, **({} if fps is None else {"fps": fps})}
+
+
 class ImageFolderSource(FrameSource):
     """Plays image files in order as frames (a folder, a glob pattern, one image, or a list of paths).
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from lastlayer.sources.base import SourceError
 
-MISSING_OPENCV = "reading video or cameras needs OpenCV: pip install 'lastlayer[camera]' (or opencv-python-headless)"
+# The package's own name: it installs the same whether lastlayer came from a wheel, a checkout or an index.
+MISSING_OPENCV = "reading video or cameras needs OpenCV, lastlayer's 'camera' extra: pip install opencv-python-headless"
 
 
 def require_opencv(name: str) -> Any:

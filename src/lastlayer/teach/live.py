@@ -9,6 +9,7 @@ returning a :class:`~lastlayer.runtime.prediction.Prediction`: a :class:`Teachin
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -112,6 +113,7 @@ class _Pipeline:
         self._consumed = 0  # sequence number the consumer waits for
         self._finished = False  # the source ended or failed: read no further
         self._last_read = 0.0
+        self._last_slot = -1  # the last video-time slot a frame was taken from (recorded sources with max_fps)
         self._threads = [threading.Thread(target=self._work, args=(worker,), name=f"lastlayer-live-{worker}", daemon=True)
                          for worker in range(workers)]
 
@@ -119,7 +121,8 @@ class _Pipeline:
         return self._halt.is_set() or self._finished or (self._stop is not None and self._stop.is_set())
 
     def _next_frame(self) -> Frame | None:
-        if self.max_fps:
+        by_clock = self.max_fps and self.source.live
+        if by_clock:  # a camera or stream: at most max_fps frames per second of wall-clock time
             wait = self._last_read + 1.0 / self.max_fps - time.monotonic()
             if wait > 0 and self._halt.wait(wait):
                 return None
@@ -127,8 +130,16 @@ class _Pipeline:
         for frame in self.source:
             if self._stopped():
                 return None
-            if self.every <= 1 or frame.index % self.every == 0:
-                return frame
+            if self.every > 1 and frame.index % self.every != 0:
+                continue
+            if self.max_fps and not by_clock:
+                # a file or folder: at most max_fps frames per second of its own time (the first of each 1/max_fps
+                # slot), whatever the pace it is read at; the other frames are skipped
+                slot = math.floor(frame.timestamp * self.max_fps + 1e-6)
+                if slot <= self._last_slot:
+                    continue
+                self._last_slot = slot
+            return frame
         return None
 
     def _read(self) -> tuple[int, Frame | BaseException | None]:
@@ -200,6 +211,10 @@ def predictions(predictor: Predictor, source: FrameSource, *, window: int = 5, t
                 max_fps: float | None = None, max_frames: int | None = None,
                 stop: threading.Event | None = None, lanes: int | None = None) -> Iterator[LiveState]:
     """Predict frame after frame: every ``every``-th frame, at most ``max_fps`` per second, smoothed over ``window``.
+
+    ``max_fps`` counts seconds of wall-clock time for a live source (a camera, a stream), and seconds of the
+    source's own time (frame timestamps) for a file or folder: a 10 s clip at ``max_fps=5`` gives 50 frames,
+    the others skipped, whether it is read in real time or as fast as it decodes.
 
     Frames are read in order, then resized and predicted by worker threads, and the states come
     out in frame order. ``lanes``: how many frames are predicted at once, each on a single-threaded

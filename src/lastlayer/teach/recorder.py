@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Sequence
 
-from lastlayer.files.outputs import atomic_write_bytes, ensure_output_dir
+from lastlayer.errors import NotFoundError
+from lastlayer.files.outputs import atomic_write_bytes, check_output_dir, ensure_output_dir
 
 
 class FrameRecorder:
-    """Keeps the frames whose smoothed top class is ``class_name``; each file appears whole or not at all."""
+    """Keeps the frames whose smoothed top class is ``class_name``; each file appears whole or not at all.
 
-    def __init__(self, folder: str | os.PathLike[str], class_name: str) -> None:
-        self.folder = Path(folder)
+    ``classes``: the classes the predictions can name; a ``class_name`` not among them would record nothing,
+    so it is refused (:class:`~lastlayer.errors.NotFoundError`), as is a folder that cannot be written. Nothing
+    is created before the first frame is saved.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], class_name: str, classes: Sequence[str] | None = None) -> None:
+        if classes is not None and class_name not in classes:
+            names = list(classes)
+            known = ", ".join(repr(name) for name in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") or "none yet"
+            raise NotFoundError(f"there is no class {class_name!r} to record; the classes are: {known}", subject="record_class")
+        self.folder = check_output_dir(folder)
         self.class_name = class_name
         self.saved = 0
 

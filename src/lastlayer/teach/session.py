@@ -196,6 +196,28 @@ class TeachingSession:
         added = self._on_class(ref, lambda class_id: self.store.add_examples(class_id, units, thumbnails), create=True)
         return self._stored([ExampleInfo(e.id, e.class_id, e.created) for e in added])
 
+    def add_labelled_examples(self, names: Sequence[str], images: Sequence[Any], *,
+                              embeddings: Sequence[np.ndarray | None] | None = None,
+                              digests: Sequence[str | None] | None = None) -> list[ExampleInfo]:
+        """Add images to the classes named beside them (created when new), all in one change: every image is stored, or none.
+
+        ``embeddings``: as in :meth:`add_examples`; ``digests``: the content digest of each image's file, kept so
+        that :meth:`known_digests` finds it (see :mod:`lastlayer.teach.importer`).
+        """
+        names = [_check_name(name) for name in names]
+        if len(names) != len(images) or (digests is not None and len(digests) != len(images)):
+            raise TrainingError("give one class name (and one digest) per image", subject="class")
+        if not names:
+            return []
+        units = self.embedder.units(list(images), embeddings)
+        thumbnails = [thumbnail(image) for image in images]
+        added = self.store.add_labelled(names, units, thumbnails, list(digests) if digests is not None else [None] * len(names))
+        return self._stored([ExampleInfo(e.id, e.class_id, e.created) for e in added])
+
+    def known_digests(self, digests: Sequence[str]) -> set[str]:
+        """Those of ``digests`` (content digests of image files) that an example of the state was added from."""
+        return self.store.known_digests(list(digests))
+
     def remove_example(self, example_id: int) -> None:
         """Delete one stored example; its class's row is recomputed from the others."""
         self._stored(self.store.remove_example(int(example_id)))

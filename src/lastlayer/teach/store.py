@@ -54,8 +54,13 @@ CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), valu
                                      examples INTEGER NOT NULL, tuned INTEGER NOT NULL);
 INSERT OR IGNORE INTO revision(id, value, examples, tuned) VALUES (0, 0, 0, 0);
 CREATE INDEX IF NOT EXISTS examples_by_class ON examples(class_id);
+-- the content digest (SHA-256) of an example's photo file, when it came from one: an import skips what is there
+CREATE TABLE IF NOT EXISTS photo_digests (example_id INTEGER PRIMARY KEY REFERENCES examples(id) ON DELETE CASCADE,
+                                          digest TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS photo_digests_by_digest ON photo_digests(digest);
 """
-_SCHEMA_OBJECTS = {"meta", "classes", "examples", "finetuned", "revision", "examples_by_class"}
+_SCHEMA_OBJECTS = {"meta", "classes", "examples", "finetuned", "revision", "examples_by_class", "photo_digests",
+                   "photo_digests_by_digest"}
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,43 @@ class StateStore:
             change.clear_finetuned()
             change.examples = True
         return [StoredExample(i, class_id, now) for i in ids]
+
+    def add_labelled(self, names: list[str], embeddings: np.ndarray, thumbnails: list[bytes | None],
+                     digests: list[str | None]) -> list[StoredExample]:
+        """Store examples of several classes, named beside each, in one change: the classes not there yet are created,
+        and every example is stored or none (a class that cannot take examples refuses the whole change)."""
+        blobs = [np.asarray(embedding, dtype=np.float32).tobytes() for embedding in embeddings]
+        now = time.time()
+        with self._db.changing(sum(len(b) for b in blobs) + sum(len(t or b"") for t in thumbnails)) as change:
+            ids: dict[str, int] = {}
+            for name in dict.fromkeys(names):
+                row = change.db.execute("SELECT id, trainable FROM classes WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    row = (int(change.db.execute("INSERT INTO classes(name) VALUES (?)", (name,)).lastrowid), 1)
+                if not row[1]:
+                    raise ConflictError(f"class {name!r} came with the model and cannot take new examples", subject="class")
+                ids[name] = int(row[0])
+            stored = []
+            for name, blob, thumbnail, digest in zip(names, blobs, thumbnails, digests):
+                example = int(change.db.execute("INSERT INTO examples(class_id, created, embedding, thumbnail) VALUES (?, ?, ?, ?)",
+                                                (ids[name], now, blob, thumbnail)).lastrowid)
+                if digest is not None:
+                    change.db.execute("INSERT INTO photo_digests(example_id, digest) VALUES (?, ?)", (example, digest))
+                stored.append(StoredExample(example, ids[name], now))
+            change.clear_finetuned()
+            change.examples = True
+        return stored
+
+    def known_digests(self, digests: list[str]) -> set[str]:
+        """Those of ``digests`` that an example of the state was stored from."""
+        known: set[str] = set()
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'photo_digests'"):
+            return known  # a state read-only from before digests were kept
+        for start in range(0, len(digests), 500):  # SQLite's limit on bound parameters
+            chunk = digests[start:start + 500]
+            known.update(row[0] for row in self._query(
+                f"SELECT DISTINCT digest FROM photo_digests WHERE digest IN ({','.join('?' * len(chunk))})", tuple(chunk)))
+        return known
 
     def remove_example(self, example_id: int | None = None) -> StoredExample | None:
         """Delete one example (the newest one when ``example_id`` is None); returns it, or ``None`` when there is none.

@@ -57,7 +57,7 @@
     }
   }
 
-  async function api(method, path, body) {
+  async function api(method, path, body, answer = "json") {
     const options = { method, headers: { "X-Lastlayer-Token": token || "-" }, cache: "no-store" };
     if (body instanceof FormData || body instanceof Blob) {
       options.body = body;
@@ -74,6 +74,7 @@
     }
     setConnected(true);
     const isJson = (response.headers.get("content-type") || "").includes("json");
+    if (response.ok && answer === "blob") return response.blob();
     const data = isJson ? await response.json().catch(() => null) : null;
     if (!response.ok) {
       let text = (data && data.error) || `The server refused the request (${response.status}).`;
@@ -85,12 +86,16 @@
     return data;
   }
 
-  // Run an action, showing its error in the page.
-  async function attempt(action) {
+  // Run an action, showing its error in the page. `doing` ("Evaluating…") replaces the status line while it runs,
+  // and becomes "Evaluating failed: ..." if it fails, so a status never outlives the action it was about.
+  async function attempt(action, doing) {
+    if (doing) showStatus(doing);
     try {
       return await action();
     } catch (error) {
-      showError(error instanceof ApiError ? error.message : `Something went wrong: ${error.message || error}`);
+      const text = error instanceof ApiError ? error.message : `Something went wrong: ${error.message || error}`;
+      if (doing) showStatus(`${doing.replace(/…$/, "")} failed: ${text}`);
+      showError(text);
       return undefined;
     }
   }
@@ -129,7 +134,7 @@
   function buildCard(klass) {
     const card = template.content.firstElementChild.cloneNode(true);
     card.dataset.classId = klass.id;
-    $(".add-frame", card).addEventListener("click", () => attempt(() => addFrame(Number(card.dataset.classId))));
+    $(".add-frame", card).addEventListener("click", () => attempt(() => addFrame(Number(card.dataset.classId)), "Adding the frame…"));
     const record = $(".record", card);
     const start = (event) => {
       event.preventDefault();
@@ -149,7 +154,7 @@
       input.addEventListener("change", () => {
         const files = [...input.files];
         input.value = "";
-        attempt(() => uploadFiles(Number(card.dataset.classId), files));
+        attempt(() => uploadFiles(Number(card.dataset.classId), files), "Uploading…");
       });
     }
     $(".rename-button", card).addEventListener("click", () => openRename(card));
@@ -157,18 +162,20 @@
     $(".rename", card).addEventListener("submit", (event) => {
       event.preventDefault();
       attempt(async () => {
-        await api("PATCH", `api/classes/${card.dataset.classId}`, { name: $(".rename-input", card).value });
+        const result = await api("PATCH", `api/classes/${card.dataset.classId}`, { name: $(".rename-input", card).value });
         closeRename(card);
+        showStatus(`Renamed to ${result.class ? result.class.name : $(".rename-input", card).value}.`);
         await refresh(true);
-      });
+      }, "Renaming…");
     });
     $(".delete-class", card).addEventListener("click", () => {
       const name = $(".class-name", card).textContent;
       if (!confirm(`Delete class "${name}" and all its examples?`)) return;
       attempt(async () => {
         await api("DELETE", `api/classes/${card.dataset.classId}`);
+        showStatus(`Deleted class ${name}.`);
         await refresh(true);
-      });
+      }, "Deleting…");
     });
     card.addEventListener("dragover", (event) => {
       event.preventDefault();
@@ -179,7 +186,7 @@
       event.preventDefault();
       card.classList.remove("drop");
       const files = [...event.dataTransfer.files];
-      if (files.length) attempt(() => uploadFiles(Number(card.dataset.classId), files));
+      if (files.length) attempt(() => uploadFiles(Number(card.dataset.classId), files), "Uploading…");
     });
     return card;
   }
@@ -233,8 +240,9 @@
     remove.addEventListener("click", () => attempt(async () => {
       await api("DELETE", `api/examples/${id}`);
       item.remove();
+      showStatus(`Removed example ${id}.`);
       await refresh(true);
-    }));
+    }, "Removing the example…"));
     item.append(img, remove);
     return item;
   }
@@ -262,7 +270,7 @@
       input.value = "";
       showStatus(`Added class ${result.class.name}.`);
       await refresh(true);
-    });
+    }, "Adding the class…");
   });
 
   // ------------------------------------------------------------------ teaching
@@ -363,7 +371,7 @@
       const klass = state.classes[Number(event.key) - 1];
       if (klass) {
         event.preventDefault();
-        attempt(() => addFrame(klass.id));
+        attempt(() => addFrame(klass.id), "Adding the frame…");
       }
     }
   });
@@ -373,24 +381,24 @@
     const result = await api("POST", "api/undo");
     showStatus(result.undone ? `Removed example ${result.undone.id}.` : "Nothing to undo.");
     await refresh(true);
-  }));
+  }, "Undoing…"));
 
   $("#finetune").addEventListener("click", () => attempt(async () => {
     const button = $("#finetune");
     button.disabled = true;
-    showStatus("Fine-tuning…");
     try {
       const result = await api("POST", "api/finetune", {});
       showStatus(`Fine-tuned in ${result.steps} steps: loss ${result.loss_before.toFixed(3)} → ${result.loss_after.toFixed(3)}.`);
     } finally {
       button.disabled = false;
     }
-  }));
+  }, "Fine-tuning…"));
 
   $("#evaluate").addEventListener("click", () => attempt(async () => {
     const result = await api("GET", "api/evaluation");
     renderEvaluation(result);
-  }));
+    showStatus(`Evaluated ${result.examples} examples.`);
+  }, "Evaluating…"));
 
   const percent = (value) => (value === null || value === undefined ? "n/a" : `${Math.round(value * 100)}%`);
 
@@ -399,6 +407,17 @@
     element.textContent = text;
     for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
     return element;
+  }
+
+  // A wide table scrolls inside its own box instead of widening the page (a phone, many classes).
+  function scrolling(table) {
+    const box = document.createElement("div");
+    box.className = "table-scroll";
+    box.tabIndex = 0;   // reachable by keyboard, so it can be scrolled without a pointer
+    box.setAttribute("role", "region");
+    box.setAttribute("aria-label", table.caption ? table.caption.textContent : "table");
+    box.append(table);
+    return box;
   }
 
   function renderEvaluation(result) {
@@ -416,7 +435,7 @@
         const row = body.insertRow();
         row.append(cell("th", label, { scope: "row" }), cell("td", percent(result.per_class[label])));
       }
-      box.append(table);
+      box.append(scrolling(table));
     }
     if (result.confusion.length) {
       const table = document.createElement("table");
@@ -436,7 +455,7 @@
           line.append(td);
         });
       });
-      box.append(table);
+      box.append(scrolling(table));
     }
     if (result.notes.length) {
       const notes = document.createElement("ul");
@@ -446,9 +465,26 @@
     }
   }
 
+  // Downloads are fetched first, so a refusal (nothing taught yet) is shown instead of a silent failed download.
   for (const id of ["#download-model", "#download-labels"]) {
     const link = $(id);
     link.href = withToken(link.getAttribute("href"));
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      const name = link.getAttribute("download");
+      attempt(async () => {
+        const blob = await api("GET", link.getAttribute("href"), undefined, "blob");
+        const url = URL.createObjectURL(blob);
+        const save = document.createElement("a");
+        save.href = url;
+        save.download = name;
+        document.body.append(save);
+        save.click();
+        save.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+        showStatus(`Downloaded ${name} (${blob.size.toLocaleString()} bytes).`);
+      }, `Preparing ${name}…`);
+    });
   }
 
   // ------------------------------------------------------------------ live view
@@ -467,7 +503,20 @@
   });
 
   function renderBars(prediction) {
-    const bars = $("#bars");
+    fillBars($("#bars"), prediction);
+    const top = prediction && prediction.top;
+    const label = top ? top.label : null;
+    $("#live-panel").dataset.top = label || "";
+    const taught = state.classes.some((klass) => klass.examples);
+    const idle = !taught ? "Nothing taught yet." : liveAvailable() ? "No prediction." : "No live view: test a photo to see a prediction.";
+    $("#prediction-text").textContent = label ? `Prediction: ${label} (${percent(top.score)})` : idle;
+    if (label !== state.topLabel) {   // announce only changes of the class, so a screen reader is not flooded
+      state.topLabel = label;
+      $("#prediction-announce").textContent = label ? `Prediction: ${label}` : idle;
+    }
+  }
+
+  function fillBars(bars, prediction) {
     const items = (prediction && prediction.top_k) || [];
     bars.replaceChildren(...items.map((entry) => {
       const item = document.createElement("li");
@@ -479,16 +528,30 @@
       item.append(label, track, cell("span", percent(entry.score), { class: "bar-value" }));
       return item;
     }));
-    const top = prediction && prediction.top;
-    const label = top ? top.label : null;
-    $("#live-panel").dataset.top = label || "";
-    const idle = state.classes.some((klass) => klass.examples) ? "No prediction." : "Nothing taught yet.";
-    $("#prediction-text").textContent = label ? `Prediction: ${label} (${percent(top.score)})` : idle;
-    if (label !== state.topLabel) {   // announce only changes of the class, so a screen reader is not flooded
-      state.topLabel = label;
-      $("#prediction-announce").textContent = label ? `Prediction: ${label}` : idle;
-    }
   }
+
+  // Test one photo: what the taught model says about it (no camera needed; nothing is added).
+  const testInput = $("#test-photo-input");
+  testInput.addEventListener("change", () => {
+    const file = testInput.files[0];
+    testInput.value = "";
+    if (!file) return;
+    attempt(async () => {
+      const result = await api("POST", "api/predict", file);
+      const box = $("#photo-test");
+      const image = $("#photo-test-image");
+      if (image.src) URL.revokeObjectURL(image.src);
+      image.src = URL.createObjectURL(file);
+      image.alt = `The tested photo, ${file.name}`;
+      const top = result.top;
+      const text = top ? `${file.name}: ${top.label} (${percent(top.score)})` : `${file.name}: nothing taught yet`;
+      $("#photo-test-result").textContent = text;
+      box.dataset.top = top ? top.label : "";
+      fillBars($("#photo-test-bars"), result);
+      box.hidden = false;
+      showStatus(`Tested ${file.name}: ${top ? top.label : "nothing taught yet"}.`);
+    }, `Testing ${file.name}…`);
+  });
 
   function onLive(live) {
     state.live = live;
@@ -607,6 +670,7 @@
       state.classes = data.classes;
       renderClasses();
       updateView();
+      if (!state.webcam) renderBars(state.live);   // the idle text follows what is taught
     }
   }
 
