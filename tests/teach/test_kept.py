@@ -3,6 +3,7 @@ examples, and the export is the classifier with the new classes appended, its ow
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -248,3 +249,29 @@ def test_the_evaluation_reports_leave_one_out_and_how_the_own_classes_fared(mode
         assert hotdog["kept_by_original"] == still_own
         with pytest.raises(TrainingError, match="not fine-tuned"):
             session.finetune(10)
+
+
+def test_teach_keep_classes_on_the_command_line_and_watch_the_state(model_file, images_dir, tmp_path, capsys):
+    from lastlayer.cli import main
+
+    frames = tmp_path / "gears"
+    write_image_folder(frames, [("gear", 3)])
+    refused = subprocess.run([sys.executable, "-m", "lastlayer", "teach", "--keep-classes", "--model", str(model_file(EXTRACTOR)),
+                              "--state", str(tmp_path / "x"), "--source", str(frames)], input="q\n", capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("lastlayer: error: ") and "no classes to keep (--keep-classes)" in refused.stderr
+    state = tmp_path / "state"
+    done = subprocess.run([sys.executable, "-m", "lastlayer", "teach", "--keep-classes", "--model", str(model_file(CLASSIFIER_V2)),
+                           "--state", str(state), "--source", str(frames), "--json"], input="q\n", capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    with TeachingSession(state) as session:
+        assert session.origin().kept
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "cat.bmp").symlink_to(images_dir / "cat.bmp")
+    expected = ModelPredictor(model_file(CLASSIFIER_V2)).predict(_pixels(images_dir / "cat.bmp")).top[0]
+    assert main(["watch", "--state", str(state), "--source", str(pictures), "--json"]) == 0
+    changes = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert changes[0]["top"]["label"] == expected  # nothing taught yet: the classifier's own answer

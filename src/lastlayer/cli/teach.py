@@ -15,7 +15,7 @@ from lastlayer.cli import common
 
 HELP = "teach new classes from a camera: keys in the terminal, or a web page (--web)"
 EXAMPLE = "lastlayer teach --source 0 --state parts-state"
-FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state",
+FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state", "keep_classes": "--keep-classes",
          "normalization": common.NORMALIZATION_FLAGS}
 KEYS = "keys: 1-9 add the current frame to class 1-9, n name a new class, u undo, e evaluate, s export, q quit"
 
@@ -31,6 +31,9 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--state", required=True, help="the session's folder (created if missing)")
     parser.add_argument("--model", "-m", help="extractor, classifier or imprinted model for a new state (default: the state's, "
                         f"else {common.DEFAULT_EXTRACTOR})")
+    parser.add_argument("--keep-classes", action="store_true",
+                        help="keep the classes of the --model classifier: predictions rank them with the new classes, and the "
+                        "export keeps them bit for bit (a new state, or one without classes yet)")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
     parser.add_argument("--export", metavar="DIR", help="where 's' writes model.tflite and labels.txt (default: STATE/export)")
     parser.add_argument("--web", action="store_true", help="serve the teaching page instead of reading keys")
@@ -45,7 +48,8 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lastlayer.teach.session import TeachingSession
 
-    session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
+    session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std,
+                              keep_classes=args.keep_classes or None)
     try:
         if args.web:
             from lastlayer.serve.server import serve
