@@ -76,7 +76,7 @@ class ModelClasses:
     def __init__(self, model: ModelFile) -> None:
         self.model = model
         self._lock = threading.Lock()
-        self._layer: ClassLayer | None = None
+        self._layer: ClassLayer | ModelError | None = None
         self._template: tuple[tuple[Any, Any], KeepClassesHead] | None = None
         self._names: dict[str, int] | None = None
 
@@ -87,15 +87,28 @@ class ModelClasses:
                 if self.model.kind is ModelKind.IMPRINTING:
                     raise ModelError(f"{self.model.name} is an imprinted model: its classes are the state's own classes "
                                      "already (keeping them is for classifiers)", subject="keep_classes")
-                self._layer = read_class_layer(self.model)
+                try:
+                    self._layer = read_class_layer(self.model)
+                except ModelError as error:
+                    self._layer = error  # (read once, refused ever after)
+            if isinstance(self._layer, ModelError):
+                raise ModelError(str(self._layer), subject="keep_classes")
             return self._layer
 
     @property
+    def keepable(self) -> bool:
+        """Whether the model has a class layer whose classes can be kept."""
+        try:
+            return self.model.kind is ModelKind.CLASSIFIER and self.layer() is not None
+        except ModelError:
+            return False
+
+    @property
     def count(self) -> int:
-        """How many classes the model has of its own (0 without a class layer)."""
-        if self.model.kind is ModelKind.CLASSIFIER:
+        """How many classes the model has of its own (before any it had appended; 0 for an extractor)."""
+        if self.keepable:
             return self.layer().num_classes
-        if self.model.kind is ModelKind.IMPRINTING:
+        if self.model.kind in (ModelKind.CLASSIFIER, ModelKind.IMPRINTING):
             graph = self.model.tree.subgraphs[0]
             return int(graph.tensors[graph.outputs[0]].shape[-1])
         return 0

@@ -319,7 +319,7 @@ class TeachingSession:
         self._replica.refresh()
         kept = self._replica.keep is not None
         kind = self.base.kind.value
-        can_keep = kind == "classifier" and not kept and not self.store.read_only and not self._replica.classes()
+        can_keep = not kept and not self.store.read_only and not self._replica.classes() and self.model_classes.keepable
         return Origin(Path(self.base.name).name, kind, self.model_classes.count, kept, can_keep)
 
     def keep_model_classes(self, keep: bool = True) -> Origin:
