@@ -199,11 +199,14 @@ def test_keeping_is_refused_without_a_class_layer_and_once_the_state_holds_a_cla
             plain.keep_model_classes()
 
     frame = render_frame("gear", 3)
-    with TeachingSession(tmp_path / "y", model_file(CLASSIFIER_V2)) as session:
+    with TeachingSession(tmp_path / "y", model_file(CLASSIFIER_V2)) as session, TeachingSession(tmp_path / "y") as other:
         assert session.origin() == Origin(CLASSIFIER_V2, "classifier", OWN, False, True)
         assert session.predict(frame).classes == []  # without keeping, the classifier's classes are dropped
         assert session.keep_model_classes().kept
-        assert session.predict(frame).class_ids[0] < OWN  # the model's own answer
+        answer = session.predict(frame)
+        assert answer.class_ids[0] < OWN  # the model's own answer
+        other.refresh()  # another session on the state follows
+        assert other.origin().kept and other.predict(frame).classes == answer.classes
         session.add_class("gear")
         assert session.origin() == Origin(CLASSIFIER_V2, "classifier", OWN, True, False)
         with pytest.raises(ConflictError, match="holds classes already"):

@@ -10,8 +10,9 @@ fine-tuned rows) rebuilds the head from the store with :meth:`ImprintingHead.fro
 
 A state that keeps its model's own classes (:mod:`lastlayer.teach.kept`) is one
 :class:`~lastlayer.learn.keep.KeepClassesHead` instead: the model's classes (ids ``0 .. C-1``), then the
-state's. Examples added go to :meth:`KeepClassesHead.add`; a removal rebuilds it (from the examples' stored
-embeddings, over the model's class layer read once; see ``benchmarks/teach_kept.py`` for what it costs).
+state's. Examples added go to :meth:`KeepClassesHead.add`, and so do a new class's first examples (it joins
+after the others); a removal rebuilds the head (from the examples' stored embeddings, over the model's class
+layer read once; ``benchmarks/teach_kept.py`` measures what it costs).
 
 The head is used and changed only under a short lock (no disk, no inference, no fine-tune inside it),
 so predictions never wait for the disk, another process, or a long fine-tune.
@@ -122,14 +123,18 @@ class Replica:
         for example in added:
             counts[example.class_id] = counts.get(example.class_id, 0) + 1
         members = [c.id for c in self._members(snap, counts)]
-        if members != self._head_ids or (members and self._head is None) or snap.finetuned is not None or \
-                snap.keep_classes != self.keep or (removed and self.keep is not None):
-            return False
-        offset = len(self._own_ids)
         grouped: dict[int, list[np.ndarray]] = defaultdict(list)
         for example in added:
             grouped[example.class_id].append(example.embedding)
+        if members != self._head_ids and not self._joining(members, grouped) or (members and self._head is None) or \
+                snap.finetuned is not None or snap.keep_classes != self.keep or (removed and self.keep is not None):
+            return False
+        offset = len(self._own_ids)
         with self._lock:
+            for cid in members[len(self._head_ids):]:  # classes joining a kept head, after the others: in order
+                self._head.add(np.stack(grouped.pop(cid)), offset + members.index(cid))  # (named below)
+                self._example_ids[cid] = [e.id for e in added if e.class_id == cid]
+            self._head_ids = members
             for cid, eid in removed:  # (the head is None only when no class is in it)
                 self._head.remove_example(offset + self._head_ids.index(cid), self._example_ids[cid].index(eid))
                 self._example_ids[cid].remove(eid)
@@ -143,6 +148,12 @@ class Replica:
             self._newest = max([self._newest] + [e.id for e in added])
             self.revision, self.examples_revision = snap.revision, snap.examples_revision
         return True
+
+    def _joining(self, members: list[int], added: dict[int, list[np.ndarray]]) -> bool:
+        """Whether ``members`` are the kept head's classes and, after them, new ones with examples just added (which
+        the head takes as its next classes; an imprinting head is rebuilt, see the module docstring)."""
+        known = len(self._head_ids)
+        return self.keep is not None and members[:known] == self._head_ids and all(cid in added for cid in members[known:])
 
     def _rebuild(self, snap: Snapshot | None) -> None:
         """A new head from a snapshot holding every example with its embedding."""
