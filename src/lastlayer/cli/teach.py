@@ -17,7 +17,8 @@ from lastlayer.cli import common
 HELP = "teach new classes from a camera: keys in the terminal, or a web page (--web); --import a photo set"
 EXAMPLE = "lastlayer teach --source 0 --state parts-state"
 FLAGS = {"model": "--model", "source": "--source", "state": "--state", "class": "(class)", "output": "--state",
-         "normalization": common.NORMALIZATION_FLAGS, "import": "--import", "data": "--import", "web": "--web"}
+         "normalization": common.NORMALIZATION_FLAGS, "import": "--import", "data": "--import", "web": "--web",
+         "keep_classes": "--keep-classes"}
 KEY_TABLE = [
     ("1-9", "add the current frame to class 1-9"),
     ("n", "name a new class (type the name, Enter; Esc cancels)"),
@@ -52,6 +53,9 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         f"else {common.DEFAULT_EXTRACTOR})")
     parser.add_argument("--import", dest="import_dir", metavar="DIR",
                         help="add a photo set first: DIR/<class>/<photos> (all or nothing; photos already in the state are skipped)")
+    parser.add_argument("--keep-classes", action="store_true",
+                        help="keep the classes of the --model classifier: predictions rank them with the new classes, and the "
+                        "export keeps them bit for bit (a new state, or one without classes yet)")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder in a loop")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--fps", type=common.positive_float, default=None,
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             source.close()
             source = None
     try:
-        session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
+        session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std,
+                                  keep_classes=args.keep_classes or None)
     except BaseException:
         if source is not None:
             source.close()

@@ -332,6 +332,18 @@ class KeepClassesHead:
         target.examples.append(array)
         return len(array)
 
+    def add_saved_class(self, label: str, total: np.ndarray, count: int, affinity: float, peak: float) -> int:
+        """Append a new class from what :meth:`state` keeps of it (the sum of its ``count`` embeddings, of their
+        affinities, and their highest original logit), e.g. carried from a saved model into a teaching state.
+        Returns its id; examples :meth:`add`\\ ed to it later join them."""
+        total = np.asarray(total, dtype=np.float64).reshape(-1)
+        check_features(total, self.embedding_dim, "a saved class's sum")
+        if int(count) < 1 or not np.isfinite([affinity, peak]).all():
+            raise TrainingError(f"saved class {label!r}: {count} examples, affinity {affinity}, peak {peak}: imprint it again",
+                                subject="resume")
+        self.new_classes_.append(_NewClass(str(label), total, int(count), float(affinity), float(peak)))
+        return self.num_classes - 1
+
     def rename(self, class_id: int, label: str) -> None:
         """Give new class ``class_id`` another name."""
         if not self.is_trainable(class_id):
@@ -469,8 +481,7 @@ class KeepClassesHead:
             except (KeyError, TypeError, ValueError):
                 raise TrainingError("the stored state of the appended classes is damaged (a class lacks its count, affinity "
                                     "or peak); imprint the new classes again from their photos", subject="resume") from None
-            head.new_classes_.append(_NewClass(str(entry.get("label")), _decode(entry.get("sum", ""), head.embedding_dim), count,
-                                               affinity, peak))
+            head.add_saved_class(str(entry.get("label")), _decode(entry.get("sum", ""), head.embedding_dim), count, affinity, peak)
         return head
 
 

@@ -4,7 +4,7 @@ Routes (all under the :mod:`lastlayer.serve.security` rules; errors are ``{"erro
 
 =======  =====================================  ==================================================
 GET      /                                      the page (``static/index.html``)
-GET      /api/state                             classes (+ newest example ids), revision, source, live
+GET      /api/state                             classes (+ newest example ids), revision, source, live, origin
 POST     /api/classes                           ``{"name"}`` -> new class (201)
 PATCH    /api/classes/{id}                      ``{"name"}`` -> renamed class
 DELETE   /api/classes/{id}                      delete the class and its examples
@@ -20,6 +20,8 @@ POST     /api/finetune                          ``{"steps"?, "learning_rate"?}``
 GET      /api/evaluation                        leave-one-out accuracy per class + confusion matrix
 GET      /api/export/model.tflite               download the taught model
 GET      /api/export/labels.txt                 download its labels
+GET      /api/origin                            the model the session started from (+ its kept classes' names)
+POST     /api/origin                            ``{"keep_classes"}``: keep a classifier's own classes (no class yet)
 GET      /api/stream.mjpg                       the live frames (multipart/x-mixed-replace JPEG)
 GET      /api/events                            Server-Sent Events: ``live``, ``changed``, ``source``
 POST     /api/source/retry                      reopen the device's source now

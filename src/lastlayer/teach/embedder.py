@@ -17,6 +17,7 @@ from lastlayer.runtime import Interpreter
 from lastlayer.runtime.lanes import Lanes
 
 THUMBNAIL_SIZE = 96
+UNIT_TOLERANCE = 1e-4  # a float32 unit vector's norm is 1 within 1e-6
 
 
 class Embedder:
@@ -50,19 +51,25 @@ class Embedder:
             return resize_array(image, self.input_size)
         return load_resized(image, self.input_size)
 
-    def embed(self, image: Any, *, lane: int | None = None) -> np.ndarray:
-        """The unit embedding (float64 ``[D]``) of one image; ``lane``: see the class docstring."""
-        vector = self._lanes.run(self.pixels(image), lane)
-        return unit_rows(vector[np.newaxis].astype(np.float64))[0]
+    def embed(self, image: Any, *, lane: int | None = None, unit: bool = True) -> np.ndarray:
+        """The unit embedding (float64 ``[D]``) of one image (``unit=False``: as the extractor gives it);
+        ``lane``: see the class docstring."""
+        vector = self._lanes.run(self.pixels(image), lane)[np.newaxis].astype(np.float64)
+        return (unit_rows(vector) if unit else vector)[0]
 
-    def units(self, images: Sequence[Any], known: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+    def units(self, images: Sequence[Any], known: Sequence[np.ndarray | None] | None = None, *, unit: bool = True) -> np.ndarray:
         """The unit embeddings ``[n, D]`` of the images: ``known[i]`` when given (e.g. from the image's
-        prediction), else embedded here."""
+        prediction), else embedded here. ``unit=False``: the embeddings as the extractor gives them; a known
+        one of norm 1 (a unit embedding, from before a state started keeping its model's classes) is made again."""
         given = list(known) if known is not None else [None] * len(images)
-        if len(given) != len(images) or any(unit is not None and np.shape(unit) != (self.dim,) for unit in given):
+        if len(given) != len(images) or any(vector is not None and np.shape(vector) != (self.dim,) for vector in given):
             raise TrainingError(f"give one embedding of {self.dim} values (or None) per image", subject="class")
-        return unit_rows(np.stack([self.embed(image) if unit is None else np.asarray(unit, np.float64)
-                                   for image, unit in zip(images, given)]))
+        if not unit:
+            given = [None if vector is not None and abs(float(np.linalg.norm(vector)) - 1.0) < UNIT_TOLERANCE else vector
+                     for vector in given]
+        vectors = np.stack([self.embed(image, unit=unit) if vector is None else np.asarray(vector, np.float64)
+                            for image, vector in zip(images, given)])
+        return unit_rows(vectors) if unit else vectors
 
 
 def thumbnail(image: Any) -> bytes | None:

@@ -8,6 +8,12 @@ added to or removed from classes already in the head go to :meth:`ImprintingHead
 :meth:`ImprintingHead.remove_example`; anything else (a class joining or leaving the head, new
 fine-tuned rows) rebuilds the head from the store with :meth:`ImprintingHead.from_examples`.
 
+A state that keeps its model's own classes (:mod:`lastlayer.teach.kept`) is one
+:class:`~lastlayer.learn.keep.KeepClassesHead` instead: the model's classes (ids ``0 .. C-1``), then the
+state's. Examples added go to :meth:`KeepClassesHead.add`, and so do a new class's first examples (it joins
+after the others); a removal rebuilds the head (from the examples' stored embeddings, over the model's class
+layer read once; ``benchmarks/teach_kept.py`` measures what it costs).
+
 The head is used and changed only under a short lock (no disk, no inference, no fine-tune inside it),
 so predictions never wait for the disk, another process, or a long fine-tune.
 """
@@ -19,15 +25,18 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, TypeVar, Union
 
 import numpy as np
 
 from lastlayer.learn.imprinting import ImprintingHead
-from lastlayer.teach.store import Snapshot, StateStore, StoredClass
+from lastlayer.learn.keep import KeepClassesHead
+from lastlayer.teach.kept import ModelClasses, Setting, copied, kept_head
+from lastlayer.teach.store import Snapshot, StateError, StateStore, StoredClass
 
 REFRESH_INTERVAL = 0.1  # seconds between two looks at the store's revision from predictions
 T = TypeVar("T")
+Head = Union[ImprintingHead, KeepClassesHead]
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,15 @@ class Replica:
         dim: the embedding size.
         scale: the head's ``s``.
         interval: the least time between two looks at the store from :meth:`refresh` without ``force``.
+        model_classes: the model's own classes, for a state that keeps them.
     """
 
-    def __init__(self, store: StateStore, dim: int, scale: float, interval: float = REFRESH_INTERVAL) -> None:
+    def __init__(self, store: StateStore, dim: int, scale: float, interval: float = REFRESH_INTERVAL,
+                 model_classes: ModelClasses | None = None) -> None:
         self.store, self.dim, self.scale, self.interval = store, dim, scale, interval
+        self.model_classes = model_classes
+        self.keep: Setting | None = None  # the state's keep_classes setting the head was built with
+        self._own_ids: list[int] = []  # the model's own classes in the head (kept), before the state's
         self._lock = threading.Lock()  # the head and the tables below: memory only, held briefly
         self._refreshing = threading.Lock()
         self._next_look = 0.0
@@ -61,7 +75,7 @@ class Replica:
         self._classes: dict[int, StoredClass] = {}
         self._example_ids: dict[int, list[int]] = {}  # class id -> its example ids, in the head's order
         self._newest = 0
-        self._head: ImprintingHead | None = None
+        self._head: Head | None = None
         self._head_ids: list[int] = []
 
     # ----------------------------------------------------------------- following the store
@@ -109,25 +123,37 @@ class Replica:
         for example in added:
             counts[example.class_id] = counts.get(example.class_id, 0) + 1
         members = [c.id for c in self._members(snap, counts)]
-        if members != self._head_ids or (members and self._head is None) or snap.finetuned is not None:
-            return False
         grouped: dict[int, list[np.ndarray]] = defaultdict(list)
         for example in added:
             grouped[example.class_id].append(example.embedding)
+        if members != self._head_ids and not self._joining(members, grouped) or (members and self._head is None) or \
+                snap.finetuned is not None or snap.keep_classes != self.keep or (removed and self.keep is not None):
+            return False
+        offset = len(self._own_ids)
         with self._lock:
+            for cid in members[len(self._head_ids):]:  # classes joining a kept head, after the others: in order
+                self._head.add(np.stack(grouped.pop(cid)), offset + members.index(cid))  # (named below)
+                self._example_ids[cid] = [e.id for e in added if e.class_id == cid]
+            self._head_ids = members
             for cid, eid in removed:  # (the head is None only when no class is in it)
-                self._head.remove_example(self._head_ids.index(cid), self._example_ids[cid].index(eid))
+                self._head.remove_example(offset + self._head_ids.index(cid), self._example_ids[cid].index(eid))
                 self._example_ids[cid].remove(eid)
             for cid, units in grouped.items():
-                self._head.add(np.stack(units), self._head_ids.index(cid))
+                self._head.add(np.stack(units), offset + self._head_ids.index(cid))
                 self._example_ids.setdefault(cid, []).extend(e.id for e in added if e.class_id == cid)
             for klass in snap.classes:
                 if klass.id in self._head_ids:
-                    self._head.rename(self._head_ids.index(klass.id), klass.name)
+                    self._head.rename(offset + self._head_ids.index(klass.id), klass.name)
             self._classes = {c.id: c for c in snap.classes}
             self._newest = max([self._newest] + [e.id for e in added])
             self.revision, self.examples_revision = snap.revision, snap.examples_revision
         return True
+
+    def _joining(self, members: list[int], added: dict[int, list[np.ndarray]]) -> bool:
+        """Whether ``members`` are the kept head's classes and, after them, new ones with examples just added (which
+        the head takes as its next classes; an imprinting head is rebuilt, see the module docstring)."""
+        known = len(self._head_ids)
+        return self.keep is not None and members[:known] == self._head_ids and all(cid in added for cid in members[known:])
 
     def _rebuild(self, snap: Snapshot | None) -> None:
         """A new head from a snapshot holding every example with its embedding."""
@@ -140,8 +166,10 @@ class Replica:
             by_class[example.class_id].append(example.embedding)
             ids[example.class_id].append(example.id)
         members = self._members(snap, {cid: len(units) for cid, units in by_class.items()})
-        head = None
-        if members:
+        head: Head | None = None
+        if snap.keep_classes is not None:
+            head = self._kept_head(snap.keep_classes, members, by_class)
+        elif members:
             X = np.concatenate([np.stack(by_class[c.id]) if by_class[c.id] else np.zeros((0, self.dim)) for c in members])
             y = np.concatenate([np.full(len(by_class[c.id]), index) for index, c in enumerate(members)])
             head = ImprintingHead.from_examples(
@@ -151,11 +179,17 @@ class Replica:
                 rows={index: finetuned[c.id] for index, c in enumerate(members) if c.id in finetuned})
         with self._lock:
             self._head, self._head_ids = head, [c.id for c in members]
+            self.keep, self._own_ids = snap.keep_classes, list(range(head.base_classes)) if isinstance(head, KeepClassesHead) else []
             self._classes = {c.id: c for c in snap.classes}
             self._example_ids = dict(ids)
             self._newest = max([0] + [e.id for e in snap.examples])
             self._finetuned, self._tuned = finetuned, snap.tuned_revision
             self.revision, self.examples_revision = snap.revision, snap.examples_revision
+
+    def _kept_head(self, setting: Setting, members: list[StoredClass], by_class: dict[int, list[np.ndarray]]) -> KeepClassesHead:
+        if self.model_classes is None:
+            raise StateError(f"the state in {self.store.folder} keeps its model's own classes, but no model was given", subject="state")
+        return kept_head(self.model_classes, setting, members, by_class)
 
     # ----------------------------------------------------------------- reading
     def classes(self) -> list[tuple[StoredClass, int]]:
@@ -172,14 +206,16 @@ class Replica:
         with self._lock:
             if self._head is None:
                 return Scores(self.revision, [], [], np.zeros(0))
-            return Scores(self.revision, list(self._head_ids), self._head.labels, self._head.predict_proba(unit[np.newaxis])[0])
+            return Scores(self.revision, self._own_ids + self._head_ids, self._head.labels,
+                          self._head.predict_proba(unit[np.newaxis])[0])
 
-    def with_head(self, use: Callable[[ImprintingHead | None, list[int]], T]) -> T:
+    def with_head(self, use: Callable[[Head | None, list[int]], T]) -> T:
         """``use(head, class ids)`` under the lock: for quick work only (see :meth:`head_copy` for slow work)."""
         with self._lock:
             return use(self._head, list(self._head_ids))
 
-    def head_copy(self) -> tuple[ImprintingHead | None, list[int], int]:
+    def head_copy(self) -> tuple[Head | None, list[int], int]:
         """A copy of the head to work on outside the lock, its classes' ids, and the examples revision it holds."""
         with self._lock:
-            return copy.deepcopy(self._head), list(self._head_ids), self.examples_revision
+            head = copied(self._head) if isinstance(self._head, KeepClassesHead) else copy.deepcopy(self._head)
+            return head, self._own_ids + self._head_ids, self.examples_revision

@@ -6,7 +6,8 @@ truth, shared by every process using the folder), an :class:`~lastlayer.teach.em
 example is one embedding (none for a frame whose prediction brought it) and one durable commit, and
 the next prediction uses it; other processes' changes show in predictions within 0.1 s, and at once
 after :meth:`TeachingSession.refresh`. Thread-safe: predictions never wait for a change being
-stored, another process's lock, or a fine-tune.
+stored, another process's lock, or a fine-tune. A session on a classifier may keep its own classes and
+append the state's after them (:mod:`lastlayer.teach.kept`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
 from lastlayer.files.outputs import OutputSet
+from lastlayer.layer import AppendedClasses
 from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
+from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.model.export import write_head
+from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.labels import format_labels
 from lastlayer.model.normalization import Values
 from lastlayer.runtime.prediction import Prediction
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
+from lastlayer.teach.kept import Origin, kept_evaluation, set_keeping
 from lastlayer.teach.replica import Replica
 from lastlayer.teach.store import StateError, StateStore
 
@@ -78,19 +83,27 @@ class TeachingSession:
             when the folder holds no state; every change raises ``StateError``).
         busy_timeout: seconds a change waits while another process writes, before
             :class:`~lastlayer.errors.BusyError` (default: ``$LASTLAYER_BUSY_TIMEOUT``, else 5).
+        keep_classes: keep a classifier's own classes: predictions rank them with the state's classes,
+            and the export is the classifier with the state's classes appended after its own
+            (:class:`~lastlayer.errors.ModelError` for a model without a class layer lastlayer can find).
+            Kept in the state, fixed once it holds a class. Default: the state's setting; for a new
+            state, true for a model that has classes appended so (they are imported) and false otherwise.
+            An imprinted model's classes are always continued.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
                  scale: float | None = None, num_threads: int | None = None, input_mean: Values | str | None = None,
-                 input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None) -> None:
+                 input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None,
+                 keep_classes: bool | None = None) -> None:
         self.store = StateStore(state_dir, read_only=read_only, busy_timeout=busy_timeout)
         try:
-            self.base, self.scale, self.normalization = bind_model(self.store, model, scale, input_mean, input_std)
+            self.base, self.scale, self.normalization, self.model_classes = bind_model(
+                self.store, model, scale, input_mean, input_std, keep_classes)
             self.embedder = Embedder(self.base, self.normalization, num_threads)
         except BaseException:
             self.store.close()
             raise
-        self._replica = Replica(self.store, self.embedder.dim, self.scale)
+        self._replica = Replica(self.store, self.embedder.dim, self.scale, model_classes=self.model_classes)
         self._replica.refresh(force=True)
         self._closing = threading.Event()
 
@@ -119,8 +132,13 @@ class TeachingSession:
         return [ClassInfo(c.id, c.name, count, c.trainable) for c, count in self._replica.classes()]
 
     def class_info(self, ref: ClassRef) -> ClassInfo:
-        """One class, by id or name (:class:`~lastlayer.errors.NotFoundError` if there is none)."""
-        class_id, classes = self._class_id(ref), self.classes()
+        """One class, by id or name (:class:`~lastlayer.errors.NotFoundError` if there is none); the model's own
+        classes too, when kept."""
+        class_id = self._class_id(ref)
+        own = self._own_label(class_id)
+        if own is not None:
+            return ClassInfo(class_id, own, 0, trainable=False)
+        classes = self.classes()
         found = next((info for info in classes if info.id == class_id), None)
         if found is None:
             raise _no_class(class_id, classes)
@@ -136,6 +154,9 @@ class TeachingSession:
             found = self._replica.find(ref)
         if found is not None:
             return found.id
+        own = self._own_id(ref)
+        if own is not None:
+            return own
         if not create:
             raise _no_class(ref, self.classes())
         try:
@@ -144,16 +165,19 @@ class TeachingSession:
             return self._class_id(ref)
 
     def _on_class(self, ref: ClassRef, change: Callable[[int], T], *, create: bool = False) -> T:
-        """``change(class id)`` for the class ``ref``; a name is looked up again if its class was deleted meanwhile."""
+        """``change(class id)`` for the class ``ref``; a name is looked up again if its class was deleted meanwhile.
+        The model's own classes (kept) take no change: :class:`ConflictError`."""
         try:
-            return change(self._class_id(ref, create=create))
+            return change(self._refuse_own(self._class_id(ref, create=create)))
         except NotFoundError:
             if not isinstance(ref, str) or not self._replica.refresh(force=True):
                 raise
-            return change(self._class_id(ref, create=create))
+            return change(self._refuse_own(self._class_id(ref, create=create)))
 
     def examples(self, ref: ClassRef | None = None) -> list[ExampleInfo]:
         """The stored examples (of one class, or all), oldest first."""
+        if ref is not None and self._own_label(self._class_id(ref)) is not None:
+            return []  # (the model's own classes have none)
         stored = self.store.examples() if ref is None else self._on_class(ref, self.store.examples)
         return [ExampleInfo(e.id, e.class_id, e.created) for e in stored]
 
@@ -164,11 +188,11 @@ class TeachingSession:
 
     def add_class(self, name: str) -> ClassInfo:
         """Create an empty class (it joins the predictions with its first example)."""
-        name = _check_name(name)
+        name = self._refuse_own_name(_check_name(name))
         return self._stored(ClassInfo(self.store.add_class(name), name, 0))
 
     def rename_class(self, ref: ClassRef, name: str) -> ClassInfo:
-        name = _check_name(name)
+        name = self._refuse_own_name(_check_name(name))
         return self.class_info(self._stored(self._on_class(ref, lambda found: self.store.rename_class(found, name) or found)))
 
     def remove_class(self, ref: ClassRef) -> None:
@@ -177,8 +201,9 @@ class TeachingSession:
 
     # ----------------------------------------------------------------- teaching
     def embed(self, image: Any, *, lane: int | None = None) -> np.ndarray:
-        """The unit embedding of one image (array, frame or file); ``lane``: see :meth:`predict`."""
-        return self.embedder.embed(image, lane=lane)
+        """The embedding of one image (array, frame or file) as the state stores it: unit, or as the extractor
+        gives it when the model's own classes are kept; ``lane``: see :meth:`predict`."""
+        return self.embedder.embed(image, lane=lane, unit=self._replica.keep is None)
 
     def add_examples(self, ref: ClassRef, images: Any | Sequence[Any], *,
                      embeddings: Sequence[np.ndarray | None] | None = None) -> list[ExampleInfo]:
@@ -191,7 +216,7 @@ class TeachingSession:
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if not batch:
             return []
-        units = self.embedder.units(batch, embeddings)
+        units = self.embedder.units(batch, embeddings, unit=self._replica.keep is None)
         thumbnails = [thumbnail(image) for image in batch]
         added = self._on_class(ref, lambda class_id: self.store.add_examples(class_id, units, thumbnails), create=True)
         return self._stored([ExampleInfo(e.id, e.class_id, e.created) for e in added])
@@ -238,6 +263,7 @@ class TeachingSession:
         ``lane`` (``0 .. lanes - 1``) runs the extractor on that lane's interpreter, so that a live loop
         predicts several frames at once while teaching goes on.
         """
+        self._replica.refresh()  # (so that the embedding is of the kind the head takes)
         return self.predict_embedding(self.embed(image, lane=lane), top_k)
 
     def predict_embedding(self, unit: np.ndarray, top_k: int = 3) -> Prediction:
@@ -256,6 +282,10 @@ class TeachingSession:
         """
         self._replica.refresh(force=True)
         head, class_ids, basis = self._replica.head_copy()
+        if isinstance(head, KeepClassesHead):
+            raise TrainingError("fine-tuning refines imprinted (cosine) rows; classes appended after a classifier's own are "
+                                "not fine-tuned (measured on 4 classifiers it changed new-class accuracy by -0.08 to +0.04)",
+                                subject="finetune")
         if head is None or sum(len(head.examples(i)) > 0 for i in range(head.num_classes)) < 2:
             raise TrainingError("fine-tuning needs at least 2 classes with examples", subject="class")
         result = head.finetune(steps, learning_rate, stop=self._closing)  # (a closing session does not wait for it)
@@ -267,16 +297,23 @@ class TeachingSession:
                 "best_step": result.best_step, "monitored_on": result.monitored_on, "summary": result.summary()}
 
     def evaluate(self) -> Evaluation:
-        """Leave-one-out accuracy per class from the stored embeddings (no image is embedded again)."""
+        """Leave-one-out accuracy per class from the stored embeddings (no image is embedded again); with the model's
+        own classes kept, a :class:`~lastlayer.teach.kept.KeptEvaluation` (they compete, and how they fared)."""
         self._replica.refresh()
+        kept = self._replica.head_copy()[0] if self._replica.keep is not None else None
+        if isinstance(kept, KeepClassesHead):
+            return kept_evaluation(kept, self.model_classes.layer())
         units, labels = self._replica.with_head(
             lambda head, _: ([], []) if head is None else ([head.examples(i) for i in range(head.num_classes)], head.labels))
         return leave_one_out_report(units, labels, self.scale)
 
     def _exported(self) -> tuple[bytes, list[str]]:
-        layer = self._replica.with_head(lambda head, _: None if head is None else head.export())
+        layer = self._replica.with_head(lambda head, _: None if head is None or _only_own(head) else head.export())
         if layer is None:
             raise ConflictError("nothing to export yet: add examples to a class first", subject="class")
+        if isinstance(layer, AppendedClasses):  # the state's classes after the classifier's own
+            # (the unknown rule of such a model goes into layer.metadata here, see lastlayer.model.keep)
+            return write_appended_classes(self.base, layer, normalization=self.normalization), list(layer.labels)
         return write_head(self.base, layer, normalization=self.normalization), list(layer.labels)
 
     def export_bytes(self) -> bytes:
@@ -298,6 +335,52 @@ class TeachingSession:
         self._replica.refresh()
         return self._replica.with_head(lambda head, _: [] if head is None else list(head.labels))
 
+    # ----------------------------------------------------------------- the model's own classes (kept)
+    def origin(self) -> Origin:
+        """The model the session started from, and whether its own classes are kept (or could still be)."""
+        self._replica.refresh()
+        kept = self._replica.keep is not None
+        kind = self.base.kind.value
+        can_keep = not kept and not self.store.read_only and not self._replica.classes() and self.model_classes.keepable
+        return Origin(Path(self.base.name).name, kind, self.model_classes.count, kept, can_keep)
+
+    def keep_model_classes(self, keep: bool = True) -> Origin:
+        """Keep the model's own classes from now on (or stop keeping them): only while the state holds no class
+        (:class:`~lastlayer.errors.ConflictError` otherwise; :class:`~lastlayer.errors.ModelError` for a model
+        without a class layer lastlayer can find). Every process on the state follows."""
+        set_keeping(self.store, self.model_classes, bool(keep))
+        self._replica.refresh(force=True)
+        return self.origin()
+
+    def own_classes(self) -> list[ClassInfo]:
+        """The model's own classes when kept (fixed: no examples, ids ``0 .. C-1``), else none."""
+        self._replica.refresh()
+        if self._replica.keep is None:
+            return []
+        return [ClassInfo(index, label, 0, trainable=False) for index, label in enumerate(self.model_classes.labels())]
+
+    def _own_label(self, class_id: int) -> str | None:
+        """The name of the model's own class ``class_id`` when kept (the state's classes have higher ids), else None."""
+        if self._replica.keep is None or not 0 <= class_id < self._replica.keep["classes"]:
+            return None
+        return self.model_classes.labels()[class_id]
+
+    def _own_id(self, name: str) -> int | None:
+        return self.model_classes.find(name) if self._replica.keep is not None else None
+
+    def _refuse_own(self, class_id: int) -> int:
+        own = self._own_label(class_id)
+        if own is not None:
+            raise ConflictError(f"class {own!r} came with the model and cannot take new examples, be renamed or be deleted",
+                                subject="class")
+        return class_id
+
+    def _refuse_own_name(self, name: str) -> str:
+        if self._own_id(name) is not None:
+            raise ConflictError(f"a class named {name!r} exists already: one of the model's own classes (they take no "
+                                "examples); choose another name", subject="class")
+        return name
+
     def close(self) -> None:
         """Close the state; a fine-tune or a change still running gives up (nothing of it is stored)."""
         self._closing.set()
@@ -308,6 +391,11 @@ class TeachingSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _only_own(head: Any) -> bool:
+    """A head of the model's own classes and no class of the state yet."""
+    return isinstance(head, KeepClassesHead) and head.num_classes == head.base_classes
 
 
 def _check_name(name: str) -> str:

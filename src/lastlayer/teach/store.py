@@ -17,7 +17,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = ["BUSY_MESSAGE", "DATABASE_NAME", "DEFAULT_BUSY_TIMEOUT", "Snapshot", 
 
 DATABASE_NAME = "session.sqlite"
 SCHEMA_VERSION = 1
+KEEP_CLASSES = "keep_classes"  # the meta entry: the model's own classes kept (see StateStore.start_keeping)
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a change waits for another process's write lock ($LASTLAYER_BUSY_TIMEOUT)
 
 _TABLES = """
@@ -93,6 +94,7 @@ class Snapshot:
     examples: list[StoredExample]  # oldest first: the new ones, or all (see ``every_example``)
     example_count: int  # how many examples the state holds
     finetuned: dict[int, np.ndarray] | None  # None: unchanged since the ``tuned`` revision asked about
+    keep_classes: dict[str, Any] | None = None  # the model's own classes kept: the setting (see start_keeping)
 
 
 class StateStore:
@@ -175,10 +177,11 @@ class StateStore:
                             for r in rows]
                 finetuned = None if tuned == numbers[2] else {
                     r[0]: np.frombuffer(r[1], dtype=np.float64).copy() for r in db.execute("SELECT class_id, row FROM finetuned")}
+                keep = db.execute("SELECT value FROM meta WHERE key = ?", (KEEP_CLASSES,)).fetchone()
             finally:
                 if db.in_transaction:
                     db.execute("COMMIT")
-        return Snapshot(numbers[0], numbers[1], numbers[2], classes, examples, count, finetuned)
+        return Snapshot(numbers[0], numbers[1], numbers[2], classes, examples, count, finetuned, keep and json.loads(keep[0]))
 
     # ----------------------------------------------------------------- meta
     def get_meta(self, key: str) -> Any:
@@ -189,6 +192,31 @@ class StateStore:
         with self._db.changing() as change:
             change.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
             change.examples = True  # the scale and the normalisation decide what the examples mean
+
+    def start_keeping(self, setting: dict[str, Any] | None, first_id: int = 1,
+                      classes: Sequence[tuple[str, np.ndarray, int, dict[str, Any]]] = ()) -> None:
+        """Keep the model's own classes with ``setting`` (``None``: stop keeping them), in one change, only while the
+        state holds no class (:class:`ConflictError` otherwise). New class ids then start at ``first_id`` or above (the
+        ids below are the model's own classes'), and ``classes`` (name, running sum, shots, details: classes the model
+        had appended) are created at once, trainable, their details kept in the setting's ``"imported"`` by class id."""
+        setting = None if setting is None else dict(setting)
+        with self._db.changing(sum(len(c[0]) + 8 * len(c[1]) for c in classes)) as change:
+            if change.db.execute("SELECT COUNT(*) FROM classes").fetchone()[0]:
+                raise ConflictError(f"the state in {self.folder} holds classes already: whether the model's own classes are kept is "
+                                    "decided before the first class; use a new state folder", subject="class")
+            if setting is not None:  # AUTOINCREMENT: the next id is above the largest ever given or set here
+                if not change.db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'classes'", (first_id - 1,)).rowcount:
+                    change.db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('classes', ?)", (first_id - 1,))
+                setting["imported"] = {}
+                for name, total, shots, details in classes:
+                    try:
+                        cursor = change.db.execute("INSERT INTO classes(name, base_weights, base_shots, trainable) VALUES (?, ?, ?, 1)",
+                                                   (name, np.asarray(total, dtype=np.float64).tobytes(), int(shots)))
+                    except sqlite3.IntegrityError:
+                        raise ConflictError(f"the model names two classes {name!r}; rename one in its labels", subject="class") from None
+                    setting["imported"][str(cursor.lastrowid)] = details
+            change.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (KEEP_CLASSES, json.dumps(setting)))
+            change.examples = True
 
     # ----------------------------------------------------------------- classes
     def add_class(self, name: str, base_weights: np.ndarray | None = None, base_shots: int = 0, trainable: bool = True) -> int:

@@ -18,7 +18,7 @@ def routes(web: WebContext) -> list[Any]:
     def current_state() -> dict[str, Any]:
         revision, listing = web.class_listing()
         snapshot = web.feed.snapshot()
-        return {"classes": listing, "revision": revision, "labels": session.labels,
+        return {"classes": listing, "revision": revision, "labels": session.labels, "origin": session.origin().to_dict(),
                 "source": web.feed.status_dict(), "live": snapshot.to_dict() if snapshot else None,
                 "token_required": web.token is not None, "max_upload_bytes": web.max_upload_bytes,
                 "input_size": list(session.input_size)}

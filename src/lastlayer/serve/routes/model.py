@@ -1,5 +1,6 @@
-"""The taught model: predict a posted image (``/api/predict``), ``/api/finetune``, ``/api/evaluation``, and the downloads
-``/api/export/model.tflite`` and ``/api/export/labels.txt``.
+"""The taught model: predict a posted image (``/api/predict``), ``/api/finetune``, ``/api/evaluation``, the downloads
+``/api/export/model.tflite`` and ``/api/export/labels.txt``, and ``/api/origin``: the model the session started
+from, whose own classes a classifier's state may keep (``POST {"keep_classes": true}`` while it holds no class).
 
 A fine-tune works on a copy of the head in a worker thread, so the stream and the predictions never wait for it.
 """
@@ -60,7 +61,25 @@ def routes(web: WebContext) -> list[Any]:
         return Response(format_labels(labels), media_type="text/plain; charset=utf-8",
                         headers={"content-disposition": 'attachment; filename="labels.txt"', "cache-control": "no-store"})
 
+    async def origin(request: Request) -> JSONResponse:
+        """The model the session started from, and the names of its own classes when they are kept."""
+
+        def described() -> dict[str, Any]:
+            return {**session.origin().to_dict(), "labels": [c.name for c in session.own_classes()]}
+
+        return JSONResponse(await run_in_threadpool(described))
+
+    async def keep_classes(request: Request) -> JSONResponse:
+        """``{"keep_classes": true|false}``: keep the classifier's own classes (or stop), while the state holds no class."""
+        keep = (await web.json(request)).get("keep_classes")
+        if not isinstance(keep, bool):
+            raise ApiError('send {"keep_classes": true} or {"keep_classes": false}')
+        result = await run_in_threadpool(session.keep_model_classes, keep)
+        return JSONResponse({**result.to_dict(), "revision": web.changed()})
+
     return [
+        Route("/api/origin", origin, methods=["GET"]),
+        Route("/api/origin", keep_classes, methods=["POST"]),
         Route("/api/predict", predict, methods=["POST"]),
         Route("/api/finetune", finetune, methods=["POST"]),
         Route("/api/evaluation", evaluation, methods=["GET"]),

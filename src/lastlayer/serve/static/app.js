@@ -425,6 +425,7 @@
     box.hidden = false;
     box.replaceChildren();
     box.append(cell("h3", `Leave-one-out accuracy: ${percent(result.accuracy)} (${result.examples} examples)`));
+    if (result.kept) renderKeptReport(box, result.kept);
     if (result.labels.length) {
       const table = document.createElement("table");
       table.append(cell("caption", "Accuracy per class"));
@@ -463,6 +464,87 @@
       result.notes.forEach((note) => notes.append(cell("li", note)));
       box.append(notes);
     }
+  }
+
+  // ------------------------------------------------------------------ the model the session started from
+  // A classifier's own classes are kept as one card (never one card per class), with a search over their names.
+  const origin = { value: null, labels: null };
+
+  function renderOrigin(info) {
+    origin.value = info || null;
+    const box = $("#origin");
+    box.hidden = !info;
+    if (!info) return;
+    const count = `${info.classes} class${info.classes === 1 ? "" : "es"}`;
+    let text = `Started from ${info.model}.`;
+    if (info.kind === "extractor") text = `Started from ${info.model}, an embedding extractor.`;
+    else if (info.kind === "imprinting") text = `Continues ${info.model}, an imprinted model: its classes are listed below.`;
+    else if (info.kept) text = `Started from ${info.model}, keeping its ${count}.`;
+    else if (info.kind === "classifier" && info.can_keep) text = `Started from ${info.model}, a classifier with ${count}: so far only its embedding is used.`;
+    else if (info.kind === "classifier") {
+      text = `Started from ${info.model}, a classifier with ${count}; they are not kept (only its embedding is used). ` +
+             "To keep them, start a new state folder with --keep-classes.";
+    }
+    $("#origin-text").textContent = text;
+    $("#keep-offer").hidden = !info.can_keep;
+    $("#keep-classes").textContent = `Keep its ${count}`;
+    $("#own-classes").hidden = !info.kept;
+    $("#own-classes-heading").textContent = `${count} of ${info.model}`;
+    $("#unkeep-classes").hidden = !(info.kept && state.classes.length === 0);
+    if (!info.kept) origin.labels = null;
+    const finetune = $("#finetune");
+    finetune.disabled = Boolean(info.kept);
+    finetune.title = info.kept ? "Classes added after a classifier's own are not fine-tuned." : "";
+  }
+
+  async function setKeepClasses(keep) {
+    const result = await api("POST", "api/origin", { keep_classes: keep });
+    showStatus(keep ? `Keeping the ${result.classes} classes of ${result.model}.` : `Not keeping the classes of ${result.model}.`);
+    origin.labels = null;
+    await refresh(true);
+  }
+  $("#keep-classes").addEventListener("click", () => attempt(() => setKeepClasses(true)));
+  $("#unkeep-classes").addEventListener("click", () => attempt(() => setKeepClasses(false)));
+
+  async function findOwnClasses() {
+    const query = $("#own-search").value.trim().toLowerCase();
+    if (!origin.labels) origin.labels = (await api("GET", "api/origin")).labels;
+    const matches = query ? origin.labels.filter((name) => name.toLowerCase().includes(query)) : [];
+    const shown = matches.slice(0, 30).map((name) => cell("li", name));
+    if (matches.length > shown.length) shown.push(cell("li", `… and ${matches.length - shown.length} more`, { class: "more" }));
+    if (query && !matches.length) shown.push(cell("li", "None of its classes is called that.", { class: "more" }));
+    $("#own-matches").replaceChildren(...shown);
+  }
+  $("#own-search").addEventListener("input", () => attempt(findOwnClasses));
+
+  // How the model's own classes fared on the examples (a state keeping them): shots, look-alikes, warnings.
+  function renderKeptReport(box, kept) {
+    const section = document.createElement("section");
+    section.className = "kept-report";
+    section.append(cell("h4", `The model's ${kept.original_classes} own classes on your examples`),
+                   cell("p", `${kept.shots_kept_by_original} of ${kept.shots_total} examples still score highest as one of them.`,
+                        { class: "note" }));
+    if (kept.shots.length) {
+      const table = document.createElement("table");
+      table.append(cell("caption", "What the model answered on each class's examples before it learned the class"));
+      const head = table.createTHead().insertRow();
+      for (const title of ["Class", "Examples", "The model's answer", "Still its own"]) head.append(cell("th", title, { scope: "col" }));
+      const body = table.createTBody();
+      for (const shot of kept.shots) {
+        const row = body.insertRow();
+        row.append(cell("th", shot.label, { scope: "row" }), cell("td", String(shot.shots)),
+                   cell("td", `${shot.original_top} (${shot.original_top_count} of ${shot.shots}, ${percent(shot.original_top_score)})`),
+                   cell("td", String(shot.kept_by_original)));
+      }
+      section.append(table);
+    }
+    if (kept.warnings.length) {
+      const warnings = document.createElement("ul");
+      warnings.className = "warnings";
+      kept.warnings.forEach((warning) => warnings.append(cell("li", warning)));
+      section.append(warnings);
+    }
+    box.append(section);
   }
 
   // Downloads are fetched first, so a refusal (nothing taught yet) is shown instead of a silent failed download.
@@ -507,7 +589,7 @@
     const top = prediction && prediction.top;
     const label = top ? top.label : null;
     $("#live-panel").dataset.top = label || "";
-    const taught = state.classes.some((klass) => klass.examples);
+    const taught = state.classes.some((klass) => klass.examples) || Boolean(origin.value && origin.value.kept);
     const idle = !taught ? "Nothing taught yet." : liveAvailable() ? "No prediction." : "No live view: test a photo to see a prediction.";
     $("#prediction-text").textContent = label ? `Prediction: ${label} (${percent(top.score)})` : idle;
     if (label !== state.topLabel) {   // announce only changes of the class, so a screen reader is not flooded
@@ -672,6 +754,7 @@
       updateView();
       if (!state.webcam) renderBars(state.live);   // the idle text follows what is taught
     }
+    renderOrigin(data.origin);
   }
 
   let events = null;
