@@ -70,7 +70,7 @@ def test_a_web_server_a_terminal_and_a_watcher_follow_one_state(extractor: Path,
     watcher = _lastlayer("watch", "--state", str(state), "--source", str(nuts), "--loop", "--json", "--window", "1", "--max-fps", "10")
     said, seen = Lines(terminal), Lines(watcher)
     try:
-        said.wait_for(lambda line: "keys:" in line, 60, "the terminal to start")
+        said.wait_for(lambda line: "classes:" in line, 60, "the terminal to start")
         seen.wait_for(lambda line: _json(line).get("event") == "top_changed", 60, "the watcher's first event")
 
         # the terminal teaches a class: the web API, its event stream and the watcher see it
