@@ -270,7 +270,7 @@ class _Teacher:
         # the frame's embedding comes with its prediction: the frame is not embedded again
         added = self.session.add_examples(classes[number - 1].id, state.frame, embeddings=[state.prediction.embedding])
         klass = self.session.class_info(classes[number - 1].id)
-        self.say(f"added frame {state.frame.index} to {klass.name} ({klass.examples} examples)",
+        self.say(f"added frame {state.frame.index} to {klass.name} ({klass.examples} example{'' if klass.examples == 1 else 's'})",
                  event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
 
     def _chosen(self, text: str | None) -> Any:
