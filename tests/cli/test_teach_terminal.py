@@ -112,11 +112,11 @@ def test_a_name_with_q_and_spaces_typed_in_a_terminal_is_kept_and_found_after_a_
     terminal.type("\r")
     terminal.wait_for("class 1: quartz bin q")
     terminal.type("1")
-    terminal.wait_for("to quartz bin q (1 examples)")
+    terminal.wait_for("to quartz bin q (1 example)")
     terminal.type("q")
     assert terminal.finish() == 0
     assert echo_before == 0 and terminal.modes()[3] & termios.ECHO  # cbreak while teaching, the terminal given back
-    assert terminal.shown.endswith(f"\r\x1b[K1 classes, 1 examples kept in {state}\r\n")  # the status line ended cleanly
+    assert terminal.shown.endswith(f"\r\x1b[K1 class, 1 example kept in {state}\r\n")  # the status line ended cleanly
     with TeachingSession(state) as session:
         assert [(c.name, c.examples) for c in session.classes()] == [("quartz bin q", 1)]
 

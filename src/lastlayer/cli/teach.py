@@ -126,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _counted(number: int, noun: str) -> str:
+    """``1 class``, ``2 classes``, ``1 example``, ``0 examples``."""
+    return f"{number} {noun}{'' if number == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
 def _say(args: argparse.Namespace, text: str, screen: Any = None, **data: Any) -> None:
     if args.json:
         common.print_json_line({"message": text, **data})
@@ -178,7 +183,8 @@ def _terminal(session: Any, source: Any, args: argparse.Namespace) -> int:
         loop.stop()
         screen.end()
     classes = session.classes()
-    _say(args, f"{len(classes)} classes, {sum(c.examples for c in classes)} examples kept in {args.state}", event="end")
+    _say(args, f"{_counted(len(classes), 'class')}, {_counted(sum(c.examples for c in classes), 'example')} kept in {args.state}",
+         event="end")
     return 0
 
 
@@ -270,7 +276,7 @@ class _Teacher:
         # the frame's embedding comes with its prediction: the frame is not embedded again
         added = self.session.add_examples(classes[number - 1].id, state.frame, embeddings=[state.prediction.embedding])
         klass = self.session.class_info(classes[number - 1].id)
-        self.say(f"added frame {state.frame.index} to {klass.name} ({klass.examples} example{'' if klass.examples == 1 else 's'})",
+        self.say(f"added frame {state.frame.index} to {klass.name} ({_counted(klass.examples, 'example')})",
                  event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
 
     def _chosen(self, text: str | None) -> Any:
