@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
+from lastlayer.files.names import checked_name, name_key
 from lastlayer.files.outputs import OutputSet
 from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
 from lastlayer.model.export import write_head
@@ -131,9 +132,9 @@ class TeachingSession:
         if not isinstance(ref, str):
             return int(ref)
         self._replica.refresh()
-        found = self._replica.find(ref)
+        found = self._find(ref)
         if found is None and self._replica.refresh(force=True):
-            found = self._replica.find(ref)
+            found = self._find(ref)
         if found is not None:
             return found.id
         if not create:
@@ -142,6 +143,11 @@ class TeachingSession:
             return self.add_class(ref).id
         except ConflictError:  # another process created it meanwhile
             return self._class_id(ref)
+
+    def _find(self, name: str) -> Any:
+        """The stored class named ``name`` or a look-alike of it (the same :func:`~lastlayer.files.names.name_key`), or None."""
+        key = name_key(name)
+        return next((stored for stored, _ in self._replica.classes() if name_key(stored.name) == key), None)
 
     def _on_class(self, ref: ClassRef, change: Callable[[int], T], *, create: bool = False) -> T:
         """``change(class id)`` for the class ``ref``; a name is looked up again if its class was deleted meanwhile."""
@@ -289,10 +295,8 @@ class TeachingSession:
 
 
 def _check_name(name: str) -> str:
-    name = str(name).strip()
-    if not name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name) or len(name) > 100:
-        raise TrainingError(f"class name {name!r} must be 1 to 100 characters without control characters", subject="class")
-    return name
+    """The rule of :mod:`lastlayer.files.names`: NFC, no line breaks, controls or invisible characters, 1 to 100 characters."""
+    return checked_name(name, "class name", TrainingError)
 
 
 def _no_class(ref: ClassRef, classes: list[ClassInfo]) -> NotFoundError:
