@@ -100,7 +100,7 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
         try:
             feed.live = opener()
         except Exception as error:  # reported on the page; the feed keeps trying to open it
-            feed.error = str(error) or type(error).__name__
+            feed.error = redact(str(error) or type(error).__name__)
             log(f"source error: {feed.error}")
     web = WebContext(session, feed, token=token, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, top_k=top_k, log=log)
     register_id_convertor()

@@ -21,13 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
-HEADER_TIMEOUT = 10.0
-BODY_TIMEOUT = 15.0
-BODY_DEADLINE = 120.0
-MAX_CONNECTIONS = 256
 RETRY_AFTER = 2  # seconds, sent with a 503
+LINGER = 1.0  # seconds a refused connection is read (and ignored) before it is closed, so the client sees the answer
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The bounds :func:`bounded_protocol` puts on every connection (seconds, and a count)."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 15.0
+    body_deadline: float = 120.0
+    max_connections: int = 256
 
 
 def raw_response(status: int, reason: str, message: str, retry_after: int | None = None) -> bytes:
@@ -38,9 +46,10 @@ def raw_response(status: int, reason: str, message: str, retry_after: int | None
             f"cache-control: no-store\r\n{retry}connection: close\r\n\r\n").encode() + body
 
 
-def bounded_protocol(header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
-                     body_deadline: float = BODY_DEADLINE, max_connections: int = MAX_CONNECTIONS) -> type[asyncio.Protocol]:
+def bounded_protocol(limits: ConnectionLimits = ConnectionLimits()) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol class with the module's three rules (pass it as ``uvicorn.Config(http=...)``)."""
+    header_timeout, body_timeout, body_deadline = limits.header_timeout, limits.body_timeout, limits.body_deadline
+    max_connections = limits.max_connections
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -51,6 +60,7 @@ def bounded_protocol(header_timeout: float = HEADER_TIMEOUT, body_timeout: float
             super().__init__(*args, **kwargs)
             self._deadline: asyncio.TimerHandle | None = None
             self._body_due: float | None = None  # (loop time) when the body being received must be complete
+            self._refused = False
 
         def _arm(self, seconds: float, expired: Any) -> None:
             self._disarm()
@@ -62,10 +72,15 @@ def bounded_protocol(header_timeout: float = HEADER_TIMEOUT, body_timeout: float
                 self._deadline = None
 
         def _refuse(self, status: int, reason: str, message: str, retry_after: int | None = None) -> None:
+            """Answer and close; what the client still sends meanwhile is read and ignored (closing a socket with
+            unread data would reset it, and the client could lose the answer)."""
             self._disarm()
             if not self.transport.is_closing():
+                self._refused = True
                 self.transport.write(raw_response(status, reason, message, retry_after))
-                self.transport.close()
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
+                self.loop.call_later(LINGER, self.transport.close)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -86,6 +101,8 @@ def bounded_protocol(header_timeout: float = HEADER_TIMEOUT, body_timeout: float
                 self.transport.close()  # the app sees the client go away: nothing of the request is stored
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             super().data_received(data)
             if self.transport.is_closing():
                 self._disarm()

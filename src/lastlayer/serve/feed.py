@@ -243,8 +243,9 @@ class Feed:
             return self._snapshot
 
     def status_dict(self) -> dict[str, Any]:
-        """``{"kind", "name", "status", "error"}`` for the page (kind ``"device"`` or ``None``)."""
-        return {"kind": "device" if self.attached else None, "name": self.name, "status": self.status, "error": self.error,
+        """``{"kind", "name", "status", "error"}`` for the page (kind ``"device"`` or ``None``), credentials masked."""
+        return {"kind": "device" if self.attached else None, "name": self.name, "status": self.status,
+                "error": None if self.error is None else redact(self.error),
                 "attempt": self.attempt, "retries": self.retries}
 
     def frame(self, index: int | None = None) -> KeptFrame | None:

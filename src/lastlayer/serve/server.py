@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator
 
 from lastlayer.errors import LastLayerError
 from lastlayer.serve import require_web
+from lastlayer.serve.connections import ConnectionLimits, bounded_protocol
 from lastlayer.serve.security import is_loopback, new_token
+from lastlayer.sources.base import redact
 from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop, Predictor
 from lastlayer.teach.session import TeachingSession
 
@@ -53,7 +55,8 @@ def _lan_address() -> str:
 
 
 def serve(session: TeachingSession, source: str | None = None, *, host: str = "127.0.0.1", port: int = 8765,
-          token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20) -> None:
+          token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20,
+          limits: ConnectionLimits = ConnectionLimits()) -> None:
     """Serve the teaching page for ``session`` on ``host:port``; blocks until Ctrl-C or SIGTERM.
 
     Args:
@@ -65,6 +68,7 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         token: the access token; default: none on loopback, a random one otherwise (printed in the URL).
         log: where the URLs and the source's errors are reported.
         max_upload_bytes: the largest upload request.
+        limits: header and body timeouts and the connection cap (:mod:`lastlayer.serve.connections`).
     """
     require_web()
     import uvicorn
@@ -78,7 +82,8 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
     app = create_app(session, None, token=token, source=None if source is None else source_opener(source),
                      source_name=source, max_upload_bytes=max_upload_bytes, log=log)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=2, server_header=False)
+                            timeout_graceful_shutdown=2, server_header=False,
+                            http=bounded_protocol(limits))
     server = _quiet_server(config)
     urls = page_urls(host, port, token)
     log(f"teaching page: {urls[0]}")
@@ -88,7 +93,7 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         log("no access token: only this machine can open the page (use --host 0.0.0.0 to teach from a phone; a token is then required)")
     else:
         log("the token in the URL is required by every request; share the URL only with people who may teach this device")
-    log(f"source: {source}" if source is not None else "no --source: teach from uploaded photos or the browser's camera")
+    log(f"source: {redact(source)}" if source is not None else "no --source: teach from uploaded photos or the browser's camera")
     log("press Ctrl-C to stop")
     try:
         server.run()
