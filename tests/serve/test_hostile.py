@@ -75,11 +75,20 @@ def test_bad_inputs_are_answered_4xx_with_a_sentence_on_a_kept_connection(server
     assert status == 201, created
     gear = created["class"]["id"]
     sock = connection.sock
+    wrong = []
     for what, method, path, body, expected in BAD_INPUTS:
-        status, answer = _ask(connection, method, path.format(gear=gear), body)
-        assert status == expected, (what, status, answer)
-        assert isinstance(answer.get("error"), str) and len(answer["error"]) > 10, (what, answer)
-        assert connection.sock is sock, f"the server closed the connection after {what}"
+        try:
+            status, answer = _ask(connection, method, path.format(gear=gear), body)
+        except (OSError, http.client.HTTPException) as error:
+            status, answer = 0, {"dropped": repr(error)}
+        if status != expected or not (isinstance(answer.get("error"), str) and len(answer["error"]) > 10):
+            wrong.append((what, status, answer))
+        if connection.sock is not sock:
+            wrong.append((what, "closed the connection"))
+            connection.close()
+            connection = _kept_connection(server)
+            sock = connection.sock
+    assert not wrong
     status, state = _ask(connection, "GET", "/api/state")
     assert status == 200 and [c["name"] for c in state["classes"]] == ["gear"]  # nothing stored by any of them
     assert connection.sock is sock
