@@ -98,6 +98,7 @@ class Feed:
         self.live, self.opener, self.session = live, opener, session
         self.name = None if name is None else redact(name)
         self.retries, self.first_delay, self.max_delay = retries, first_delay, max_delay
+        self.frame_wait = FRAME_WAIT
         self.log = lambda line: log(redact(line))
         self.status = "starting" if live is not None or opener is not None else "none"
         self.error: str | None = None
@@ -257,14 +258,14 @@ class Feed:
                         return kept
             return self._frames[-1] if self._frames else None
 
-    async def next_frames(self, count: int, frame_wait: float = FRAME_WAIT) -> list[KeptFrame]:
+    async def next_frames(self, count: int) -> list[KeptFrame]:
         """The next ``count`` new frames, waited for on the event loop (no thread is held); fewer when the source is not
-        live, or no new frame came within ``frame_wait`` seconds (a stalled camera fails a burst fast)."""
+        live, or no new frame came within :attr:`frame_wait` seconds (a stalled camera fails a burst fast)."""
         frames: list[KeptFrame] = []
         snapshot = self.snapshot()
         sequence = snapshot.sequence if snapshot is not None else 0
         while len(frames) < count and self.status == "live" and not self._stop.is_set():
-            snapshot = await self.wait(sequence, frame_wait)
+            snapshot = await self.wait(sequence, self.frame_wait)
             if snapshot is None or snapshot.kept is None:
                 break
             sequence = snapshot.sequence
