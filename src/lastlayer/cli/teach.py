@@ -36,7 +36,11 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--web", action="store_true", help="serve the teaching page instead of reading keys")
     parser.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=common.positive_int, default=8765, help="with --web: port (default: 8765)")
-    parser.add_argument("--token", help="with --web: access token (default: a random one when listening beyond this machine)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--token", help="with --web: access token (default: $LASTLAYER_TOKEN, else a random one when listening "
+                        "beyond this machine, kept in STATE/web-token); other users see it in ps: prefer --token-file")
+    tokens.add_argument("--token-file", metavar="FILE", help="with --web: read the access token from FILE's first line "
+                        "(FILE must be readable by you only: chmod 600)")
     common.add_normalization_options(parser)
     common.add_output_options(parser)
     return parser
@@ -45,18 +49,31 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lastlayer.teach.session import TeachingSession
 
+    token = _token(args) if args.web else None  # (a bad token file is refused before the state is touched)
     session = TeachingSession(args.state, args.model, input_mean=args.input_mean, input_std=args.input_std)
     try:
         if args.web:
             from lastlayer.serve.server import serve
 
-            serve(session, args.source, host=args.host, port=args.port, token=args.token)
+            serve(session, args.source, host=args.host, port=args.port, token=token,
+                  token_file=str(Path(args.state) / "web-token"))
             return 0
         if args.source is None:
             raise common.UsageError("teaching from the terminal needs --source (or use --web to upload photos)")
         return _terminal(session, args)
     finally:
         session.close()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The access token: ``--token-file``, ``--token``, or ``$LASTLAYER_TOKEN`` (None: the server picks)."""
+    from lastlayer.serve.security import TOKEN_ENV, read_token_file
+
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    if args.token is not None:
+        return args.token
+    return os.environ.get(TOKEN_ENV) or None
 
 
 @contextlib.contextmanager

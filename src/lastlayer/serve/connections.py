@@ -46,7 +46,7 @@ def raw_response(status: int, reason: str, message: str, retry_after: int | None
             f"cache-control: no-store\r\n{retry}connection: close\r\n\r\n").encode() + body
 
 
-def bounded_protocol(limits: ConnectionLimits = ConnectionLimits()) -> type[asyncio.Protocol]:
+def bounded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol class with the module's three rules (pass it as ``uvicorn.Config(http=...)``)."""
     header_timeout, body_timeout, body_deadline = limits.header_timeout, limits.body_timeout, limits.body_deadline
     max_connections = limits.max_connections
