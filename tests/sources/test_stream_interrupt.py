@@ -11,8 +11,9 @@ import threading
 
 import pytest
 
-from conftest import MODELS, need
 from sources.test_sources import MjpegServer
+
+from conftest import MODELS, need
 
 SMALL_CLASSIFIER = "mobilenet_v1_0.25_128_quant.tflite"
 
