@@ -272,7 +272,30 @@ def make_video(folder: Path, size: tuple[int, int], frames: int) -> Path:
     return write_video(folder / f"parts-{size[0]}x{size[1]}.avi", [("gear", frames), ("washer", frames)], fps=15, size=size)
 
 
+async def run_hostile_only(args: argparse.Namespace, folder: Path) -> None:
+    """Only the hostile uploads, on a server without a source (e.g. an older lastlayer on PYTHONPATH, for a before/after)."""
+    server = ServerProcess(folder / "state", None, args.port)
+    try:
+        for _ in range(600):
+            try:
+                gear = await new_class(args.port, "gear")
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise SystemExit("the server did not start")
+        await asyncio.sleep(2.0)
+        print(f"server idle: {server.status('VmRSS')} MiB resident (no source)")
+        for what, status, took, size, peak in await hostile(server, gear):
+            print(f"{what:38}: {size / 1024:8.0f} KiB -> {status}  in {took:6.2f} s, peak {peak:5d} MiB above idle")
+    finally:
+        server.stop()
+
+
 async def run(args: argparse.Namespace, folder: Path) -> None:
+    if args.hostile_only:
+        await run_hostile_only(args, folder)
+        return
     video = make_video(folder, (320, 240), 45)
     server = ServerProcess(folder / "state", video, args.port)
     try:
@@ -305,13 +328,33 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
         server.stop()
 
 
+def free_port_pair() -> int:
+    """A loopback port p with p and p + 1 free right now."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise SystemExit("no two free loopback ports")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per load level (default: 8)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50, 200], help="busy clients per level (default: 1 50 200)")
-    parser.add_argument("--port", type=int, default=8811)
+    parser.add_argument("--port", type=int, default=0, help="first of two loopback ports (default: free ones)")
     parser.add_argument("--skip-4k", action="store_true", help="leave out the idle memory with a 4K source")
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile uploads, on a server without a source")
     args = parser.parse_args()
+    if args.port == 0:
+        args.port = free_port_pair()
     if not EXTRACTOR.exists():
         sys.exit(f"benchmark needs {EXTRACTOR}; set LASTLAYER_SHARED")
     if not Path("/proc/self/status").exists():
