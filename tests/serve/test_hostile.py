@@ -193,10 +193,12 @@ def _image(size: tuple[int, int], form: str, **options: object) -> bytes:
 
 
 def _multipart(files: list[bytes], suffix: str) -> tuple[bytes, str]:
-    boundary = "hostile-boundary-42"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="p{n}.{suffix}"\r\n'
-             f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for n, data in enumerate(files)]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    """A multipart/form-data body of ``files`` and its content type (encoded by httpx, as a browser would)."""
+    import httpx2
+
+    request = httpx2.Request("POST", "http://127.0.0.1/", files=[("files", (f"p{n}.{suffix}", data, "application/octet-stream"))
+                                                                 for n, data in enumerate(files)])
+    return request.read(), request.headers["content-type"]
 
 
 CEILING = 300 * 2**20  # the issue's bound on what one request may take above idle
