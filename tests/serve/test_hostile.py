@@ -57,6 +57,8 @@ BAD_INPUTS = [
     ("-Infinity", "POST", "/api/finetune", '{"steps": -Infinity}', 400),
     ("1e400", "POST", "/api/finetune", '{"learning_rate": 1e400}', 400),
     ("a 5,000-digit number", "POST", "/api/finetune", '{"steps": ' + NINES + "}", 400),
+    ("a string for a number", "POST", "/api/finetune", '{"learning_rate": "fast"}', 400),
+    ("a list for a name", "POST", "/api/classes", '{"name": ["gear"]}', 400),
     ("JSON nested 20,000 deep", "POST", "/api/classes", '{"name": ' + "[" * 20000 + "]" * 20000 + "}", 400),
     ("a lone surrogate in a name", "POST", "/api/classes", '{"name": "gear\\ud800"}', 400),
     ("a frame id of 2^63", "POST", "/api/classes/{gear}/frames", '{"frame": 9223372036854775808}', 400),

@@ -20,6 +20,7 @@ Nothing here imports Starlette at module level, so the status table is cheap to 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,11 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- fields
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, which JSON keeps apart)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class Whole:
     """A whole number from ``low`` to ``high`` (``default`` when missing; ``None``: optional)."""
@@ -161,7 +167,7 @@ class Whole:
     default: int | None = None
 
     def value(self, key: str, given: Any) -> int:
-        if isinstance(given, bool) or not isinstance(given, (int, float)) or int(given) != given or not self.low <= given <= self.high:
+        if not _is_number(given) or int(given) != given or not self.low <= given <= self.high:
             raise ApiError(f"{key} must be a whole number from {self.low} to {self.high}")
         return int(given)
 
@@ -176,8 +182,8 @@ class Number:
     closed: bool = False
 
     def value(self, key: str, given: Any) -> float:
-        above = self.low <= given if self.closed else self.low < given  # (a bool is refused before this runs)
-        if isinstance(given, bool) or not isinstance(given, (int, float)) or not (above and given <= self.high):
+        above = _is_number(given) and (self.low <= given if self.closed else self.low < given)
+        if not (above and given <= self.high):
             limit = "at least" if self.closed else "above"
             raise ApiError(f"{key} must be a number {limit} {self.low:g} and at most {self.high:g}")
         return float(given)
