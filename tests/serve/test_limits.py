@@ -145,3 +145,22 @@ def test_source_credentials_reach_no_response_and_no_log_line(session: Any) -> N
     assert not [text for text in texts if "hunter2" in text or "abc123" in text]
     assert state["name"] == "rtsp://admin:***@cam.local:554/live?token=***"
     assert "rtsp://admin:***@cam.local" in state["error"] and lines
+
+
+@pytest.mark.shared
+def test_names_that_would_split_or_mimic_a_label_are_refused_and_the_labels_stay_intact(make_client) -> None:
+    from serve.test_api import _create, _upload
+    from serve.webtools import frame_png
+
+    client = make_client(live=False)
+    gear, washer = _create(client, "gear"), _create(client, "washer")
+    for name in ("bolt\u2028washer", "bolt\u2029washer", "bolt\u0085washer", "ge\u200bar", "\u202egear", "bolt\nnut"):
+        answer = client.post("/api/classes", json={"name": name})
+        assert answer.status_code == 400 and "character" in answer.json()["error"], (name, answer.text)
+        assert client.patch(f"/api/classes/{gear}", json={"name": name}).status_code == 400
+    for look_alike in ("GEAR", "gear ", "ｇｅａｒ"):
+        assert client.post("/api/classes", json={"name": look_alike}).status_code == 409, look_alike
+    for class_id, kind in ((gear, "gear"), (washer, "washer")):
+        assert _upload(client, class_id, *[frame_png(kind, i) for i in range(2)]).status_code == 201
+    labels = client.get("/api/export/labels.txt")
+    assert labels.status_code == 200 and labels.text.splitlines() == ["0 gear", "1 washer"]
