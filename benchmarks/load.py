@@ -165,7 +165,7 @@ def camera_jpeg() -> bytes:
 async def busy_level(server: ServerProcess, class_id: int, clients: int, seconds: float) -> dict:
     """``clients`` busy clients for ``seconds``; the viewers' rates and the latencies."""
     photo = camera_jpeg()
-    teach, everything, refused, failed = [], [], [0], [0]
+    teach, state, predict, everything, refused, failed = [], [], [], [], [0], [0]
     frames: list[float] = []
     events: list[float] = []
     server.reset_peak()
@@ -177,8 +177,8 @@ async def busy_level(server: ServerProcess, class_id: int, clients: int, seconds
         try:
             while time.monotonic() < until:
                 for method, path, body, kind, bucket in (("POST", f"/api/classes/{class_id}/frames", b"{}", "application/json", teach),
-                                                         ("GET", "/api/state", b"", "application/json", None),
-                                                         ("POST", "/api/predict", photo, "image/jpeg", None)):
+                                                         ("GET", "/api/state", b"", "application/json", state),
+                                                         ("POST", "/api/predict", photo, "image/jpeg", predict)):
                     start = time.monotonic()
                     status, _ = await connection.request(method, path, body, kind)
                     took = time.monotonic() - start
@@ -198,7 +198,7 @@ async def busy_level(server: ServerProcess, class_id: int, clients: int, seconds
                count_stream(server.port, "/api/events", b"event: live", until, events)]
     await asyncio.gather(*viewers, *(client() for _ in range(clients)))
     span = time.monotonic() - began
-    return {"clients": clients, "teach": teach, "all": everything, "refused": refused[0], "failed": failed[0],
+    return {"clients": clients, "teach": teach, "state": state, "predict": predict, "all": everything, "refused": refused[0], "failed": failed[0],
             "fps": len(frames) / span, "events": len(events) / span, "peak": server.status("VmHWM")}
 
 
@@ -310,6 +310,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
             level = await busy_level(server, gear, clients, args.seconds)
             print(f"{clients:7d} | {latency_line(level['teach']):44} | {latency_line(level['all']):44} | "
                   f"{level['fps']:8.1f} {level['events']:8.1f} | {level['refused']:4d} {level['failed']:6d} | {level['peak'] - idle:5d} MiB")
+            print(f"{'':7} | state   {latency_line(level['state'])} | predict {latency_line(level['predict'])}")
         print("goal: >= 10 frames/s and teach p95 < 1000 ms at 50 clients")
         for what, status, took, size, peak in await hostile(server, gear):
             print(f"{what:38}: {size / 1024:8.0f} KiB -> {status}  in {took:6.2f} s, peak {peak:5d} MiB above idle")

@@ -112,3 +112,29 @@ def test_heavy_requests_beyond_the_queue_are_answered_503_at_once() -> None:
 ])
 def test_credentials_are_masked_in_any_text(text: str, masked: str) -> None:
     assert redact(text) == masked
+
+
+def test_a_request_waiting_longer_than_max_wait_is_answered_503_and_gives_its_place_back() -> None:
+    from lastlayer.serve.turns import ServerBusyError, Turns
+
+    async def late() -> tuple[str, int, int]:
+        turns, release = Turns(1, 8, max_wait=0.1), asyncio.Event()
+
+        async def holder() -> None:
+            async with turns.turn():
+                await release.wait()
+
+        held = asyncio.ensure_future(holder())
+        await asyncio.sleep(0.01)
+        with pytest.raises(ServerBusyError) as caught:
+            async with turns.turn():
+                pass
+        waiting = turns.waiting
+        release.set()
+        await held
+        async with turns.turn():  # the slot is free again
+            pass
+        return str(caught.value), waiting, turns.running
+
+    message, waiting, running = asyncio.run(late())
+    assert "within 0.1 s" in message and waiting == 0 and running == 0

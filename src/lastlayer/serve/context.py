@@ -24,6 +24,7 @@ except ImportError as _error:
 RECENT_EXAMPLES = 24  # example ids per class in /api/state (thumbnails on the page)
 HEAVY_SLOTS = max(1, (os.cpu_count() or 2) - 1)  # photo requests decoding at once: a core stays for the live loop
 HEAVY_QUEUE = 64  # photo requests waiting for a turn, beyond which 503
+HEAVY_WAIT = 2.0  # seconds a photo request waits for its turn, beyond which 503 (a late prediction is no use)
 JOB_SLOTS = 1  # fine-tunes, evaluations and exports at once (each may take seconds to minutes)
 JOB_QUEUE = 8  # of them waiting, beyond which 503
 
@@ -41,7 +42,7 @@ class WebContext:
                  jobs: Turns | None = None) -> None:
         self.session, self.feed = session, feed
         self.token, self.max_upload_bytes, self.max_pixels, self.top_k, self.log = token, max_upload_bytes, max_pixels, top_k, log
-        self.heavy = heavy if heavy is not None else Turns(HEAVY_SLOTS, HEAVY_QUEUE)
+        self.heavy = heavy if heavy is not None else Turns(HEAVY_SLOTS, HEAVY_QUEUE, HEAVY_WAIT)
         self.jobs = jobs if jobs is not None else Turns(JOB_SLOTS, JOB_QUEUE)
         self._listing: tuple[int, list[dict[str, Any]]] | None = None
         self._listing_lock = threading.Lock()

@@ -3,9 +3,9 @@
 Decoding photos, embedding them, fine-tuning, evaluating and exporting run in worker threads that compete
 with the live loop (which predicts every frame on the same cores) and with the event loop that sends the
 stream and the events. :class:`Turns` lets ``slots`` of them run at once; the others wait in line, and
-beyond ``queue`` waiting a request is answered 503 at once (with ``Retry-After``): under any load the
-server does a bounded amount of bulk work at a time, and a request either gets its turn soon or is
-told to retry. Waiting costs no thread. Works from any event loop (each waiter is woken on its own).
+beyond ``queue`` waiting a request is answered 503 at once (with ``Retry-After``), as is one that waited
+``max_wait`` seconds without a turn: under any load the server does a bounded amount of bulk work at a
+time, and a request either gets its turn soon or is told to retry. Waiting costs no thread. Works from any event loop (each waiter is woken on its own).
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ class ServerBusyError(ApiError):
 
 
 class Turns:
-    """At most ``slots`` holders at once, at most ``queue`` waiting (more: :class:`ServerBusyError`)."""
+    """At most ``slots`` holders at once, at most ``queue`` waiting, none waiting longer than ``max_wait`` seconds
+    (``None``: as long as it takes); beyond either, :class:`ServerBusyError`."""
 
-    def __init__(self, slots: int, queue: int) -> None:
-        self.slots, self.queue = max(1, slots), max(0, queue)
+    def __init__(self, slots: int, queue: int, max_wait: float | None = None) -> None:
+        self.slots, self.queue, self.max_wait = max(1, slots), max(0, queue), max_wait
         self.running = 0
         self._lock = threading.Lock()
         self._waiting: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
@@ -58,14 +59,17 @@ class Turns:
                 self._waiting.append(waiter)
         if waiter is not None:
             try:
-                await waiter[1]
-            except BaseException:
+                await asyncio.wait_for(waiter[1], self.max_wait)
+            except BaseException as error:
                 with self._lock:
                     if waiter in self._waiting:
                         self._waiting.remove(waiter)
                         waiter = None
                 if waiter is not None and waiter[1].done() and not waiter[1].cancelled():
                     self._release()  # the slot was handed over just as this request went away
+                if isinstance(error, asyncio.TimeoutError):
+                    raise ServerBusyError(f"the server is busy: no turn for this request within {self.max_wait:g} s; "
+                                          f"retry in {RETRY_AFTER} s") from None
                 raise
         try:
             yield
