@@ -126,9 +126,13 @@ def test_a_request_waiting_longer_than_max_wait_is_answered_503_and_gives_its_pl
 
         held = asyncio.ensure_future(holder())
         await asyncio.sleep(0.01)
-        with pytest.raises(ServerBusyError) as caught:
+
+        async def refused() -> None:
             async with turns.turn():
                 pass
+
+        with pytest.raises(ServerBusyError) as caught:
+            await asyncio.wait_for(refused(), 30)  # (without max_wait: a TimeoutError fails the test)
         waiting = turns.waiting
         release.set()
         await held
