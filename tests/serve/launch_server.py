@@ -1,7 +1,7 @@
 """Run ``lastlayer.serve.server.serve`` in its own process (the browser test and the SIGKILL/SIGTERM tests).
 
 Usage: ``python launch_server.py STATE MODEL PORT [--source S] [--host H] [--token T] [--busy-timeout SECONDS]
-[--hold-finetunes]`` (a fine-tune then lasts until it is told to stop, or an hour). Prints the
+[--hold-finetunes] [--header-timeout S] [--body-timeout S] [--max-connections N]`` (a fine-tune then lasts until it is told to stop, or an hour). Prints the
 server's lines (the page URL first) on stdout, flushed.
 """
 
@@ -21,10 +21,14 @@ def main() -> None:
     parser.add_argument("--token")
     parser.add_argument("--busy-timeout", type=float)
     parser.add_argument("--hold-finetunes", action="store_true")
+    parser.add_argument("--header-timeout", type=float, default=10.0)
+    parser.add_argument("--body-timeout", type=float, default=15.0)
+    parser.add_argument("--max-connections", type=int, default=256)
     args = parser.parse_args()
     if args.hold_finetunes:
         hold_finetunes()
 
+    from lastlayer.serve.connections import ConnectionLimits
     from lastlayer.serve.server import serve
     from lastlayer.teach.session import TeachingSession
 
@@ -32,7 +36,9 @@ def main() -> None:
         print(line, flush=True)
 
     with TeachingSession(args.state, args.model, busy_timeout=args.busy_timeout) as session:
-        serve(session, args.source, host=args.host, port=args.port, token=args.token, log=log)
+        serve(session, args.source, host=args.host, port=args.port, token=args.token, log=log,
+              limits=ConnectionLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                                      max_connections=args.max_connections))
     print("server stopped", flush=True)
     sys.exit(0)
 

@@ -97,7 +97,7 @@ def test_teach_from_live_frames_and_burst(make_client) -> None:
     one = client.post(f"/api/classes/{gear}/frames", json={"frame": live["frame"]})
     assert one.status_code == 201, one.text
     burst = client.post(f"/api/classes/{gear}/frames", json={"count": 3})
-    assert burst.status_code == 201 and len(burst.json()["added"]) == 3
+    assert burst.status_code == 201 and len(burst.json()["added"]) == 3, burst.text
     assert client.post(f"/api/classes/{gear}/frames", json={"count": 0}).status_code == 400
     assert client.post(f"/api/classes/{gear}/frames", json={"count": 500}).status_code == 400
     assert client.post("/api/classes/77/frames", json={}).status_code == 404

@@ -267,3 +267,29 @@ def test_the_page_on_a_phone_without_a_camera(extractor: Path, browser: Any, tmp
         _evaluation_screenshots(driver, "evaluation-20-classes")
     finally:
         server.kill()
+
+
+def test_with_a_token_the_page_keeps_it_out_of_every_url(extractor: Path, video: Path, tmp_path: Path, browser: Any) -> None:
+    token = "browser-token-0123456789abcdef"
+    running = Server(tmp_path / "state", extractor, video, free_port(), "--token", token)
+    running.start_with(f"api/state?token={token}")
+    driver = browser
+    try:
+        driver.get(f"{running.url}?token={token}")
+        wait_for(lambda: driver.find_element("id", "connection").text == "Connected", 15, what="the page to connect")
+        wait_for(lambda: _frame(driver) is not None, 15, what="the live view (events and stream by the cookie)")
+        assert token not in driver.current_url
+        field = driver.find_element("id", "new-class-name")
+        field.send_keys("gear")
+        field.submit()
+        wait_for(lambda: _count(driver, "gear") == 0, 10, what="class gear on the page")
+        _card(driver, "gear").find_element("css selector", ".add-frame").click()
+        wait_for(lambda: _count(driver, "gear") == 1, 10, what="a frame added")
+        loaded = "return [...document.querySelectorAll('img')].filter(i => i.getAttribute('src')).every(i => i.complete && i.naturalWidth > 0)"
+        wait_for(lambda: driver.execute_script(loaded), 15, what="the stream and the thumbnail to load")
+        urls = driver.execute_script("return [...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))")
+        assert urls and not [url for url in urls if token in url or "token=" in url]
+        driver.refresh()  # the page's address no longer holds the token: the cookie alone opens it again
+        wait_for(lambda: _count(driver, "gear") == 1, 15, what="the page after a reload")
+    finally:
+        running.kill()

@@ -131,8 +131,12 @@ class Server:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        self.start_with("api/state")
+
+    def start_with(self, path: str) -> None:
+        """Start the server and wait until ``GET path`` answers (e.g. with ``?token=...`` for a server with a token)."""
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        read_url(self.url + "api/state", timeout=30)
+        read_url(self.url + path, timeout=30)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -95,7 +95,7 @@ def test_undo_remove_and_class_checks(session):
     assert session.undo().id == added.id and session.classes()[0].examples == 1
     with pytest.raises(NotFoundError, match="no class 'nut'"):
         session.remove_class("nut")
-    with pytest.raises(TrainingError, match="control characters"):
+    with pytest.raises(TrainingError, match="class name 'ro\\\\nses' holds a control character"):
         session.add_class("ro\nses")
     with pytest.raises(ConflictError, match="'gear' exists already"):
         session.add_class("gear")

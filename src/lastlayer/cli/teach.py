@@ -8,6 +8,7 @@ the same commands are read as lines.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,11 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--web", action="store_true", help="serve the teaching page instead of reading keys")
     parser.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=common.positive_int, default=8765, help="with --web: port (default: 8765)")
-    parser.add_argument("--token", help="with --web: access token (default: a random one when listening beyond this machine)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--token", help="with --web: access token (default: $LASTLAYER_TOKEN, else a random one when listening "
+                        "beyond this machine, kept in STATE/web-token); other users see it in ps: prefer --token-file")
+    tokens.add_argument("--token-file", metavar="FILE", help="with --web: read the access token from FILE's first line "
+                        "(FILE must be readable by you only: chmod 600)")
     common.add_normalization_options(parser)
     common.add_output_options(parser)
     return parser
@@ -78,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from lastlayer.sources.files import playback_options
     from lastlayer.teach.session import TeachingSession
 
-    # Every input is checked before the state folder is created: the web extra, the photo set, the source.
+    # Every input is checked before the state folder is created: the web extra, the token file, the photo set, the source.
+    token = None
     if args.web:
         from lastlayer.serve import require_web
 
         require_web()
+        token = _token(args)
     photos = None
     if args.import_dir is not None:
         from lastlayer.teach.importer import scan_photos
@@ -116,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         if args.web:
             from lastlayer.serve.server import serve
 
-            serve(session, args.source, host=args.host, port=args.port, token=args.token, playback=pace)
+            serve(session, args.source, host=args.host, port=args.port, token=token, playback=pace,
+                  token_file=str(Path(args.state) / "web-token"))
         elif source is not None:
             return _terminal(session, source, args)
         return 0
@@ -129,6 +137,17 @@ def run(args: argparse.Namespace) -> int:
 def _counted(number: int, noun: str) -> str:
     """``1 class``, ``2 classes``, ``1 example``, ``0 examples``."""
     return f"{number} {noun}{'' if number == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The access token: ``--token-file``, ``--token``, or ``$LASTLAYER_TOKEN`` (None: the server picks)."""
+    from lastlayer.serve.security import TOKEN_ENV, read_token_file
+
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    if args.token is not None:
+        return args.token
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _say(args: argparse.Namespace, text: str, screen: Any = None, **data: Any) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import unicodedata
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Union
 import numpy as np
 
 from lastlayer.errors import DatasetError
+from lastlayer.files.names import checked_name, name_key, normalized_name
 
 DataSource = Union[str, "os.PathLike[str]"]
 IMAGE_EXTENSIONS = frozenset(
@@ -70,22 +70,19 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _bad_character(name: str) -> str | None:
-    """The first line break or control character in ``name`` (as ``repr`` shows it), or ``None``."""
-    for char in name:
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
-            return repr(char)[1:-1]
-    return None
+def _check_class_name(name: str, where: str) -> str:
+    """The class name (NFC) under the rule of :mod:`lastlayer.files.names`, else :class:`DatasetError` naming ``where``."""
+    return checked_name(name, where, DatasetError, subject="data")
 
 
-def _check_class_name(name: str, where: str) -> None:
-    """Refuse a class name that cannot be one line of a label file."""
-    bad = _bad_character(name)
-    if bad is not None:
-        raise DatasetError(f"{where} {name!r} has a line break or control character ({bad}) in its name, which a label file "
-                           "cannot hold; rename it", subject="data")
-    if not name.strip():
-        raise DatasetError(f"{where} {name!r} is blank; give the class a name", subject="data")
+def _check_look_alikes(names: list[str], where: str) -> None:
+    """Refuse two class names that differ only in case, width or spacing (one class for lastlayer, two in the data)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name_key(name), name)
+        if other != name:
+            raise DatasetError(f"{where} has classes {other!r} and {name!r}, which differ only in case, width or spacing; "
+                               "merge them or rename one", subject="data")
 
 
 def _image_files(class_dir: Path) -> list[Path]:
@@ -122,7 +119,7 @@ def scan_folder(root: DataSource) -> Dataset:
     folder = Path(root)
     _check_is_folder(folder)
     try:
-        class_dirs = sorted((d for d in folder.iterdir() if _visible(d) and d.is_dir()), key=lambda d: d.name)
+        class_dirs = sorted((d for d in folder.iterdir() if _visible(d) and d.is_dir()), key=lambda d: normalized_name(d.name))
     except OSError as exc:
         raise DatasetError(f"cannot read dataset folder {folder}: {exc.strerror or exc}; check its permissions", subject="data") from None
     if not class_dirs:
@@ -131,8 +128,9 @@ def scan_folder(root: DataSource) -> Dataset:
     paths: list[Path] = []
     labels: list[int] = []
     skipped = 0
+    classes = [_check_class_name(class_dir.name, f"class folder {folder}/") for class_dir in class_dirs]
+    _check_look_alikes(classes, f"dataset folder {folder}")
     for label, class_dir in enumerate(class_dirs):
-        _check_class_name(class_dir.name, f"class folder {folder}/")
         files = _image_files(class_dir)
         images = [f for f in files if is_image_file(f)]
         skipped += len(files) - len(images)
@@ -142,7 +140,7 @@ def scan_folder(root: DataSource) -> Dataset:
         labels.extend([label] * len(images))
     if skipped:
         _note(notes, f"skipped {skipped} file(s) in {folder} that are not images (by extension)")
-    return Dataset([d.name for d in class_dirs], paths, np.array(labels, dtype=np.int64), notes, source=str(folder))
+    return Dataset(classes, paths, np.array(labels, dtype=np.int64), notes, source=str(folder))
 
 
 def _csv_rows(csv_path: Path) -> list[list[str]]:
@@ -177,8 +175,7 @@ def read_csv(path: DataSource) -> Dataset:
     for number, row in enumerate(rows, start=1):
         if len(row) < 2:
             raise DatasetError(f"{csv_path} row {number} needs 'path,label', got {','.join(row)!r}", subject="data")
-        label = row[1].strip()
-        _check_class_name(label, f"{csv_path} row {number}: label")
+        label = _check_class_name(row[1], f"{csv_path} row {number}: label")
         image = Path(row[0].strip())
         image = image if image.is_absolute() else csv_path.parent / image
         if not image.is_file():
@@ -186,6 +183,7 @@ def read_csv(path: DataSource) -> Dataset:
             raise DatasetError(f"{csv_path} row {number}: image {image} {problem}; fix the path or remove the row", subject="data")
         entries.append((image, label))
     classes = sorted({label for _, label in entries})
+    _check_look_alikes(classes, f"dataset list {csv_path}")
     ids = {name: i for i, name in enumerate(classes)}
     return Dataset(classes, [p for p, _ in entries], np.array([ids[n] for _, n in entries], dtype=np.int64), source=str(csv_path))
 

@@ -12,10 +12,11 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Collection, Iterator, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from lastlayer.errors import ImageError
 
@@ -119,12 +120,95 @@ def _pillow_guard_lifted() -> Iterator[None]:
 
 
 _ORIENTATION = 0x0112  # EXIF tag; values 2..8 need a flip or rotation to view upright
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 _DRAFT_FORMATS = frozenset({"JPEG"})
+# Bytes per pixel Pillow stores an image of a mode in (every other mode: 4), and the modes that must be converted
+# (to the mode given, at full size) before Image.reduce can average them.
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_REDUCED_AS = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
+# Bytes per pixel of the source Pillow's WebP decoder holds beyond the image: libwebp's two canvases and a frame copy.
+_DECODER_BYTES = {"WEBP": 13}
 
 
-def _decode(source: ImagePath | bytes, name: str, limit: int, min_size: int | None, size: Size | None, as_array: bool,
-            formats: Collection[str] | None, draft_formats: Collection[str]) -> Image.Image | np.ndarray:
-    """:func:`_decoded` with Pillow's own guard in force (:class:`_BeyondPillowGuard` when it refuses the image)."""
+def decode_memory(image: Image.Image, source_size: Size) -> int:
+    """About how many bytes decoding ``image`` (opened, after any draft) takes at its peak; ``source_size``: its size in the file.
+
+    The image in its mode, plus its conversion before :func:`reduce_factor`'s box reduction (a palette or 16-bit
+    image), plus the premultiplied copy Pillow reduces an image with alpha through, plus what the decoder keeps:
+    the WebP decoder's canvases, a progressive JPEG's DCT coefficients of the whole picture (2 bytes each).
+    """
+    pixels = image.size[0] * image.size[1]
+    total = _STORED_BYTES.get(image.mode, 4) * pixels
+    reduced_mode = _reduced_mode(image)
+    if reduced_mode != image.mode:
+        total += _STORED_BYTES.get(reduced_mode, 4) * pixels
+    if reduced_mode in ("RGBA", "LA"):
+        total += 4 * pixels
+    source_pixels = source_size[0] * source_size[1]
+    total += _DECODER_BYTES.get(str(image.format), 0) * source_pixels
+    components = getattr(image, "layer", None) or []  # a JPEG's (id, h, v, table) per colour component
+    if image.format in ("JPEG", "MPO") and image.info.get("progressive") and components:
+        most = max(h * v for _, h, v, _ in components)
+        total += int(2 * source_pixels * sum(h * v for _, h, v, _ in components) / most)
+    return total
+
+
+def reduce_factor(size: Size, min_size: int) -> int:
+    """The whole factor an image of ``size`` can be box-reduced by keeping both sides >= ``2 * min_size`` (1: none).
+
+    Twice ``min_size``: a box average is cruder than a JPEG's DCT scaling, so it keeps enough pixels that the
+    final (antialiased) resize looks as it would from the full image (Pillow's ``reducing_gap=2``).
+    """
+    return max(1, min(size) // (2 * min_size))
+
+
+def _reduced_mode(image: Image.Image) -> str:
+    """The mode ``image`` is box-reduced in: its own, or the one it must be converted to first."""
+    if image.mode == "P" and "transparency" not in image.info:
+        return "RGB"
+    return _REDUCED_AS.get(image.mode, image.mode)
+
+
+def _reduced(image: Image.Image, min_size: int | None) -> Image.Image:
+    """``image`` (loaded) box-reduced by :func:`reduce_factor` in its own mode (a palette or 16-bit one converted first)."""
+    factor = reduce_factor(image.size, min_size) if min_size else 1
+    if factor < 2:
+        return image
+    mode = image.mode
+    if _reduced_mode(image) != mode:
+        image = image.convert(_reduced_mode(image))
+    reduced = image.reduce(factor)
+    return reduced.convert(mode) if mode.startswith("I;16") else reduced  # 16-bit again: to_rgb scales it by 65535
+
+
+class ImageMemoryError(ImageTooLargeError):
+    """Decoding an image would take more memory than allowed (``memory`` and ``budget`` in bytes)."""
+
+    def __init__(self, message: str, size: Size, limit: int, memory: int, budget: int) -> None:
+        super().__init__(message, size, limit)
+        self.memory, self.budget = memory, budget
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What decoding an image will cost, read from its header: the format, its size, the size it is decoded at
+    (smaller for a JPEG decoded at a reduced scale) and the bytes of memory the decode takes at its peak."""
+
+    format: str
+    size: Size
+    decoded_size: Size
+    memory: int
+
+    @property
+    def decoded_pixels(self) -> int:
+        return self.decoded_size[0] * self.decoded_size[1]
+
+
+@contextmanager
+def _opened(source: ImagePath | bytes, name: str, limit: int, min_size: int | None, formats: Collection[str] | None,
+            draft_formats: Collection[str], max_memory: int | None) -> Iterator[tuple[Image.Image, DecodePlan]]:
+    """The image opened and checked from its header (format, pixels, memory), at its draft scale, with its plan."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # between Pillow's warning and error: ours decides
         try:
@@ -136,13 +220,29 @@ def _decode(source: ImagePath | bytes, name: str, limit: int, min_size: int | No
             raise UnsupportedImageError(f"{name} is a {opened.format} image, which is not accepted here", opened.format)
         _check_size(name, opened, limit)
         opened.seek(0)
+        source_size = opened.size
         if min_size and opened.format in draft_formats:
             opened.draft("RGB", (min_size, min_size))
-        if opened.getexif().get(_ORIENTATION, 1) in range(2, 9):
-            image = ImageOps.exif_transpose(opened)
-        else:
-            image = opened  # exif_transpose would only copy it
-        image.load()
+        plan = DecodePlan(str(opened.format), source_size, opened.size, decode_memory(opened, source_size))
+        if max_memory is not None and plan.memory > max_memory:
+            raise ImageMemoryError(f"{name}: decoding this {source_size[0]} x {source_size[1]} {plan.format} image takes about "
+                                   f"{plan.memory / 2**20:.0f} MiB, more than the {max_memory / 2**20:.0f} MiB allowed; "
+                                   "shrink it or save it as JPEG", source_size, limit, plan.memory, max_memory)
+        yield opened, plan
+
+
+def _decode(source: ImagePath | bytes, name: str, limit: int, min_size: int | None, size: Size | None, as_array: bool,
+            formats: Collection[str] | None, draft_formats: Collection[str], max_memory: int | None = None,
+            plan_only: bool = False) -> Image.Image | np.ndarray | DecodePlan:
+    """:func:`_decoded` with Pillow's own guard in force (:class:`_BeyondPillowGuard` when it refuses the image)."""
+    with _opened(source, name, limit, min_size, formats, draft_formats, max_memory) as (opened, plan):
+        if plan_only:
+            return plan
+        upright = _UPRIGHT.get(opened.getexif().get(_ORIENTATION, 1))
+        opened.load()
+        image = _reduced(opened, min_size)  # before any copy: the full-size pixels are freed with the file
+        if upright is not None:
+            image = image.transpose(upright)
         image = to_rgb(image)
         if size is not None:
             return resize_image(image, size)
@@ -153,19 +253,24 @@ def _decode(source: ImagePath | bytes, name: str, limit: int, min_size: int | No
 
 def _decoded(source: ImagePath | bytes, *, name: str | None = None, min_size: int | None = None, size: Size | None = None,
              as_array: bool = False, limit: int | None = None, formats: Collection[str] | None = None,
-             draft_formats: Collection[str] = _DRAFT_FORMATS) -> Image.Image | np.ndarray:
+             draft_formats: Collection[str] = _DRAFT_FORMATS, max_memory: int | None = None,
+             plan_only: bool = False) -> Image.Image | np.ndarray | DecodePlan:
     """The one image decoder: a file or bytes, upright, RGB; with ``size`` resized while the file is open.
 
     Returns an ``Image`` (or an HxWx3 uint8 array with ``size`` or ``as_array``). An image without an
     EXIF rotation is used as decoded, not copied. The pixel count is checked from the header before
     any pixel is decoded (``limit``, default :func:`max_pixels`); ``formats`` limits the
     accepted Pillow formats; a JPEG of a format in ``draft_formats`` is decoded at a reduced scale
-    keeping both sides at least ``min_size``. Every failure is an :class:`ImageError` naming
-    ``name`` (default: the path): :class:`ImageTooLargeError`, :class:`UnsupportedImageError`, or a
-    plain one for a missing, unreadable, damaged or truncated image.
+    keeping both sides at least ``min_size``, any other image is box-reduced after decoding (see
+    :func:`reduce_factor`) before it is converted or copied. ``max_memory`` refuses an image whose
+    decode would take more bytes (:func:`decode_memory`); ``plan_only`` returns the
+    :class:`DecodePlan` without decoding. Every failure is an :class:`ImageError` naming ``name``
+    (default: the path): :class:`ImageTooLargeError` (:class:`ImageMemoryError`),
+    :class:`UnsupportedImageError`, or a plain one for a missing, unreadable, damaged or truncated image.
     """
     label = name if name is not None else str(source if not isinstance(source, bytes) else "the image")
-    arguments = (source, label, max_pixels() if limit is None else limit, min_size, size, as_array, formats, draft_formats)
+    arguments = (source, label, max_pixels() if limit is None else limit, min_size, size, as_array, formats, draft_formats,
+                 max_memory, plan_only)
     try:
         try:
             return _decode(*arguments)
@@ -201,18 +306,32 @@ def load_image(path: ImagePath, min_size: int | None = None) -> Image.Image:
 
 
 def decode_image_bytes(data: bytes, *, name: str = "the image", max_pixels: int | None = None,
-                       formats: Collection[str] | None = None, min_size: int | None = None) -> np.ndarray:
+                       formats: Collection[str] | None = None, min_size: int | None = None,
+                       max_memory: int | None = None) -> np.ndarray:
     """The upright RGB pixels (HxWx3 uint8) of an image held in memory, e.g. an upload.
 
     ``name`` is how messages call it; ``formats`` the Pillow formats accepted (default: any);
     ``max_pixels`` the largest width x height (default :func:`max_pixels`), checked from the header;
-    with ``min_size`` a JPEG (or MPO) is decoded at a reduced scale keeping both sides >= it.
-    Failures are :class:`ImageError`: :class:`ImageTooLargeError`, :class:`UnsupportedImageError` or plain.
+    with ``min_size`` a JPEG (or MPO) is decoded at a reduced scale keeping both sides >= it, any other
+    image box-reduced keeping both sides >= twice it; ``max_memory``: the most bytes the decode may take
+    (:class:`ImageMemoryError` above, from the header). Failures are :class:`ImageError`:
+    :class:`ImageTooLargeError`, :class:`UnsupportedImageError` or plain.
     """
     if not data:
         raise ImageError(f"{name} is empty")
     return _decoded(bytes(data), name=name, min_size=min_size, as_array=True, limit=max_pixels, formats=formats,  # type: ignore[return-value]
-                    draft_formats=("JPEG", "MPO"))
+                    draft_formats=("JPEG", "MPO"), max_memory=max_memory)
+
+
+def plan_image_bytes(data: bytes, *, name: str = "the image", max_pixels: int | None = None,
+                     formats: Collection[str] | None = None, min_size: int | None = None,
+                     max_memory: int | None = None) -> DecodePlan:
+    """What :func:`decode_image_bytes` with the same arguments will cost (:class:`DecodePlan`), read from the header
+    alone, with the same checks and errors; nothing is decoded."""
+    if not data:
+        raise ImageError(f"{name} is empty")
+    return _decoded(bytes(data), name=name, min_size=min_size, limit=max_pixels, formats=formats,  # type: ignore[return-value]
+                    draft_formats=("JPEG", "MPO"), max_memory=max_memory, plan_only=True)
 
 
 def resize_image(image: Image.Image, size: Size) -> np.ndarray:

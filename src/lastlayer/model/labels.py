@@ -16,6 +16,7 @@ from typing import Mapping, Sequence, Union
 from ai_edge_litert import schema_py_generated as schema
 
 from lastlayer.errors import LabelFileError
+from lastlayer.files.names import LINE_BREAKS, shown
 from lastlayer.files.outputs import atomic_write_text
 from lastlayer.model.metadata import read_metadata, write_metadata
 
@@ -27,13 +28,15 @@ def parse_labels(text: str) -> dict[int, str]:
     """Parse label text as PyCoral's ``read_label_file`` does.
 
     Each line is ``id label``, ``id: label`` or just ``label`` (then the id is the line number,
-    blank lines counted). Formats may be mixed; for a repeated id the last line wins.
+    blank lines counted). Formats may be mixed; for a repeated id the last line wins. Lines end at
+    ``\\n``, ``\\r\\n`` or ``\\r`` only, as in PyCoral (a file read in text mode): a Unicode line
+    separator inside a label does not start another line.
     """
     labels: dict[int, str] = {}
-    for row, line in enumerate(text.splitlines()):
+    for row, line in enumerate(io.StringIO(text, newline=None)):
         stripped = line.strip()
         parts = _SPLIT.split(stripped, maxsplit=1)
-        if len(parts) == 2 and parts[0].isdigit():
+        if len(parts) == 2 and parts[0].isdecimal() and len(parts[0]) <= 18:  # (PyCoral's isdigit() lets "²" crash int())
             labels[int(parts[0])] = parts[1].strip()
         else:
             labels[row] = stripped
@@ -61,8 +64,18 @@ def read_label_file(path: Union[str, os.PathLike[str]]) -> dict[int, str]:
 
 
 def format_labels(labels: Sequence[str] | Mapping[int, str]) -> str:
-    """Label file text, one ``id name`` line per class in id order."""
+    """Label file text, one ``id name`` line per class in id order.
+
+    A label holding a line break of any kind (``\\n``, U+2028, U+0085...) is refused with
+    :class:`LabelFileError`: it would end its line early, and the rest would relabel another class in
+    any reader that splits lines there.
+    """
     items = sorted(labels.items()) if isinstance(labels, Mapping) else list(enumerate(labels))
+    for class_id, name in items:
+        broken = next((char for char in str(name) if char in LINE_BREAKS), None)
+        if broken is not None:
+            raise LabelFileError(f"label {class_id} {shown(name)} holds a line break (U+{ord(broken):04X}), which would split the "
+                                 "label file; rename the class", subject="labels")
     return "".join(f"{class_id} {name}\n" for class_id, name in items)
 
 

@@ -28,7 +28,10 @@ POST     /api/source/retry                      reopen the device's source now
 =======  =====================================  ==================================================
 
 The handlers live in :mod:`lastlayer.serve.routes`, one module per resource (:data:`RESOURCES`; a new
-one is a module there plus its name here). Every change returns only after the session committed it
+one is a module there plus its name here). Every input is checked by the one validation layer of
+:mod:`lastlayer.serve.protocol` (ids in paths, counts in queries, JSON bodies and their fields), so a bad
+input is a 4xx with a sentence; an unexpected error is a 500 with a sentence (its traceback goes to the
+log), and neither closes the connection. Every change returns only after the session committed it
 to the state folder. Every session call runs in a worker thread, so the event loop (static files, the
 stream, events) never waits for the disk, another process's lock or a fine-tune. Library errors answer
 with the status of their kind (:data:`lastlayer.serve.protocol.STATUS_BY_KIND`); the handlers do not
@@ -39,17 +42,19 @@ a plain mistake.
 from __future__ import annotations
 
 import importlib
+import json
 import traceback
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from lastlayer.errors import LastLayerError
 from lastlayer.serve import missing_web
 from lastlayer.serve.context import WebContext
 from lastlayer.serve.feed import Feed
-from lastlayer.serve.protocol import status_of
+from lastlayer.serve.protocol import register_id_convertor, status_of
 from lastlayer.serve.security import AccessGuard, SecurityHeaders
 from lastlayer.serve.uploads import DEFAULT_MAX_PIXELS, UploadError
+from lastlayer.sources.base import redact
 from lastlayer.teach.live import LiveLoop, Predictor
 from lastlayer.teach.session import TeachingSession
 
@@ -86,23 +91,26 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
         max_pixels: the largest photo, in pixels (413 above).
         top_k: how many classes a posted image's prediction lists.
         retries, retry_delay: reopening attempts after a source failure, and the first delay (doubling).
-        log: where messages go (source errors, internal errors with their traceback).
+        log: where messages go (source errors, internal errors with their traceback), credentials masked.
 
     ``app.state.feed`` is the :class:`~lastlayer.serve.feed.Feed`; it stops on the app's shutdown.
     """
+    log = _masked(log)
     opener = None if source is None else (lambda: source(session))
     feed = Feed(live, opener, name=source_name, retries=retries, first_delay=retry_delay, log=log, session=session)
     if live is None and opener is not None:
         try:
             feed.live = opener()
         except Exception as error:  # reported on the page; the feed keeps trying to open it
-            feed.error = str(error) or type(error).__name__
+            feed.error = redact(str(error) or type(error).__name__)
             log(f"source error: {feed.error}")
     web = WebContext(session, feed, token=token, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, top_k=top_k, log=log)
+    register_id_convertor()
     routes = [route for name in RESOURCES for route in importlib.import_module(f"lastlayer.serve.routes.{name}").routes(web)]
 
     async def known_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(error) or type(error).__name__}, status_code=status_of(error))
+        return JSONResponse({"error": str(error) or type(error).__name__}, status_code=status_of(error),
+                            headers=getattr(error, "headers", None))
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
@@ -114,9 +122,6 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
     async def disconnected(request: Request, error: Exception) -> Response:
         return JSONResponse({"error": "the client went away before the upload finished; nothing was added"}, status_code=400)
 
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log(f"internal error on {request.method} {request.url.path}:\n{''.join(traceback.format_exception(type(error), error, error.__traceback__))}")
-        return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,11 +130,48 @@ def create_app(session: TeachingSession, live: LiveLoop | None = None, *, token:
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(AccessGuard, token=token)],
+        middleware=[Middleware(SecurityHeaders), Middleware(InternalErrors, log=log), Middleware(AccessGuard, token=token)],
         exception_handlers={LastLayerError: known_error, UploadError: known_error, HTTPException: http_error,
-                            ClientDisconnect: disconnected, Exception: internal_error},
+                            ClientDisconnect: disconnected},
         lifespan=lifespan,
     )
     app.state.feed, app.state.web = feed, web
     feed.start()
     return app
+
+
+def _masked(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` with the credentials of every URL in a line masked (a source's password never reaches a log)."""
+    return lambda line: log(redact(line))
+
+
+class InternalErrors:
+    """ASGI middleware answering an unexpected exception with a 500 and a sentence (the traceback goes to ``log``),
+    without re-raising it: the server keeps the connection open (Starlette's own handler re-raises, and uvicorn
+    then closes it). An error after the response started can only end that response."""
+
+    def __init__(self, app: Any, log: Callable[[str], None]) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as error:
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            self.log(f"internal error on {scope.get('method')} {scope.get('path')}:\n{trace}")
+            if started:
+                raise
+            body = json.dumps({"error": "internal error; the server log has the details"}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

@@ -5,12 +5,13 @@ A route module (:mod:`lastlayer.serve.routes`) builds its handlers over one :cla
 
 from __future__ import annotations
 
-import json
+import os
 import threading
 from typing import Any, Callable
 
 from lastlayer.serve.feed import Feed
-from lastlayer.serve.protocol import ApiError, read_limited
+from lastlayer.serve.protocol import read_limited
+from lastlayer.serve.turns import Turns
 from lastlayer.teach.session import TeachingSession
 
 try:
@@ -20,17 +21,29 @@ except ImportError as _error:
 
     raise missing_web(_error) from None
 
-MAX_JSON = 64 * 1024
 RECENT_EXAMPLES = 24  # example ids per class in /api/state (thumbnails on the page)
+HEAVY_SLOTS = max(1, (os.cpu_count() or 2) - 1)  # photo requests decoding at once: a core stays for the live loop
+HEAVY_QUEUE = 64  # photo requests waiting for a turn, beyond which 503
+HEAVY_WAIT = 2.0  # seconds a photo request waits for its turn, beyond which 503 (a late prediction is no use)
+JOB_SLOTS = 1  # fine-tunes, evaluations and exports at once (each may take seconds to minutes)
+JOB_QUEUE = 8  # of them waiting, beyond which 503
 
 
 class WebContext:
-    """The session every client teaches, the device's feed, the server's limits, and helpers the routes share."""
+    """The session every client teaches, the device's feed, the server's limits, and helpers the routes share.
+
+    ``heavy``: the :class:`~lastlayer.serve.turns.Turns` that requests decoding and embedding photos (uploads,
+    predictions of a posted image) take; ``jobs``: the ones fine-tuning, evaluating and exporting take. Two
+    lines, so a photo never waits for a minute-long fine-tune, and the live view keeps its share of the CPU.
+    """
 
     def __init__(self, session: TeachingSession, feed: Feed, *, token: str | None, max_upload_bytes: int, max_pixels: int,
-                 top_k: int, log: Callable[[str], None]) -> None:
+                 top_k: int, log: Callable[[str], None], heavy: Turns | None = None,
+                 jobs: Turns | None = None) -> None:
         self.session, self.feed = session, feed
         self.token, self.max_upload_bytes, self.max_pixels, self.top_k, self.log = token, max_upload_bytes, max_pixels, top_k, log
+        self.heavy = heavy if heavy is not None else Turns(HEAVY_SLOTS, HEAVY_QUEUE, HEAVY_WAIT)
+        self.jobs = jobs if jobs is not None else Turns(JOB_SLOTS, JOB_QUEUE)
         self._listing: tuple[int, list[dict[str, Any]]] | None = None
         self._listing_lock = threading.Lock()
 
@@ -54,37 +67,6 @@ class WebContext:
             listing = [{**info.to_dict(), "recent": recent.get(info.id, [])[-RECENT_EXAMPLES:][::-1]} for info in classes]
             self._listing = (revision, listing)
             return self._listing
-
-    @staticmethod
-    async def json(request: Request) -> dict[str, Any]:
-        """The request's JSON object (``{}`` for an empty body); 400 for anything else, 413 beyond 64 KiB."""
-        body = await read_limited(request, MAX_JSON)
-        if not body:
-            return {}
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ApiError("the request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ApiError("the request body must be a JSON object")
-        return data
-
-    @staticmethod
-    def whole_number(data: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
-        """``data[key]`` as a whole number from ``low`` to ``high`` (``default`` when missing), else 400."""
-        value = data.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not low <= value <= high:
-            raise ApiError(f"{key} must be a whole number from {low} to {high}")
-        return int(value)
-
-    async def name(self, request: Request, what: str) -> str:
-        """The ``{"name": "..."}`` of the request."""
-        name = (await self.json(request)).get("name")
-        if not isinstance(name, str):
-            raise ApiError(f"send {what} as {{\"name\": \"...\"}}")
-        return name
 
     async def body(self, request: Request) -> bytes:
         """The whole request body, refused with 413 beyond ``max_upload_bytes``."""

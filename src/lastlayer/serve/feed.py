@@ -1,12 +1,15 @@
 """The device's live view for the web app: one supervised :class:`LiveLoop`, fanned out to every client.
 
-A pump thread takes each new :class:`~lastlayer.teach.live.LiveState` from the loop, encodes its
-frame to JPEG once (every stream client sends the same bytes), keeps the last frames with their
-embeddings so a teach request can add exactly the frame the page showed without embedding it again,
+A pump thread takes each new :class:`~lastlayer.teach.live.LiveState` from the loop, shrinks its
+frame to display size (at most :data:`DISPLAY_SIDE` pixels on its longer side) and encodes it to JPEG
+once (every stream client sends the same bytes, every events client the same JSON), keeps the last
+frames as those JPEGs with their embeddings, so a teach request can add exactly the frame the page
+showed without embedding it again (memory stays a few megabytes whatever the camera's resolution),
 and wakes the waiting clients (asyncio events set through ``call_soon_threadsafe``). When the loop
 stops (camera unplugged, stream stalled, file ended) the pump reports the error and reopens the
 source with back-off: ``retries`` attempts, the delay doubling from ``first_delay``; after that it
-waits for :meth:`Feed.retry`.
+waits for :meth:`Feed.retry`. Every name and message the feed shows or logs has its credentials
+masked (:func:`~lastlayer.sources.base.redact`: ``rtsp://admin:***@camera/...``).
 
 A watch thread looks at the teaching state every :data:`WATCH_INTERVAL` seconds and wakes the
 clients when any process changed it (the page's ``changed`` event). Predictions carry the state's
@@ -17,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -26,31 +30,51 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from lastlayer.errors import LastLayerError
-from lastlayer.images.decode import encode_jpeg
+from lastlayer.images.decode import decode_image_bytes, encode_jpeg, resize_array
+from lastlayer.sources.base import redact
 from lastlayer.teach.live import LiveLoop, LiveState
 from lastlayer.teach.session import TeachingSession
 
 JPEG_QUALITY = 80
+DISPLAY_SIDE = 640  # the longer side of a streamed (and kept) frame, at most
 KEEP_FRAMES = 90  # frames kept for "add the frame I saw" (6 s at 15 fps)
 WATCH_INTERVAL = 0.25  # seconds between two looks at the state for other processes' changes
+FRAME_WAIT = 1.0  # seconds a burst waits for each next frame before it calls the camera stalled
 
 
 class KeptFrame(NamedTuple):
-    """A streamed frame kept for teaching: its index, pixels, and unit embedding (``None`` if unknown)."""
+    """A streamed frame kept for teaching: its index, its display-size JPEG, and its unit embedding (``None`` if unknown)."""
 
     index: int
-    pixels: np.ndarray
+    jpeg: bytes
     embedding: np.ndarray | None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The frame as display-size RGB pixels (decoded from the kept JPEG)."""
+        return decode_image_bytes(self.jpeg, name=f"frame {self.index}")
+
+
+def display_size(pixels: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``pixels`` shrunk (aspect kept) so that the longer side is at most ``side``; as they are when already small."""
+    height, width = pixels.shape[:2]
+    if max(width, height) <= side:
+        return pixels
+    scale = side / max(width, height)
+    return resize_array(pixels, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One streamed frame: the live state, its JPEG, the state revision of its prediction, a sequence number."""
+    """One streamed frame: the live state (its frame at display size), its JPEG, the state revision of its prediction, a
+    sequence number, the frame kept for teaching, and its ``live`` event's JSON (encoded once for every client)."""
 
     state: LiveState
     jpeg: bytes
     revision: int | None
     sequence: int
+    kept: KeptFrame | None = None
+    event: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.state.to_dict(), "revision": self.revision, "sequence": self.sequence}
@@ -72,9 +96,10 @@ class Feed:
                  retries: int = 5, first_delay: float = 1.0, max_delay: float = 16.0,
                  log: Callable[[str], None] = print, session: TeachingSession | None = None) -> None:
         self.live, self.opener, self.session = live, opener, session
-        self.name = name
+        self.name = None if name is None else redact(name)
         self.retries, self.first_delay, self.max_delay = retries, first_delay, max_delay
-        self.log = log
+        self.frame_wait = FRAME_WAIT
+        self.log = lambda line: log(redact(line))
         self.status = "starting" if live is not None or opener is not None else "none"
         self.error: str | None = None
         self.attempt = 0
@@ -159,11 +184,15 @@ class Feed:
                 processed = 0
 
     def _publish(self, state: LiveState) -> None:
-        jpeg = encode_jpeg(state.frame.pixels, JPEG_QUALITY)
+        shown = display_size(state.frame.pixels)
+        jpeg = encode_jpeg(shown, JPEG_QUALITY)
+        state = dataclasses.replace(state, frame=dataclasses.replace(state.frame, pixels=shown))  # no full-size frame is kept
+        kept = KeptFrame(state.frame.index, jpeg, state.prediction.embedding)
         with self._cond:
             self._sequence += 1
-            self._snapshot = Snapshot(state, jpeg, state.prediction.revision, self._sequence)
-            self._frames.append(KeptFrame(state.frame.index, state.frame.pixels, state.prediction.embedding))
+            snapshot = Snapshot(state, jpeg, state.prediction.revision, self._sequence, kept)
+            self._snapshot = dataclasses.replace(snapshot, event=json.dumps(snapshot.to_dict()))
+            self._frames.append(kept)
             if self.status != "live":
                 if self.status == "reconnecting":
                     self.log(f"source {self.name} is back")
@@ -176,7 +205,7 @@ class Feed:
         if dead is None:
             reason = self.error or f"source {self.name} could not be opened"
         else:
-            reason = str(dead.error) if dead.error is not None else f"source {self.name} ended"
+            reason = redact(str(dead.error)) if dead.error is not None else f"source {self.name} ended"
             dead.stop(1.0)
         with self._cond:
             self.status, self.error = "reconnecting", reason
@@ -205,7 +234,7 @@ class Feed:
                 return
             except Exception as error:  # a failed reopen is reported and retried, never fatal
                 with self._cond:
-                    self.error = str(error) or type(error).__name__
+                    self.error = redact(str(error) or type(error).__name__)
                 self.log(f"source error: {self.error}")
                 self.notify()
 
@@ -215,8 +244,9 @@ class Feed:
             return self._snapshot
 
     def status_dict(self) -> dict[str, Any]:
-        """``{"kind", "name", "status", "error"}`` for the page (kind ``"device"`` or ``None``)."""
-        return {"kind": "device" if self.attached else None, "name": self.name, "status": self.status, "error": self.error,
+        """``{"kind", "name", "status", "error"}`` for the page (kind ``"device"`` or ``None``), credentials masked."""
+        return {"kind": "device" if self.attached else None, "name": self.name, "status": self.status,
+                "error": None if self.error is None else redact(self.error),
                 "attempt": self.attempt, "retries": self.retries}
 
     def frame(self, index: int | None = None) -> KeptFrame | None:
@@ -228,39 +258,42 @@ class Feed:
                         return kept
             return self._frames[-1] if self._frames else None
 
-    def next_frames(self, count: int, timeout: float) -> list[KeptFrame]:
-        """The next ``count`` new frames (blocking, from a worker thread); fewer if ``timeout`` passes first."""
-        deadline = time.monotonic() + timeout
+    async def next_frames(self, count: int) -> list[KeptFrame]:
+        """The next ``count`` new frames, waited for on the event loop (no thread is held); fewer when the source is not
+        live, or no new frame came within :attr:`frame_wait` seconds (a stalled camera fails a burst fast)."""
         frames: list[KeptFrame] = []
-        with self._cond:
-            seen = self._sequence
-            while len(frames) < count and not self._stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait_for(lambda last=seen: self._sequence > last or self._stop.is_set(), left):
-                    break
-                if self._sequence > seen and self._frames:
-                    seen = self._sequence
-                    frames.append(self._frames[-1])
+        snapshot = self.snapshot()
+        sequence = snapshot.sequence if snapshot is not None else 0
+        while len(frames) < count and self.status == "live" and not self._stop.is_set():
+            snapshot = await self.wait(sequence, self.frame_wait)
+            if snapshot is None or snapshot.kept is None:
+                break
+            sequence = snapshot.sequence
+            frames.append(snapshot.kept)
         return frames
 
     # ----------------------------------------------------------------- async waiting
     async def wait(self, after: int, timeout: float) -> Snapshot | None:
-        """The newest snapshot once its sequence is above ``after`` (``None`` on timeout)."""
+        """The newest snapshot once its sequence is above ``after`` (``None`` after ``timeout`` seconds without one)."""
         snapshot = self.snapshot()
         if snapshot is not None and snapshot.sequence > after:
             return snapshot
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        loop = asyncio.get_running_loop()
+        waiter = (loop, asyncio.Event())
+        deadline = loop.time() + timeout
         with self._cond:
             self._waiters.add(waiter)
         try:
-            snapshot = self.snapshot()
-            if snapshot is None or snapshot.sequence <= after:
-                try:
-                    await asyncio.wait_for(waiter[1].wait(), timeout)
-                except asyncio.TimeoutError:
+            while True:
+                snapshot = self.snapshot()
+                if snapshot is not None and snapshot.sequence > after:
+                    return snapshot
+                left = deadline - loop.time()
+                if left <= 0:
                     return None
-            snapshot = self.snapshot()
-            return snapshot if snapshot is not None and snapshot.sequence > after else None
+                waiter[1].clear()
+                with contextlib.suppress(asyncio.TimeoutError):  # (woken by any change: look again)
+                    await asyncio.wait_for(waiter[1].wait(), left)
         finally:
             with self._cond:
                 self._waiters.discard(waiter)

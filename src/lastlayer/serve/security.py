@@ -5,7 +5,9 @@ Rules (see :class:`AccessGuard`):
 
 * With a token, every request (page, static files, API, stream, downloads) must carry it: in the
   ``X-Lastlayer-Token`` header, the ``token`` query parameter, or the cookie the page's first
-  ``GET /?token=...`` sets. Missing: 401; wrong: 403.
+  ``GET /?token=...`` sets. Missing: 401; wrong: 403. The cookie holds not the token but a value derived
+  from it and this server's port (:func:`cookie_value`): browsers send a host's cookies to every port
+  of it, so another program on another port of this host only ever sees a value it cannot use.
 * A state-changing request (any method but GET/HEAD/OPTIONS) must carry the ``X-Lastlayer-Token``
   header, also without a token (its value is then ignored). A cookie or query parameter alone never
   authorises a change: a cross-site form or ``fetch`` cannot add a custom header without a CORS
@@ -18,10 +20,14 @@ The token is compared in constant time. Nothing here imports Starlette, so it is
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import secrets
+import stat
 from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, MutableMapping
 from urllib.parse import parse_qs
@@ -67,6 +73,48 @@ def cookie_name(port: int | None) -> str:
     return f"{COOKIE_PREFIX}{port or 0}"
 
 
+def cookie_value(token: str, port: int | None) -> str:
+    """What the token cookie holds: an HMAC of this server's port keyed by the token (valid on this port only)."""
+    return hmac.new(token.encode("utf-8"), f"lastlayer-cookie:{port or 0}".encode(), hashlib.sha256).hexdigest()
+
+
+TOKEN_ENV = "LASTLAYER_TOKEN"
+
+
+def read_token_file(path: str) -> str:
+    """The token in the first line of the file ``path``; :class:`~lastlayer.errors.LastLayerError` when the file is
+    missing, empty, or readable by other users (a secret: ``chmod 600`` it)."""
+    from lastlayer.errors import LastLayerError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            lines = handle.read(4096).splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LastLayerError(f"cannot read the token file {path}: {getattr(error, 'strerror', None) or error}", subject="token") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise LastLayerError(f"the token file {path} is readable by other users; run: chmod 600 {path}", subject="token")
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise LastLayerError(f"the token file {path} is empty; write the token on its first line", subject="token")
+    return token
+
+
+def write_token_file(path: str, token: str) -> None:
+    """Write ``token`` to ``path`` readable by its owner only (0600, whatever the umask), replacing it at once."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def token_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison (False for a missing token)."""
     return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
@@ -98,7 +146,7 @@ class AccessGuard:
             return
         query_token = (query.get(TOKEN_QUERY) or [None])[0]
         if self.token is not None and method == "GET" and token_matches(query_token, self.token):
-            await self.app(scope, receive, _setting_cookie(send, cookie_name(port), self.token))
+            await self.app(scope, receive, _setting_cookie(send, cookie_name(port), cookie_value(self.token, port)))
             return
         await self.app(scope, receive, send)
 
@@ -116,10 +164,13 @@ class AccessGuard:
             if header_token is None:
                 return 403, "a change needs the access token in the X-Lastlayer-Token header; reload the page from the URL the server printed"
             return None if token_matches(header_token, self.token) else (403, "wrong access token; open the URL the server printed")
-        given = header_token or (query.get(TOKEN_QUERY) or [None])[0] or _cookie(headers.get("cookie", ""), cookie_name(port))
-        if given is None:
+        given = header_token or (query.get(TOKEN_QUERY) or [None])[0]
+        if given is not None:
+            return None if token_matches(given, self.token) else (403, "wrong access token; open the URL the server printed")
+        cookie = _cookie(headers.get("cookie", ""), cookie_name(port))
+        if cookie is None:
             return 401, "this server needs an access token; open the URL with ?token=... that the server printed"
-        return None if token_matches(given, self.token) else (403, "wrong access token; open the URL the server printed")
+        return None if token_matches(cookie, cookie_value(self.token, port)) else (403, "wrong access token; open the URL the server printed")
 
 
 def _cookie(header: str, name: str) -> str | None:
@@ -134,12 +185,12 @@ def _cookie(header: str, name: str) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-def _setting_cookie(send: Send, name: str, token: str) -> Send:
+def _setting_cookie(send: Send, name: str, value: str) -> Send:
     """``send`` that adds the token cookie (HttpOnly, SameSite=Strict) to the response start."""
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            cookie = f"{name}={token}; Path=/; HttpOnly; SameSite=Strict"
+            cookie = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict"
             message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode("latin-1"))]}
         await send(message)
 

@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator
 
 from lastlayer.errors import LastLayerError
 from lastlayer.serve import require_web
-from lastlayer.serve.security import is_loopback, new_token
+from lastlayer.serve.connections import ConnectionLimits, bounded_protocol
+from lastlayer.serve.security import is_loopback, new_token, write_token_file
+from lastlayer.sources.base import redact
 from lastlayer.teach.live import TEACHING_MAX_FPS, LiveLoop, Predictor
 from lastlayer.teach.session import TeachingSession
 
@@ -58,7 +60,8 @@ def _lan_address() -> str:
 
 def serve(session: TeachingSession, source: str | None = None, *, host: str = "127.0.0.1", port: int = 8765,
           token: str | None = None, log: Callable[[str], None] = print, max_upload_bytes: int = 10 * 2**20,
-          playback: dict[str, Any] | None = None) -> None:
+          playback: dict[str, Any] | None = None, limits: ConnectionLimits | None = None,
+          token_file: str | None = None) -> None:
     """Serve the teaching page for ``session`` on ``host:port``; blocks until Ctrl-C or SIGTERM.
 
     Args:
@@ -67,10 +70,13 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
             uploads and the browser's own camera).
         host: the address to listen on; anything but loopback requires an access token.
         port: the TCP port.
-        token: the access token; default: none on loopback, a random one otherwise (printed in the URL).
+        token: the access token; default: none on loopback, a random one otherwise (printed in the URL, and
+            written to ``token_file`` when given, readable by its owner only).
         log: where the URLs and the source's errors are reported.
         max_upload_bytes: the largest upload request.
         playback: how a video file or image folder is played (``fps``, ``realtime``; default: in real time at its own rate).
+        limits: header and body timeouts and the connection cap (:mod:`lastlayer.serve.connections`).
+        token_file: where a random token is kept (mode 0600), so scripts can read it instead of the URL.
     """
     require_web()
     import uvicorn
@@ -81,10 +87,14 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         raise LastLayerError("the access token must not be empty; omit it to get a random one", subject="token")
     if token is None and not is_loopback(host):
         token = new_token()
+        if token_file is not None:
+            write_token_file(token_file, token)
+            log(f"access token written to {token_file} (readable by you only)")
     app = create_app(session, None, token=token, source=None if source is None else source_opener(source, playback=playback),
                      source_name=source, max_upload_bytes=max_upload_bytes, log=log)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=2, server_header=False)
+                            timeout_graceful_shutdown=2, server_header=False,
+                            http=bounded_protocol(limits or ConnectionLimits()))
     server = _quiet_server(config)
     urls = page_urls(host, port, token)
     log(f"teaching page: {urls[0]}")
@@ -94,7 +104,7 @@ def serve(session: TeachingSession, source: str | None = None, *, host: str = "1
         log("no access token: only this machine can open the page (use --host 0.0.0.0 to teach from a phone; a token is then required)")
     else:
         log("the token in the URL is required by every request; share the URL only with people who may teach this device")
-    log(f"source: {source}" if source is not None else "no --source: teach from uploaded photos or the browser's camera")
+    log(f"source: {redact(source)}" if source is not None else "no --source: teach from uploaded photos or the browser's camera")
     log("press Ctrl-C to stop")
     try:
         server.run()

@@ -23,9 +23,17 @@ errors), ``files`` (image folders and video files), ``live`` (cameras and stream
 :class:`PrefetchReader`), ``registry`` (:func:`open_source` and the kinds it knows).
 """
 
-from lastlayer.sources.base import DEFAULT_STALL_TIMEOUT, Frame, FrameSource, SourceError, SourceOptions, SourceWarning
+from lastlayer.sources.base import (
+    DEFAULT_STALL_TIMEOUT,
+    Frame,
+    FrameSource,
+    SourceError,
+    SourceOptions,
+    SourceWarning,
+    redact,
+)
 from lastlayer.sources.files import ImageFolderSource, VideoFileSource, list_image_files
-from lastlayer.sources.live import CameraSource, StreamSource, redact
+from lastlayer.sources.live import CameraSource, StreamSource
 from lastlayer.sources.opencv import MISSING_OPENCV
 from lastlayer.sources.readers import LatestFrameReader, PrefetchReader
 from lastlayer.sources.registry import SourceKind, classify_spec, open_source, register_source

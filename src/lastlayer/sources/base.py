@@ -29,6 +29,25 @@ SourceSpec = Union[str, int, "os.PathLike[str]"]
 Target = Union[int, str]  # what a kind claimed from a spec: a camera index, a path, a URL
 
 
+_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/?#@:]*)(?P<password>:[^\s/?#]*)?@")
+_SECRET_QUERY = re.compile(r"(?i)(?P<name>[?&;](?:password|passwd|pwd|pass|token|access_token|key|apikey|api_key|secret|auth|sig|signature)=)"
+                           r"[^&#\s]*")
+
+
+def redact(text: str) -> str:
+    """``text`` (a source spec, a message, a log line) with the credentials of every URL in it masked.
+
+    ``rtsp://admin:secret@camera/live`` becomes ``rtsp://admin:***@camera/live``; a user name alone
+    (``https://TOKEN@host``, often a token) becomes ``***``; a secret query parameter
+    (``?password=``, ``&token=``, ``key``, ``auth``, ``sig``...) keeps its name only.
+    """
+    def masked(found: re.Match[str]) -> str:
+        user = f"{found['user']}:***" if found["password"] is not None else "***"
+        return f"{found['scheme']}{user}@"
+
+    return _SECRET_QUERY.sub(lambda found: f"{found['name']}***", _USER_INFO.sub(masked, text))
+
+
 def url_scheme(text: str) -> str | None:
     """The lower-case scheme of a ``scheme://`` spec, or None."""
     found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)

@@ -12,7 +12,6 @@ import contextlib
 import queue
 import threading
 import time
-import urllib.parse
 import warnings
 from abc import abstractmethod
 from pathlib import Path
@@ -25,6 +24,7 @@ from lastlayer.sources.base import (
     FrameSource,
     SourceError,
     SourceWarning,
+    redact,
     url_scheme,
 )
 from lastlayer.sources.opencv import QuietOpenCV, bgr_to_rgb, require_opencv
@@ -33,17 +33,6 @@ if TYPE_CHECKING:
     from lastlayer.sources.base import SourceOptions, Target
 
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (stream URLs often carry credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 class CallThread:

@@ -19,7 +19,15 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Tuple
 
-from lastlayer.sources.base import DEFAULT_STALL_TIMEOUT, SourceError, SourceOptions, SourceSpec, Target, url_scheme
+from lastlayer.sources.base import (
+    DEFAULT_STALL_TIMEOUT,
+    SourceError,
+    SourceOptions,
+    SourceSpec,
+    Target,
+    redact,
+    url_scheme,
+)
 
 if TYPE_CHECKING:
     from lastlayer.sources.base import FrameSource
@@ -75,8 +83,6 @@ def _claimed(spec: SourceSpec) -> Tuple[SourceKind, Target]:
         claimed = kind.source_class().claim(target)
         if claimed is not None:
             return kind, claimed
-    from lastlayer.sources.live import redact
-
     scheme = url_scheme(target) if isinstance(target, str) else None
     if scheme is not None:
         raise SourceError(f"unsupported URL scheme {scheme}:// in {redact(str(target))}; "

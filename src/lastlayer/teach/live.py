@@ -29,6 +29,9 @@ class Predictor(Protocol):
     def predict(self, image: Any, top_k: int = 3) -> Prediction: ...
 
 
+STUCK_WORKER = 0.5  # seconds a stopping pipeline waits for its workers before it closes the source they are stuck in
+
+
 @dataclass(frozen=True)
 class LiveState:
     """One processed frame: the frame, the raw and the smoothed prediction, and the processing rate."""
@@ -204,7 +207,14 @@ class _Pipeline:
             with self._done:
                 self._done.notify_all()
             for thread in self._threads:
-                thread.join()
+                thread.join(STUCK_WORKER)
+            if any(thread.is_alive() for thread in self._threads):
+                # A worker is inside the source: a stalled read or a reconnect back-off that may last a minute.
+                # Closing the source (safe from any thread) is the one way to stop it, so Ctrl-C or SIGTERM
+                # ends the pipeline now rather than once the source gives up.
+                self.source.close()
+                for thread in self._threads:
+                    thread.join()
 
 
 def predictions(predictor: Predictor, source: FrameSource, *, window: int = 5, top_k: int = 3, every: int = 1,

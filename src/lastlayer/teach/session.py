@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 import numpy as np
 
 from lastlayer.errors import ConflictError, NotFoundError, TrainingError
+from lastlayer.files.names import checked_name, name_key
 from lastlayer.files.outputs import OutputSet
 from lastlayer.layer import AppendedClasses
 from lastlayer.learn.cosine import LeaveOneOutReport, leave_one_out_report
@@ -149,9 +150,9 @@ class TeachingSession:
         if not isinstance(ref, str):
             return int(ref)
         self._replica.refresh()
-        found = self._replica.find(ref)
+        found = self._find(ref)
         if found is None and self._replica.refresh(force=True):
-            found = self._replica.find(ref)
+            found = self._find(ref)
         if found is not None:
             return found.id
         own = self._own_id(ref)
@@ -163,6 +164,11 @@ class TeachingSession:
             return self.add_class(ref).id
         except ConflictError:  # another process created it meanwhile
             return self._class_id(ref)
+
+    def _find(self, name: str) -> Any:
+        """The stored class named ``name`` or a look-alike of it (the same :func:`~lastlayer.files.names.name_key`), or None."""
+        key = name_key(name)
+        return next((stored for stored, _ in self._replica.classes() if name_key(stored.name) == key), None)
 
     def _on_class(self, ref: ClassRef, change: Callable[[int], T], *, create: bool = False) -> T:
         """``change(class id)`` for the class ``ref``; a name is looked up again if its class was deleted meanwhile.
@@ -399,10 +405,8 @@ def _only_own(head: Any) -> bool:
 
 
 def _check_name(name: str) -> str:
-    name = str(name).strip()
-    if not name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name) or len(name) > 100:
-        raise TrainingError(f"class name {name!r} must be 1 to 100 characters without control characters", subject="class")
-    return name
+    """The rule of :mod:`lastlayer.files.names`: NFC, no line breaks, controls or invisible characters, 1 to 100 characters."""
+    return checked_name(name, "class name", TrainingError)
 
 
 def _no_class(ref: ClassRef, classes: list[ClassInfo]) -> NotFoundError:

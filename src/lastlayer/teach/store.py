@@ -4,7 +4,7 @@ Every change is one transaction, committed and synced before the call returns, s
 cut never loses an example that was acknowledged and never leaves half of a change behind. Several
 processes may use one state at once: each change bumps a revision number stored with the data, so a
 process sees the others' changes in one cheap read (:meth:`StateStore.snapshot`), and the rules live in
-the database (a class name is UNIQUE, an example needs its class), so a race between two processes ends
+the database (a class name's key is UNIQUE, an example needs its class), so a race between two processes ends
 in a :class:`~lastlayer.errors.ConflictError` or :class:`~lastlayer.errors.NotFoundError`. Locks, busy
 waits and storage failures: :mod:`lastlayer.teach.database`.
 """
@@ -22,13 +22,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from lastlayer.errors import ConflictError, LastLayerError, NotFoundError
+from lastlayer.files.names import name_key
 from lastlayer.teach.database import BUSY_MESSAGE, StateDatabase, StateError
 
 __all__ = ["BUSY_MESSAGE", "DATABASE_NAME", "DEFAULT_BUSY_TIMEOUT", "Snapshot", "StateError", "StateStore", "StoredClass",
            "StoredExample"]
 
 DATABASE_NAME = "session.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: classes.name_key, UNIQUE (names compared as lastlayer.files.names.name_key says)
 KEEP_CLASSES = "keep_classes"  # the meta entry: the model's own classes kept (see StateStore.start_keeping)
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a change waits for another process's write lock ($LASTLAYER_BUSY_TIMEOUT)
 
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS classes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
+    name_key TEXT,                 -- name_key(name): UNIQUE (index classes_by_key), so look-alike names are one class
     base_weights BLOB,             -- a class imported from a model: its running sum, when it has no stored examples
     base_shots INTEGER NOT NULL DEFAULT 0,
     trainable INTEGER NOT NULL DEFAULT 1
@@ -119,8 +121,8 @@ class StateStore:
             version = self.get_meta("schema_version")
             if version is not None and int(version) > SCHEMA_VERSION:
                 raise StateError(f"state folder {self.folder} was written by a newer lastlayer; upgrade lastlayer", subject="state")
-            if version is None and not read_only:
-                self.set_meta("schema_version", SCHEMA_VERSION)
+            if not read_only and (version is None or int(version) < SCHEMA_VERSION):
+                self._migrate()
         except BaseException:
             self.close()
             raise
@@ -134,6 +136,30 @@ class StateStore:
         if not {"meta", "classes", "examples"} <= present:
             raise StateError(f"{self.folder} holds no teaching state lastlayer can read ({DATABASE_NAME} has no classes); "
                              "check the path", subject="state")
+
+    def _migrate(self) -> None:
+        """Bring a new state, or one written by an older lastlayer, to :data:`SCHEMA_VERSION` (one change, so another
+        process opening it at the same time either sees it done or waits for it).
+
+        Version 2 keys every class name (:func:`~lastlayer.files.names.name_key`) under a UNIQUE index. Two classes that
+        an older lastlayer let look alike (``gear`` and ``Gear``) both stay: the later one's key gets its id appended,
+        and a new class can take neither name.
+        """
+        with self._db.changing() as change:
+            db = change.db
+            stored = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if stored is not None and int(json.loads(stored[0])) >= SCHEMA_VERSION:
+                return  # another process migrated it meanwhile
+            if "name_key" not in {row[1] for row in db.execute("PRAGMA table_info(classes)")}:
+                db.execute("ALTER TABLE classes ADD COLUMN name_key TEXT")
+            taken: set[str] = set()
+            for class_id, name in db.execute("SELECT id, name FROM classes ORDER BY id").fetchall():
+                key = name_key(name)
+                key = key if key not in taken else f"{key}\x00{class_id}"
+                taken.add(key)
+                db.execute("UPDATE classes SET name_key = ? WHERE id = ?", (key, class_id))
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS classes_by_key ON classes(name_key)")
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
 
     @property
     def busy_timeout(self) -> float:
@@ -210,8 +236,9 @@ class StateStore:
                 setting["imported"] = {}
                 for name, total, shots, details in classes:
                     try:
-                        cursor = change.db.execute("INSERT INTO classes(name, base_weights, base_shots, trainable) VALUES (?, ?, ?, 1)",
-                                                   (name, np.asarray(total, dtype=np.float64).tobytes(), int(shots)))
+                        cursor = change.db.execute("INSERT INTO classes(name, name_key, base_weights, base_shots, trainable) "
+                                                   "VALUES (?, ?, ?, ?, 1)", (name, name_key(name),
+                                                                              np.asarray(total, dtype=np.float64).tobytes(), int(shots)))
                     except sqlite3.IntegrityError:
                         raise ConflictError(f"the model names two classes {name!r}; rename one in its labels", subject="class") from None
                     setting["imported"][str(cursor.lastrowid)] = details
@@ -220,23 +247,25 @@ class StateStore:
 
     # ----------------------------------------------------------------- classes
     def add_class(self, name: str, base_weights: np.ndarray | None = None, base_shots: int = 0, trainable: bool = True) -> int:
-        """Create a class; :class:`ConflictError` if the name is taken (by any process)."""
+        """Create a class; :class:`ConflictError` if the name, or one that looks alike (same :func:`name_key`), is taken
+        (by any process)."""
         blob = None if base_weights is None else np.asarray(base_weights, dtype=np.float64).tobytes()
         with self._db.changing(len(name) + len(blob or b"")) as change:
             try:
-                cursor = change.db.execute("INSERT INTO classes(name, base_weights, base_shots, trainable) VALUES (?, ?, ?, ?)",
-                                           (name, blob, int(base_shots), int(trainable)))
+                cursor = change.db.execute("INSERT INTO classes(name, name_key, base_weights, base_shots, trainable) "
+                                           "VALUES (?, ?, ?, ?, ?)", (name, name_key(name), blob, int(base_shots), int(trainable)))
             except sqlite3.IntegrityError:
-                raise ConflictError(f"a class named {name!r} exists already", subject="class") from None
+                raise _taken(change.db, name) from None
             change.examples = blob is not None
             return int(cursor.lastrowid)
 
     def rename_class(self, class_id: int, name: str) -> None:
         with self._db.changing(len(name)) as change:
             try:
-                renamed = change.db.execute("UPDATE classes SET name = ? WHERE id = ?", (name, class_id)).rowcount
+                renamed = change.db.execute("UPDATE classes SET name = ?, name_key = ? WHERE id = ?",
+                                            (name, name_key(name), class_id)).rowcount
             except sqlite3.IntegrityError:
-                raise ConflictError(f"a class named {name!r} exists already", subject="class") from None
+                raise _taken(change.db, name) from None
             if not renamed:
                 raise _no_class(class_id)
 
@@ -275,9 +304,9 @@ class StateStore:
         with self._db.changing(sum(len(b) for b in blobs) + sum(len(t or b"") for t in thumbnails)) as change:
             ids: dict[str, int] = {}
             for name in dict.fromkeys(names):
-                row = change.db.execute("SELECT id, trainable FROM classes WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    row = (int(change.db.execute("INSERT INTO classes(name) VALUES (?)", (name,)).lastrowid), 1)
+                row = change.db.execute("SELECT id, trainable FROM classes WHERE name_key = ?", (name_key(name),)).fetchone()
+                if row is None:  # (a look-alike of a class's name is that class)
+                    row = (int(change.db.execute("INSERT INTO classes(name, name_key) VALUES (?, ?)", (name, name_key(name))).lastrowid), 1)
                 if not row[1]:
                     raise ConflictError(f"class {name!r} came with the model and cannot take new examples", subject="class")
                 ids[name] = int(row[0])
@@ -375,6 +404,14 @@ def _revision_row(db: sqlite3.Connection) -> tuple[int, int, int]:
     except sqlite3.OperationalError:  # no such table: read-only, and no writer has opened it since
         return 0, 0, 0
     return int(value), int(examples), int(tuned)
+
+
+def _taken(db: sqlite3.Connection, name: str) -> ConflictError:
+    """The error for a name whose key is taken, naming the class that has it."""
+    row = db.execute("SELECT name FROM classes WHERE name_key = ? OR name = ?", (name_key(name), name)).fetchone()
+    existing = name if row is None else row[0]
+    alike = "" if existing == name else f" ({name!r} differs from it only in case, width or spacing)"
+    return ConflictError(f"a class named {existing!r} exists already{alike}; choose another name", subject="class")
 
 
 def _no_class(class_id: int) -> NotFoundError:

@@ -10,6 +10,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lastlayer.serve.context import WebContext
+from lastlayer.serve.protocol import Body, Text
+
+NEW_CLASS = Body(name=Text("the new class's name"))
+RENAMED = Body(name=Text("the new name"))
 
 
 def routes(web: WebContext) -> list[Any]:
@@ -30,11 +34,11 @@ def routes(web: WebContext) -> list[Any]:
         return JSONResponse({"classes": (await run_in_threadpool(web.class_listing))[1]})
 
     async def create_class(request: Request) -> JSONResponse:
-        info = await run_in_threadpool(session.add_class, await web.name(request, "the new class's name"))
+        info = await run_in_threadpool(session.add_class, (await NEW_CLASS.read(request))["name"])
         return JSONResponse({"class": info.to_dict(), "revision": web.changed()}, status_code=201)
 
     async def rename_class(request: Request) -> JSONResponse:
-        name = await web.name(request, "the new name")
+        name = (await RENAMED.read(request))["name"]
         info = await run_in_threadpool(session.rename_class, request.path_params["class_id"], name)
         return JSONResponse({"class": info.to_dict(), "revision": web.changed()})
 
@@ -51,7 +55,7 @@ def routes(web: WebContext) -> list[Any]:
         Route("/api/state", state, methods=["GET"]),
         Route("/api/classes", list_classes, methods=["GET"]),
         Route("/api/classes", create_class, methods=["POST"]),
-        Route("/api/classes/{class_id:int}", rename_class, methods=["PATCH"]),
-        Route("/api/classes/{class_id:int}", delete_class, methods=["DELETE"]),
-        Route("/api/classes/{class_id:int}/examples", class_examples, methods=["GET"]),
+        Route("/api/classes/{class_id:id}", rename_class, methods=["PATCH"]),
+        Route("/api/classes/{class_id:id}", delete_class, methods=["DELETE"]),
+        Route("/api/classes/{class_id:id}/examples", class_examples, methods=["GET"]),
     ]

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from lastlayer.errors import ConflictError, NotFoundError
 from lastlayer.serve.context import WebContext
-from lastlayer.serve.protocol import query_int
+from lastlayer.serve.protocol import query_count
 
 BOUNDARY = "lastlayerframe"
 KEEPALIVE = 15.0
@@ -32,7 +32,7 @@ def routes(web: WebContext) -> list[Any]:
         """The live frames as MJPEG; ``?max_frames=N`` ends after N frames (tests, benchmarks)."""
         if not feed.attached:
             raise NotFoundError("there is no device camera; the page can use the browser's camera or photos")
-        limit = query_int(request, "max_frames")
+        limit = query_count(request, "max_frames")
 
         async def frames() -> AsyncIterator[bytes]:
             yield f"--{BOUNDARY}\r\n".encode()
@@ -50,7 +50,7 @@ def routes(web: WebContext) -> list[Any]:
 
     async def events(request: Request) -> StreamingResponse:
         """Server-Sent Events: ``live`` (each prediction), ``changed`` (revision), ``source`` (status); ``?max_events=N``."""
-        limit = query_int(request, "max_events")
+        limit = query_count(request, "max_events")
 
         async def messages() -> AsyncIterator[str]:
             waiter = (asyncio.get_running_loop(), asyncio.Event())
@@ -71,9 +71,9 @@ def routes(web: WebContext) -> list[Any]:
                     snapshot = feed.snapshot()
                     if snapshot is not None and snapshot.sequence > sequence:
                         sequence = snapshot.sequence
-                        batch.append(("live", snapshot.to_dict()))
+                        batch.append(("live", snapshot.event))  # (encoded once for every client)
                     for name, data in batch:
-                        yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+                        yield f"event: {name}\ndata: {data if isinstance(data, str) else json.dumps(data)}\n\n"
                         sent += 1
                     if not batch:
                         try:

@@ -17,8 +17,10 @@ from starlette.routing import Route
 from lastlayer.errors import ConflictError
 from lastlayer.model.labels import format_labels
 from lastlayer.serve.context import WebContext
-from lastlayer.serve.protocol import ApiError
+from lastlayer.serve.protocol import Body, Number, Whole
 from lastlayer.serve.uploads import decode_upload
+
+FINETUNE = Body(steps=Whole(1, 5000, 300), learning_rate=Number(0, 10, 0.1))
 
 
 def routes(web: WebContext) -> list[Any]:
@@ -26,31 +28,31 @@ def routes(web: WebContext) -> list[Any]:
 
     async def predict(request: Request) -> JSONResponse:
         """The prediction for one posted image (the raw body, e.g. a JPEG frame of the browser's camera)."""
-        body = await web.body(request)
+        body = await web.body(request)  # (before the turn: a slow sender holds no slot)
+        async with web.heavy.turn():
 
-        def predicted() -> Any:
-            return session.predict(decode_upload(body, label="the frame", max_pixels=web.max_pixels), web.top_k)
+            def predicted() -> Any:
+                return session.predict(decode_upload(body, label="the frame", max_pixels=web.max_pixels), web.top_k)
 
-        prediction = await run_in_threadpool(predicted)
+            prediction = await run_in_threadpool(predicted)
         top = prediction.top
         return JSONResponse({**prediction.to_dict(), "top": None if top is None else {"label": top[0], "score": round(top[1], 6)},
                              "revision": prediction.revision})
 
     async def finetune(request: Request) -> JSONResponse:
-        data = await web.json(request)
-        steps = web.whole_number(data, "steps", 300, 1, 5000)
-        rate = data.get("learning_rate", 0.1)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 10:
-            raise ApiError("learning_rate must be a number above 0 and at most 10")
-        result = await run_in_threadpool(session.finetune, steps, float(rate))
+        fields = await FINETUNE.read(request)
+        async with web.jobs.turn():
+            result = await run_in_threadpool(session.finetune, fields["steps"], fields["learning_rate"])
         return JSONResponse({**result, "revision": web.changed()})
 
     async def evaluation(request: Request) -> JSONResponse:
-        result = await run_in_threadpool(session.evaluate)
+        async with web.jobs.turn():
+            result = await run_in_threadpool(session.evaluate)
         return JSONResponse(result.to_dict())
 
     async def export_model(request: Request) -> Response:
-        data = await run_in_threadpool(session.export_bytes)
+        async with web.jobs.turn():
+            data = await run_in_threadpool(session.export_bytes)
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": 'attachment; filename="model.tflite"', "cache-control": "no-store"})
 

@@ -13,7 +13,8 @@
     sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, "", location.pathname);  // keep the token out of the address bar and history
   }
-  const withToken = (path) => (token ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : path);
+  // Reads by URL (thumbnails, the stream, the events, downloads) are authorised by the cookie the page's own
+  // URL set, so the token never travels in another URL; every change carries it in a header.
 
   // ------------------------------------------------------------------ state
   const state = {
@@ -227,7 +228,7 @@
     const item = document.createElement("li");
     item.dataset.exampleId = id;
     const img = document.createElement("img");
-    img.src = withToken(`api/examples/${id}/thumbnail.jpg`);
+    img.src = `api/examples/${id}/thumbnail.jpg`;
     img.alt = `Example ${id} of ${name}`;
     img.loading = "lazy";
     img.width = 56;
@@ -550,7 +551,6 @@
   // Downloads are fetched first, so a refusal (nothing taught yet) is shown instead of a silent failed download.
   for (const id of ["#download-model", "#download-labels"]) {
     const link = $(id);
-    link.href = withToken(link.getAttribute("href"));
     link.addEventListener("click", (event) => {
       event.preventDefault();
       const name = link.getAttribute("download");
@@ -578,7 +578,7 @@
       return;
     }
     stream.hidden = false;
-    stream.src = withToken(`api/stream.mjpg?t=${Date.now()}`);
+    stream.src = `api/stream.mjpg?t=${Date.now()}`;
   }
   stream.addEventListener("error", () => {
     setTimeout(() => { if (stream.getAttribute("src")) restartStream(); }, 2000);
@@ -760,7 +760,7 @@
   let events = null;
   function openEvents() {
     if (events || document.hidden) return;
-    events = new EventSource(withToken("api/events"));
+    events = new EventSource("api/events");
     events.addEventListener("live", (event) => onLive(JSON.parse(event.data)));
     events.addEventListener("source", (event) => onSource(JSON.parse(event.data)));
     events.addEventListener("changed", (event) => {
