@@ -202,18 +202,32 @@ class Text:
         return given
 
 
-class Body:
-    """The fields a JSON body may hold (others are ignored), each a :class:`Whole`, :class:`Number` or :class:`Text`."""
+@dataclass(frozen=True)
+class Flag:
+    """``true`` or ``false`` (required)."""
 
-    def __init__(self, **fields: Whole | Number | Text) -> None:
+    default: None = None
+
+    def value(self, key: str, given: Any) -> bool:
+        if not isinstance(given, bool):
+            raise ApiError(f'send {{"{key}": true}} or {{"{key}": false}}')
+        return given
+
+
+class Body:
+    """The fields a JSON body may hold (others are ignored), each a :class:`Whole`, :class:`Number`, :class:`Text` or
+    :class:`Flag`."""
+
+    def __init__(self, **fields: Whole | Number | Text | Flag) -> None:
         self.fields = fields
 
     def parse(self, data: dict[str, Any]) -> dict[str, Any]:
-        """``{key: value}`` of every field: checked, or its default when missing (a :class:`Text` is required)."""
+        """``{key: value}`` of every field: checked, or its default when missing (a :class:`Text` or :class:`Flag` is
+        required)."""
         values = {}
         for key, field in self.fields.items():
             given = data.get(key)
-            if given is None and not isinstance(field, Text):
+            if given is None and not isinstance(field, (Text, Flag)):
                 values[key] = field.default
             else:
                 values[key] = field.value(key, given)

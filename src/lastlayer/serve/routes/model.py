@@ -17,10 +17,11 @@ from starlette.routing import Route
 from lastlayer.errors import ConflictError
 from lastlayer.model.labels import format_labels
 from lastlayer.serve.context import WebContext
-from lastlayer.serve.protocol import Body, Number, Whole
+from lastlayer.serve.protocol import Body, Flag, Number, Whole
 from lastlayer.serve.uploads import decode_upload
 
 FINETUNE = Body(steps=Whole(1, 5000, 300), learning_rate=Number(0, 10, 0.1))
+KEEP = Body(keep_classes=Flag())
 
 
 def routes(web: WebContext) -> list[Any]:
@@ -73,9 +74,7 @@ def routes(web: WebContext) -> list[Any]:
 
     async def keep_classes(request: Request) -> JSONResponse:
         """``{"keep_classes": true|false}``: keep the classifier's own classes (or stop), while the state holds no class."""
-        keep = (await web.json(request)).get("keep_classes")
-        if not isinstance(keep, bool):
-            raise ApiError('send {"keep_classes": true} or {"keep_classes": false}')
+        keep = (await KEEP.read(request))["keep_classes"]
         result = await run_in_threadpool(session.keep_model_classes, keep)
         return JSONResponse({**result.to_dict(), "revision": web.changed()})
 
