@@ -32,10 +32,11 @@ def test_overlapping_examples_report_the_losses():
 
 @pytest.mark.shared
 def test_imprint_and_the_session_say_so(tmp_path, model_file):
-    from conftest import EXTRACTOR
     from lastlayer.images.render import render_frame, write_image_folder
     from lastlayer.jobs.imprint import ImprintOptions, imprint
     from lastlayer.teach.session import TeachingSession
+
+    from conftest import EXTRACTOR
 
     for kind in ("gear", "red"):
         write_image_folder(tmp_path / "data" / kind, [(kind, 6)], size=(96, 72))

@@ -7,10 +7,15 @@ example is one embedding (none for a frame whose prediction brought it) and one 
 the next prediction uses it; other processes' changes show in predictions within 0.1 s, and at once
 after :meth:`TeachingSession.refresh`. Thread-safe: predictions never wait for a change being
 stored, another process's lock, or a fine-tune.
+
+Predictions honour an unknown rule fitted on the stored embeddings (kept current by the replica, and
+stored with an export), and a live loop may keep the frames they were unsure about in
+:attr:`TeachingSession.uncertain`, to be taught with :meth:`TeachingSession.teach_uncertain`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -28,8 +33,9 @@ from lastlayer.model.normalization import Values
 from lastlayer.runtime.prediction import Prediction
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
-from lastlayer.teach.replica import Replica
+from lastlayer.teach.replica import Replica, RuleKeeper
 from lastlayer.teach.store import StateError, StateStore
+from lastlayer.teach.uncertain import UncertainQueue
 
 ClassRef = Union[int, str]
 T = TypeVar("T")
@@ -78,11 +84,21 @@ class TeachingSession:
             when the folder holds no state; every change raises ``StateError``).
         busy_timeout: seconds a change waits while another process writes, before
             :class:`~lastlayer.errors.BusyError` (default: ``$LASTLAYER_BUSY_TIMEOUT``, else 5).
+        unknown: apply an unknown rule derived from the stored examples (a prediction of none of the
+            classes says ``unknown``; an export stores the rule); False: rank the classes only.
+        unknown_threshold: answer unknown below this similarity instead of the derived threshold.
+
+    :attr:`uncertain` keeps the frames a live loop found unsure (``LiveLoop(session, source,
+    uncertain=session.uncertain)``); :meth:`teach_uncertain` teaches one.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
                  scale: float | None = None, num_threads: int | None = None, input_mean: Values | str | None = None,
-                 input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None) -> None:
+                 input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None,
+                 unknown: bool = True, unknown_threshold: float | None = None) -> None:
+        if unknown_threshold is not None and (not unknown or not math.isfinite(float(unknown_threshold))):
+            raise TrainingError("the unknown threshold must be a finite number, and goes with the unknown answer turned on",
+                                subject="unknown_threshold")
         self.store = StateStore(state_dir, read_only=read_only, busy_timeout=busy_timeout)
         try:
             self.base, self.scale, self.normalization = bind_model(self.store, model, scale, input_mean, input_std)
@@ -90,9 +106,11 @@ class TeachingSession:
         except BaseException:
             self.store.close()
             raise
-        self._replica = Replica(self.store, self.embedder.dim, self.scale)
+        self._replica = Replica(self.store, self.embedder.dim, self.scale,
+                                rule=RuleKeeper(unknown, None if unknown_threshold is None else float(unknown_threshold)))
         self._replica.refresh(force=True)
         self._closing = threading.Event()
+        self.uncertain = UncertainQueue()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -209,6 +227,21 @@ class TeachingSession:
         """The stored JPEG thumbnail of an example."""
         return self.store.thumbnail(example_id)
 
+    def teach_uncertain(self, item_id: int, ref: ClassRef) -> list[ExampleInfo]:
+        """Add the frame :attr:`uncertain` keeps as ``item_id`` to a class (created when named new), with the embedding
+        its prediction computed (no second embedding); it then leaves the queue. Its thumbnail is the example's."""
+        from lastlayer.images.decode import decode_image_bytes
+
+        item = self.uncertain.get(item_id)
+        if item.embedding is None:
+            raise ConflictError(f"uncertain frame {item_id} came without an embedding (a model without an unknown rule); "
+                                "teach it from its picture instead", subject="uncertain")
+        picture = decode_image_bytes(item.thumbnail, name=f"uncertain frame {item_id}") if item.thumbnail else \
+            np.zeros((1, 1, 3), np.uint8)
+        added = self.add_examples(ref, picture, embeddings=[item.embedding.astype(np.float64)])
+        self.uncertain.dismiss(item_id)
+        return added
+
     # ----------------------------------------------------------------- predicting
     def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
         """The ``top_k`` classes for one image (array, frame or file).
@@ -219,10 +252,24 @@ class TeachingSession:
         return self.predict_embedding(self.embed(image, lane=lane), top_k)
 
     def predict_embedding(self, unit: np.ndarray, top_k: int = 3) -> Prediction:
+        """The ``top_k`` classes for a unit embedding, and whether the unknown rule says it is of none of them."""
         self._replica.refresh()
         scores = self._replica.scores(unit)
         return Prediction.from_scores(scores.probabilities, scores.labels, ids=scores.class_ids, top_k=max(1, int(top_k)),
-                                      revision=scores.revision, embedding=unit)
+                                      revision=scores.revision, embedding=unit, unknown=scores.unknown,
+                                      similarity=scores.similarity)
+
+    def unknown_rule(self) -> dict[str, Any]:
+        """The unknown rule predictions apply now: ``{"active", "threshold", "derived_threshold", "examples", "note"}``
+        (``note``: why there is none, e.g. too few examples)."""
+        self._replica.refresh()
+        keeper = self._replica.rule
+        rule = keeper.rule
+        threshold = None if rule is None else (keeper.threshold if keeper.threshold is not None else rule.threshold)
+        return {"active": rule is not None, "threshold": None if threshold is None else round(threshold, 6),
+                "derived_threshold": None if rule is None else round(rule.threshold, 6),
+                "examples": 0 if rule is None else int(sum(rule.examples)), "note": keeper.note,
+                "text": keeper.note if rule is None else f"unknown below similarity {threshold:.3f}"}
 
     # ----------------------------------------------------------------- refining, evaluating, exporting
     def finetune(self, steps: int = 300, learning_rate: float = 0.1) -> dict[str, Any]:
@@ -242,7 +289,8 @@ class TeachingSession:
         sums = head.sums()
         self._stored(self.store.set_finetuned_rows({cid: sums[i] for i, cid in enumerate(class_ids) if head.is_trainable(i)}, basis))
         return {"steps": result.steps_run, "loss_before": result.loss_before, "loss_after": result.loss_after,
-                "best_step": result.best_step, "monitored_on": result.monitored_on, "summary": result.summary()}
+                "best_step": result.best_step, "monitored_on": result.monitored_on, "nothing_to_learn": result.nothing_to_learn,
+                "summary": result.summary()}
 
     def evaluate(self) -> Evaluation:
         """Leave-one-out accuracy per class from the stored embeddings (no image is embedded again)."""
@@ -252,13 +300,15 @@ class TeachingSession:
         return leave_one_out_report(units, labels, self.scale)
 
     def _exported(self) -> tuple[bytes, list[str]]:
-        layer = self._replica.with_head(lambda head, _: None if head is None else head.export())
+        self._replica.refresh()
+        layer = self._replica.exported()  # carrying the unknown rule predictions apply (none if turned off or too few)
         if layer is None:
             raise ConflictError("nothing to export yet: add examples to a class first", subject="class")
         return write_head(self.base, layer, normalization=self.normalization), list(layer.labels)
 
     def export_bytes(self) -> bytes:
-        """The taught model as one self-contained ``.tflite`` (the same layout ``lastlayer imprint`` writes)."""
+        """The taught model as one self-contained ``.tflite`` (the same layout ``lastlayer imprint`` writes), with the
+        unknown rule the predictions apply (see :meth:`unknown_rule`)."""
         return self._exported()[0]
 
     def export(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
