@@ -21,8 +21,12 @@ GET      /api/evaluation                        leave-one-out accuracy per class
 GET      /api/export/model.tflite               download the taught model
 GET      /api/export/labels.txt                 download its labels
 GET      /api/stream.mjpg                       the live frames (multipart/x-mixed-replace JPEG)
-GET      /api/events                            Server-Sent Events: ``live``, ``changed``, ``source``
+GET      /api/events                            Server-Sent Events: ``live``, ``changed``, ``source``, ``uncertain``
 POST     /api/source/retry                      reopen the device's source now
+GET      /api/uncertain                         the frames the live view was unsure about, and the unknown rule
+GET      /api/uncertain/{id}/thumbnail.jpg      an uncertain frame's thumbnail
+POST     /api/uncertain/{id}/teach              ``{"class_id"}`` or ``{"name"}`` -> the frame added to that class
+DELETE   /api/uncertain/{id}                    dismiss an uncertain frame
 =======  =====================================  ==================================================
 
 The handlers live in :mod:`lastlayer.serve.routes`, one module per resource (:data:`RESOURCES`; a new
@@ -62,7 +66,7 @@ except ImportError as _error:
     raise missing_web(_error) from None
 
 # The resources of the API, each a module of lastlayer.serve.routes with routes(web) -> list of routes.
-RESOURCES = ("page", "classes", "examples", "model", "live")
+RESOURCES = ("page", "classes", "examples", "model", "live", "uncertain")
 SourceOpener = Callable[[Predictor], LiveLoop]
 
 

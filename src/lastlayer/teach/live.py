@@ -267,9 +267,14 @@ class LiveLoop:
     ``latest()`` returns the newest :class:`LiveState` (or ``None``); ``wait_newer(processed,
     timeout)`` blocks until a state newer than ``processed`` exists; ``error`` holds what stopped
     the loop (a source that ended or failed), ``running`` whether it still runs.
+
+    The frames it is unsure about go to ``uncertain`` (:func:`predictions`); by default to the
+    predictor's own queue when it keeps one (a :class:`~lastlayer.teach.session.TeachingSession`'s
+    ``uncertain``), so every live view of a session fills the queue it teaches from.
     """
 
     def __init__(self, predictor: Predictor, source: FrameSource, **options: Any) -> None:
+        options.setdefault("uncertain", getattr(predictor, "uncertain", None))
         self.predictor, self.source, self.options = predictor, source, options
         self._state: LiveState | None = None
         self._changed = threading.Condition()

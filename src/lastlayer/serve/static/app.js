@@ -481,9 +481,15 @@
     }));
     const top = prediction && prediction.top;
     const label = top ? top.label : null;
+    const unknown = Boolean(prediction && prediction.unknown);   // the session's unknown rule: none of the classes
+    const closest = prediction && prediction.closest;
     $("#live-panel").dataset.top = label || "";
+    $("#live-panel").dataset.unknown = String(unknown);
     const idle = state.classes.some((klass) => klass.examples) ? "No prediction." : "Nothing taught yet.";
-    $("#prediction-text").textContent = label ? `Prediction: ${label} (${percent(top.score)})` : idle;
+    const text = unknown && closest ? `Prediction: unknown (closest: ${closest.label} ${percent(closest.score)})`
+      : label ? `Prediction: ${label} (${percent(top.score)})` : idle;
+    $("#prediction-text").textContent = text;
+    $("#prediction-text").classList.toggle("unknown", unknown);
     if (label !== state.topLabel) {   // announce only changes of the class, so a screen reader is not flooded
       state.topLabel = label;
       $("#prediction-announce").textContent = label ? `Prediction: ${label}` : idle;
@@ -591,6 +597,53 @@
     }
   }
 
+  // ------------------------------------------------------------------ unsure frames (the session's queue)
+  let uncertainVersion = -1;
+  const uncertainChoice = new Map();   // item id -> the class chosen in its list
+  async function loadUncertain() {
+    let data;
+    try {
+      data = await api("GET", "api/uncertain");
+    } catch (error) {
+      return;
+    }
+    uncertainVersion = data.version;
+    const panel = $("#uncertain-panel");
+    panel.dataset.count = String(data.items.length);
+    $("#uncertain-count").textContent = data.items.length ? `(${data.items.length})` : "";
+    $("#no-uncertain").hidden = data.items.length > 0;
+    $("#uncertain-rule").textContent = data.rule && data.rule.text ? `Unknown answer: ${data.rule.text}.` : "";
+    $("#uncertain-list").replaceChildren(...data.items.map(uncertainItem));
+  }
+
+  function uncertainItem(item) {
+    const row = cell("li", "", { class: "uncertain-item", "data-id": String(item.id), "data-reason": item.reason });
+    const picture = cell("img", "", { alt: `Unsure frame ${item.frame === null ? "" : item.frame}: ${item.text}` });
+    picture.src = withToken(`api/uncertain/${item.id}/thumbnail.jpg`);
+    const seen = item.seen > 1 ? ` · seen ${item.seen}×` : "";
+    const actions = cell("div", "", { class: "uncertain-actions" });
+    const choice = cell("select", "", { class: "uncertain-class", "aria-label": "Class to teach this frame to" });
+    state.classes.forEach((klass) => choice.append(cell("option", klass.name, { value: String(klass.id) })));
+    const closest = item.closest && state.classes.find((klass) => klass.name === item.closest.label);
+    if (closest) choice.value = String(closest.id);
+    if (uncertainChoice.has(item.id)) choice.value = uncertainChoice.get(item.id);   // kept across re-renders
+    choice.addEventListener("change", () => uncertainChoice.set(item.id, choice.value));
+    const teach = cell("button", "Teach", { type: "button", class: "uncertain-teach primary" });
+    teach.disabled = !item.teachable || !state.classes.length;
+    teach.addEventListener("click", () => attempt(async () => {
+      await api("POST", `api/uncertain/${item.id}/teach`, { class_id: Number(choice.value) });
+      await Promise.all([loadUncertain(), refresh(true)]);
+    }));
+    const dismiss = cell("button", "Dismiss", { type: "button", class: "uncertain-dismiss" });
+    dismiss.addEventListener("click", () => attempt(async () => {
+      await api("DELETE", `api/uncertain/${item.id}`);
+      await loadUncertain();
+    }));
+    actions.append(choice, teach, dismiss);
+    row.append(picture, cell("span", item.text + seen, { class: "uncertain-text" }), actions);
+    return row;
+  }
+
   // ------------------------------------------------------------------ server state: events + polling
   async function refresh(force = false) {
     let data;
@@ -607,6 +660,7 @@
       state.classes = data.classes;
       renderClasses();
       updateView();
+      loadUncertain();   // its class choices follow the classes
     }
   }
 
@@ -616,6 +670,9 @@
     events = new EventSource(withToken("api/events"));
     events.addEventListener("live", (event) => onLive(JSON.parse(event.data)));
     events.addEventListener("source", (event) => onSource(JSON.parse(event.data)));
+    events.addEventListener("uncertain", (event) => {
+      if (JSON.parse(event.data).version !== uncertainVersion) loadUncertain();
+    });
     events.addEventListener("changed", (event) => {
       if (JSON.parse(event.data).revision !== state.revision) refresh();
     });
