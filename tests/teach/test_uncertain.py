@@ -104,10 +104,10 @@ def test_the_live_loop_fills_the_sessions_queue_and_one_call_teaches_an_item(mod
     with TeachingSession(tmp_path / "state", model_file(EXTRACTOR)) as session:
         for kind in ("gear", "washer"):
             session.add_examples(kind, [render_frame(kind, 100 + i) for i in range(4)])
-        with LiveLoop(session, open_source(tmp_path / "frames"), window=1, uncertain=session.uncertain) as loop:
+        with LiveLoop(session, open_source(tmp_path / "frames"), window=1) as loop:  # a session's loop fills its queue
             while loop.running:
                 loop.wait_newer(0, 1.0)
-        items = session.uncertain.items()
+        items = session.uncertain_frames()
         assert items and all(item.reason == "unknown" and 4 <= item.frame < 8 for item in items)
         assert sum(item.seen for item in items) == 4  # the four nut frames, folded into as many items as distinct sights
         item = items[0]
@@ -123,3 +123,8 @@ def test_the_live_loop_fills_the_sessions_queue_and_one_call_teaches_an_item(mod
         assert session.thumbnail(added[0].id)[:2] == b"\xff\xd8" and item.id not in [i.id for i in session.uncertain.items()]
         with pytest.raises(NotFoundError):
             session.teach_uncertain(item.id, "nut")
+        other = session.uncertain.offer(_prediction(embedding=_unit(7)), PIXELS)
+        assert session.dismiss_uncertain(other.id).id == other.id and other.id not in [i.id for i in session.uncertain_frames()]
+        assert len(session.store.snapshot(None, every_example=True).examples) == len(stored)  # nothing added
+        with pytest.raises(NotFoundError):
+            session.dismiss_uncertain(other.id)

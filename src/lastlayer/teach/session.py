@@ -35,7 +35,7 @@ from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
 from lastlayer.teach.replica import Replica, RuleKeeper
 from lastlayer.teach.store import StateError, StateStore
-from lastlayer.teach.uncertain import UncertainQueue
+from lastlayer.teach.uncertain import UncertainFrame, UncertainQueue
 
 ClassRef = Union[int, str]
 T = TypeVar("T")
@@ -88,8 +88,9 @@ class TeachingSession:
             classes says ``unknown``; an export stores the rule); False: rank the classes only.
         unknown_threshold: answer unknown below this similarity instead of the derived threshold.
 
-    :attr:`uncertain` keeps the frames a live loop found unsure (``LiveLoop(session, source,
-    uncertain=session.uncertain)``); :meth:`teach_uncertain` teaches one.
+    :attr:`uncertain` keeps the frames a live loop of the session found unsure (``LiveLoop(session,
+    source)`` fills it); :meth:`uncertain_frames` lists them, :meth:`teach_uncertain` teaches one to a
+    class, :meth:`dismiss_uncertain` forgets one (the API a terminal or a page calls).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
@@ -226,6 +227,15 @@ class TeachingSession:
     def thumbnail(self, example_id: int) -> bytes:
         """The stored JPEG thumbnail of an example."""
         return self.store.thumbnail(example_id)
+
+    def uncertain_frames(self) -> list[UncertainFrame]:
+        """The frames the live loop was unsure about (unknown, or two classes nearly tied), most recently seen first:
+        each with ``id``, ``reason``, ``describe()``, ``thumbnail`` (JPEG) and ``to_dict()``."""
+        return self.uncertain.items()
+
+    def dismiss_uncertain(self, item_id: int) -> UncertainFrame:
+        """Forget one uncertain frame (:class:`~lastlayer.errors.NotFoundError` when it is no longer kept)."""
+        return self.uncertain.dismiss(item_id)
 
     def teach_uncertain(self, item_id: int, ref: ClassRef) -> list[ExampleInfo]:
         """Add the frame :attr:`uncertain` keeps as ``item_id`` to a class (created when named new), with the embedding

@@ -54,7 +54,7 @@ def routes(web: WebContext) -> list[Any]:
                             status_code=201)
 
     async def dismiss(request: Request) -> JSONResponse:
-        item = queue.dismiss(request.path_params["item_id"])
+        item = session.dismiss_uncertain(request.path_params["item_id"])
         web.changed()
         return JSONResponse({"dismissed": item.id, "version": queue.version})
 
