@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["embed", "warm", "softmax", "imprint", "keep_classes", "accuracy", "unknown", "live", "serve", "report", "validate"]
+SCRIPTS = ["embed", "warm", "softmax", "imprint", "keep_classes", "accuracy", "unknown", "uncertain", "live", "serve", "report", "validate"]
 TAKE_QUICK = {"embed", "warm", "accuracy", "keep_classes", "unknown"}
 BUDGET_S = 600.0  # the whole suite should finish within 10 minutes on a 2-core machine
 

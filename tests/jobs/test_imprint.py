@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from lastlayer.model.io import save_model
 from lastlayer.model.keep import read_class_layer
 from lastlayer.model.names import operator_name
 from lastlayer.model.surgery import locate_embedding
+from lastlayer.report.intervals import clopper_pearson
 
 from conftest import CLASSIFIER_V2
 from graphs import make_cosine_classifier
@@ -105,7 +108,7 @@ def test_keep_classes_of_an_ordinary_classifier_appends_after_its_own(clothing_s
     assert section["joined_logit_range"][1] > section["logit_range"][1]  # moved up to leave the new logits room
     assert f"the original ones still win {section['shots_kept_by_original']} of the 15 photos imprinted" in kept.headline
     assert all(any(w in line for line in lines) for w in section["warnings"])
-    assert report["test_images"] == 9 and report["test_accuracy"] is not None and report["leave_one_out"]["photos"] == 15
+    assert report["test_images"] == 21 and report["test_accuracy"] is not None and report["leave_one_out"]["photos"] == 15
 
 
 def test_keep_classes_names_the_original_classes_from_a_label_file(clothing_small, tmp_path, model_file):
@@ -197,12 +200,22 @@ def test_few_photos_are_all_imprinted_and_accuracy_says_where_it_comes_from(few_
     if photos == 1:
         assert report["leave_one_out"]["accuracy"] is None and "accuracy not available" in result.headline
     else:
-        assert report["leave_one_out"]["photos"] == 3 * photos and f"on {3 * photos} photos" in result.headline
+        loo = report["leave_one_out"]
+        assert loo["photos"] == 3 * photos and 0 <= loo["right"] <= loo["photos"]
+        low, high = clopper_pearson(loo["right"], loo["photos"])
+        assert f"leave-one-out {loo['right']} / {3 * photos} right, 95 % interval {math.floor(low * 100) / 100:.2f}-" \
+               f"{math.ceil(high * 100) / 100:.2f} (no photos held out)" in result.headline
 
 
-def test_shots_embed_only_the_photos_used(flowers_small, tmp_path):
-    report = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(shots=2, test_ratio=0.25, **QUIET)).report
-    assert report["images"] == 2 * 3 + report["test_images"] and report["test_images"] == 9
+def test_photos_not_used_as_shots_are_the_test_set(flowers_small, tmp_path):
+    result = imprint(flowers_small, tmp_path / "a", options=ImprintOptions(shots=2, test_ratio=0.25, **QUIET))
+    report = result.report
+    assert report["train_images"] == 6 and report["test_images"] == 30 and report["images"] == 36
+    test = report["test"]
+    assert test["samples"] == 30 and f"test {test['top1_right']} / 30 right, 95 % interval" in result.headline
+    assert "on photos not used as shots" in result.headline
+    one = imprint(flowers_small, tmp_path / "b", options=ImprintOptions(shots=1, **QUIET))
+    assert one.report["test_images"] == 33 and "accuracy not available" not in one.headline
 
 
 def test_resume_skips_photos_already_imprinted(flowers_small, tmp_path):

@@ -74,6 +74,12 @@ def test_an_imprint_job_finds_the_imprinting_structure_once(model_file, parts, c
     imprint(parts / "parts", parts / "first", model_file(CLASSIFIER), ImprintOptions(progress=False), log=lambda line: None)
     assert counted["extract_segment"] == 1
     counted.clear()
-    imprint(parts / "more", parts / "second", options=ImprintOptions(progress=False), resume=parts / "first" / "model.tflite",
-            log=lambda line: None)
+    imprint(parts / "more", parts / "second", options=ImprintOptions(progress=False, unknown=False),
+            resume=parts / "first" / "model.tflite", log=lambda line: None)
     assert counted["_inspect"] == 1 and counted["extract_segment"] == 1  # the resumed model's, and its extractor's cut
+    counted.clear()
+    imprint(parts / "more", parts / "third", options=ImprintOptions(progress=False), resume=parts / "first" / "model.tflite",
+            log=lambda line: None)
+    # with the unknown rule: the written model is inspected for the tensor its rule reads, and the resumed one is cut
+    # a second time, at that tensor (its extractor ends after the L2Norm, the rule reads what goes in)
+    assert counted["_inspect"] == 2 and counted["extract_segment"] == 2

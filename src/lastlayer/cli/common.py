@@ -94,6 +94,13 @@ def add_unknown_options(parser: argparse.ArgumentParser) -> None:
                        help="never answer unknown: rank the taught classes only, as before the model had a rule")
 
 
+def add_no_unknown_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-unknown`` for a command that writes a model: store no unknown rule in it."""
+    parser.add_argument("--no-unknown", action="store_true",
+                        help="store no unknown rule in the model (by default one is derived from the photos, each left out "
+                        "in turn, so that the model answers 'unknown' for a picture of none of its classes)")
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

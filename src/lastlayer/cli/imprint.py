@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the shots (default: 0)")
     common.add_normalization_options(parser)
     common.add_output_type_option(parser)
+    common.add_no_unknown_option(parser)
     return parser
 
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         test_ratio=args.test_ratio, shots=args.shots, finetune=args.finetune, finetune_steps=args.finetune_steps,
         keep_classes=args.keep_classes, scale=args.scale, seed=args.seed, use_cache=not args.no_cache,
         strict=args.strict, progress=common.show_progress(args), input_mean=args.input_mean, input_std=args.input_std,
-        output_type=args.output_type, labels=args.labels,
+        output_type=args.output_type, labels=args.labels, unknown=not args.no_unknown,
     )
     output = args.output or str(Path(args.resume).parent)
     result = imprint(args.data_dir, output, args.model, options, resume=args.resume, log=common.job_log(args))

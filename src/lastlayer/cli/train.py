@@ -44,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--balanced", action="store_true", help="weight classes inversely to their size")
     common.add_normalization_options(parser)
     common.add_output_type_option(parser)
+    common.add_no_unknown_option(parser)
     return parser
 
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         class_weight="balanced" if args.balanced else None, early_stopping=args.early_stopping,
         use_cache=not args.no_cache, strict=args.strict, progress=common.show_progress(args),
         input_mean=args.input_mean, input_std=args.input_std, output_type=args.output_type,
+        unknown=not args.no_unknown,
     )
     result = train(args.data_dir, args.output, args.extractor, options, log=common.job_log(args))
     if args.json:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,9 @@ from lastlayer.jobs.keep import (
     kept_leave_one_out,
     kept_report,
     open_kept_head,
+    with_unknown_rule,
 )
+from lastlayer.jobs.unknown import RuleOutcome, derive_rule, previous_rule
 from lastlayer.layer import DenseLayer
 from lastlayer.learn.imprinting import COSINE_QUANTIZATION, DEFAULT_SCALE, ImprintingHead, leave_one_out
 from lastlayer.model.export import (
@@ -31,7 +33,9 @@ from lastlayer.model.export import (
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.keep import write_appended_classes
 from lastlayer.model.normalization import Values, input_normalization
+from lastlayer.model.unknown import rule_input_model
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
+from lastlayer.report.intervals import count
 from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 
@@ -51,6 +55,7 @@ class ImprintOptions(skeleton.DataOptions):
     input_std: Values | str | None = None
     output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
     labels: str | None = None  # label file of the base classifier's own classes (with keep_classes)
+    unknown: bool = True  # store an unknown rule derived from the shots (see lastlayer.jobs.unknown.derive_rule)
 
 
 def resumed_layer(base: ModelFile) -> DenseLayer:
@@ -126,8 +131,30 @@ def _leave_one_out(X: np.ndarray, y: np.ndarray, classes: list[str], scale: floa
     keep = np.isin(y, usable)
     local = np.searchsorted(usable, y[keep])
     predicted = leave_one_out(X[keep], local, len(usable), scale)
-    return {"accuracy": float(np.mean(predicted == local)), "photos": int(keep.sum()),
+    right = count(int(np.sum(predicted == local)), int(keep.sum()))
+    return {"accuracy": right.value, "photos": right.total, "right": right.hits, "interval": right.to_dict()["interval"],
             "classes": [classes[i] for i in usable], "note": None}
+
+
+def _unknown_rule(base: ModelFile, options: ImprintOptions, classes_before: int, X: np.ndarray, ids: np.ndarray,
+                  num_classes: int) -> RuleOutcome:
+    """The rule for the head's classes from this run's shots, continuing the one ``base`` stores for the classes it kept."""
+    previous, note = previous_rule(base, classes_before, X.shape[1]) if classes_before and options.unknown else (None, None)
+    outcome = derive_rule(X, ids, num_classes, previous=previous, source=base.name, enabled=options.unknown)
+    return replace(outcome, note=note) if outcome.rule is not None and note else outcome
+
+
+def _accuracy_clause(report: dict[str, Any], classes: list[str], tested: np.ndarray, shots: int | None) -> str:
+    """How well the head did, on how many photos and with the 95 % interval: on held-out photos, else leave-one-out."""
+    if report["test_accuracy"] is not None:
+        test = report["test"]
+        where = "photos not used as shots" if shots else "held-out photos"
+        return (f"test {count(test['top1_right'], test['samples']).describe()} on {where} of "
+                f"{_names(sorted({classes[c] for c in tested}))}")
+    loo = report["leave_one_out"]
+    if loo["accuracy"] is not None:
+        return f"leave-one-out {count(loo['right'], loo['photos']).describe()} (no photos held out)"
+    return f"accuracy not available: {loo['note']}"
 
 
 def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTOR, options: ImprintOptions | None = None,
@@ -157,21 +184,27 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     output_type = options.output_type or original_output_type(base)
     train_rows, test_rows = stratified_split(dataset.labels, options.test_ratio, options.seed)
     kept_whole = too_small_to_hold_out(dataset.labels, dataset.classes, options.test_ratio)
-    if kept_whole:
+    if options.shots:  # the photos not used as shots are the test set
+        shots = take_shots(train_rows, dataset.labels, options.shots, options.seed)
+        train_rows, test_rows = shots, np.union1d(test_rows, np.setdiff1d(train_rows, shots))
+        kept_whole = [name for c, name in enumerate(dataset.classes) if not np.any(dataset.labels[test_rows] == c)
+                      and np.any(dataset.labels == c)]
+        if kept_whole:
+            say(f"no photos held out from {_names(kept_whole)}: every photo is a shot")
+    elif kept_whole:
         say(f"no photos held out from {_names(kept_whole)} (fewer than {MIN_IMAGES_TO_HOLD_OUT} photos each)")
-    if options.shots:
-        train_rows = take_shots(train_rows, dataset.labels, options.shots, options.seed)
     known = _known_digests(kept_layer.state if kept_layer is not None else resumed.state if resumed is not None else None)
     digests = [d[:DIGEST_CHARS] for d in skeleton.content_digests(dataset, options)]
     repeated = [r for r in train_rows if digests[r] in known]
     if repeated:
         train_rows = np.setdiff1d(train_rows, repeated)
         say(f"skipped {len(repeated)} photo(s) already imprinted in {base.name}")
+    test_rows = np.array([r for r in test_rows if digests[r] not in known], dtype=int)  # never test on imprinted photos
     roles = {**{int(r): "train" for r in train_rows}, **{int(r): "test" for r in test_rows}}
     if not len(train_rows):
         raise TrainingError(f"all {len(repeated)} training photos of {data} are already imprinted in {base.name}; "
                             "nothing new to add", subject="data")
-    used = np.array(sorted(roles), dtype=int)  # only the photos used are embedded (with --shots, a few per class)
+    used = np.array(sorted(roles), dtype=int)  # only the photos used are embedded
     embedded = skeleton.embed(Interpreter(extractor_model(base), normalization=normalization), dataset.subset(used), options,
                               timer, say)
     X, y = embedded.X, embedded.y
@@ -181,6 +214,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
     test_rows = np.flatnonzero([roles[i] == "test" for i in origin])
     finetuned = None
     new_digests: dict[str, list[str]] = {}
+    classes_before = head.num_classes  # the classes the head continues from the base (its rule's, if it stores one)
     with timer.step("imprint_s"):
         for local in np.argsort(ids):  # ascending model ids, so each new class gets exactly the next id
             rows = train_rows[y[train_rows] == local]
@@ -194,12 +228,21 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         if options.finetune:
             finetuned = head.finetune(options.finetune_steps)
             say(f"fine-tuned: {finetuned.summary()}")
+    rule_X = X[train_rows]
+    rule_model = rule_input_model(base) if options.unknown else None
+    if rule_model is not None:  # the rule reads the L2Norm input; the extractor of an imprinting model ends after it
+        with timer.step("embed_rule_s"):
+            rule_X = skeleton.embed(Interpreter(rule_model, normalization=normalization), embedded.dataset.subset(train_rows),
+                                    options, skeleton.Timer(), say).X
+    rule = _unknown_rule(base, options, classes_before, rule_X, np.asarray(ids)[y[train_rows]], head.num_classes)
     with timer.step("serialize_s"):
         layer = head.export()
         layer.state["digests"] = _merged(known, new_digests)  # so a later --resume can skip these photos
         if appending:
-            model_bytes = write_appended_classes(base, layer, output_type=options.output_type, normalization=normalization)
+            written_on, appended = with_unknown_rule(base, layer, rule.rule)
+            model_bytes = write_appended_classes(written_on, appended, output_type=options.output_type, normalization=normalization)
         else:
+            layer = rule.rule.attach(layer) if rule.rule is not None else layer
             model_bytes = write_head(base, layer, output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
         "method": ("imprinting, original classes kept" if appending else "imprinting") + (" + finetune" if options.finetune else ""),
@@ -219,7 +262,7 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         "shots": {head.labels[i]: head.shots(i) for i in ids if i < head.num_classes},
         "finetune_loss": [finetuned.loss_before, finetuned.loss_after] if finetuned else None,
         "finetune": None if finetuned is None else {k: getattr(finetuned, k) for k in (
-            "monitored_on", "best_step", "steps_run", "step_reductions", "stopped_early", "held_out")},
+            "monitored_on", "best_step", "steps_run", "step_reductions", "stopped_early", "held_out", "nothing_to_learn")},
         "settings": skeleton.settings(options),
         "test_accuracy": None,
     }
@@ -229,23 +272,17 @@ def imprint(data: PathLike, output: PathLike, model: PathLike = DEFAULT_EXTRACTO
         report["test"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in test_rows], y[test_rows], scores,
                                                         dataset.classes, ids, head.labels)
         report["test_accuracy"] = report["test"]["top1_accuracy"]
+        rule = rule.tested(X[test_rows], np.argmax(scores, axis=1))
+    report["unknown_rule"] = rule.to_dict()
     report["leave_one_out"] = kept_leave_one_out(head) if appending else \
         _leave_one_out(X[train_rows], y[train_rows], dataset.classes, head.scale)
     report["times"] = timer.rounded()
-    headline = f"{head.num_classes} classes"
     for warning in (report["keep_classes"] or {}).get("warnings", []):
         say(f"warning: {warning}")
-    if report["test_accuracy"] is not None:
-        tested = sorted({dataset.classes[c] for c in y[test_rows]})
-        headline += f", test accuracy {report['test_accuracy']:.3f} on {len(test_rows)} held-out photos of {_names(tested)}"
-    elif report["leave_one_out"]["accuracy"] is not None:
-        loo = report["leave_one_out"]
-        headline += (f", leave-one-out accuracy {loo['accuracy']:.3f} on {loo['photos']} photos "
-                     "(no photos held out)")
-    else:
-        headline += f"; accuracy not available: {report['leave_one_out']['note']}"
+    headline = f"{head.num_classes} classes, " + _accuracy_clause(report, dataset.classes, y[test_rows], options.shots)
     if appending:
         headline += kept_headline(report["keep_classes"])
+    headline += rule.headline()
     written = skeleton.write_model_outputs(output, model_bytes, head.labels, report, report.get("test"),
                                   f"{base.path.name} imprinted: test split")
     return ModelJobResult(written, report, headline)

@@ -7,16 +7,22 @@ extend already has classes appended this way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from lastlayer.errors import ModelError, TrainingError
+from lastlayer.layer import AppendedClasses
 from lastlayer.learn.keep import KeepClassesHead
+from lastlayer.learn.unknown import UnknownRule
 from lastlayer.model.export import cosine_class_rows
 from lastlayer.model.file import ModelFile, ModelKind
 from lastlayer.model.keep import ClassLayer, has_appended_classes, read_class_layer
 from lastlayer.model.labels import read_label_file
+from lastlayer.model.metadata import read_metadata, remove_metadata
+from lastlayer.model.unknown import UNKNOWN_METADATA_NAME, unknown_rule_entry
+from lastlayer.report.intervals import count
 
 
 def appends_classes(base: ModelFile, keep_classes: bool, resume: bool = False) -> bool:
@@ -49,6 +55,26 @@ def open_kept_head(base: ModelFile, labels_path: str | None = None) -> tuple[Kee
             raise ModelError(f"{labels_path} names {len(table)} classes but {base.name} has {layer.num_classes}; "
                              "give the label file of this model", subject="labels")
     return KeepClassesHead.from_class_layer(layer, labels), layer
+
+
+def with_unknown_rule(base: ModelFile, appended: AppendedClasses, rule: UnknownRule | None) -> tuple[ModelFile, AppendedClasses]:
+    """The model to write on and the classes to append, carrying ``rule`` (one of :attr:`AppendedClasses.metadata`).
+
+    The rule is for all classes, the original ones first (those without examples are not judged).
+    Without a rule, a rule ``base`` stores (for its fewer classes) is dropped from the copy written on.
+    """
+    if rule is None:
+        if read_metadata(base.tree, UNKNOWN_METADATA_NAME) is None:
+            return base, appended
+        tree = base.copy_tree()
+        remove_metadata(tree, UNKNOWN_METADATA_NAME)
+        return ModelFile.from_tree(tree, base.name), appended
+    total = len(appended.labels) if appended.labels else rule.num_classes
+    if (rule.num_classes, rule.dim) != (total, appended.dim):
+        raise TrainingError(f"the unknown rule is for {rule.num_classes} classes of {rule.dim} features but the model will have "
+                            f"{total} classes of {appended.dim}; fit the rule on the head's examples")
+    entry = unknown_rule_entry(base.tree, rule.to_dict(), base.name)
+    return base, replace(appended, metadata={**appended.metadata, UNKNOWN_METADATA_NAME: entry})
 
 
 def check_options(finetune: bool, scale: float | None) -> None:
@@ -85,7 +111,9 @@ def kept_leave_one_out(head: KeepClassesHead) -> dict[str, Any]:
     truth, predicted = head.leave_one_out()
     if not len(truth):
         return {"accuracy": None, "photos": 0, "note": "leave-one-out needs a new class with 2 photos"}
-    return {"accuracy": float(np.mean(truth == predicted)), "photos": int(len(truth)), "note": None}
+    right = count(int(np.sum(truth == predicted)), len(truth))
+    return {"accuracy": right.value, "photos": right.total, "right": right.hits, "interval": right.to_dict()["interval"],
+            "note": None}
 
 
 def kept_headline(section: dict[str, Any]) -> str:

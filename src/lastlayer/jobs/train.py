@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -12,12 +12,14 @@ from lastlayer.errors import TrainingError
 from lastlayer.files.datasets import MIN_IMAGES_TO_HOLD_OUT, stratified_split, too_small_to_hold_out
 from lastlayer.jobs import base as skeleton
 from lastlayer.jobs.base import Log, ModelJobResult, PathLike
+from lastlayer.jobs.unknown import derive_rule
 from lastlayer.learn.base import SoftmaxLearner
 from lastlayer.learn.registry import Solver, get_solver
 from lastlayer.model.export import extractor_model, original_output_type, output_type_of, write_head
 from lastlayer.model.file import ModelKind
 from lastlayer.model.normalization import Values, input_normalization
 from lastlayer.model.zoo import DEFAULT_EXTRACTOR, open_model
+from lastlayer.report.intervals import count
 from lastlayer.report.metrics import classification_report, misclassified
 from lastlayer.runtime import Interpreter
 
@@ -41,6 +43,7 @@ class TrainOptions(skeleton.DataOptions):
     input_mean: Values | str | None = None  # None: decided from the model (see lastlayer.model.normalization)
     input_std: Values | str | None = None
     output_type: str | None = None  # None: the base model's (see lastlayer.model.export.original_output_type)
+    unknown: bool = True  # store an unknown rule derived from the photos (see lastlayer.jobs.unknown.derive_rule)
 
     def iterations(self, n_train: int) -> int:
         """Iterations to run: ``epochs`` passes over ``n_train`` images, else ``num_iter`` (default 500)."""
@@ -99,8 +102,16 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         if refit:  # the held-out photos measured the head; the saved head learns from every photo
             layer = _fitted_layer(solver, options, len(dataset.classes), X, y, np.arange(len(y)), np.array([], dtype=int), say)
         fit = layer.fit_report()
+    learned_from = np.arange(len(y)) if refit else train_rows  # the photos the saved head (and its rule) learned from
+    rule = derive_rule(X[learned_from], y[learned_from], len(dataset.classes), enabled=options.unknown)
+    if rule.rule is not None and len(val_rows):  # measured by a rule that did not see the validation photos
+        measured = rule if not refit else derive_rule(X[train_rows], y[train_rows], len(dataset.classes))
+        if measured.rule is not None:
+            rule = replace(rule, held_out=measured.tested(X[val_rows], np.argmax(val_scores, axis=1)).held_out)
     with timer.step("serialize_s"):
-        model_bytes = write_head(base, layer.export(dataset.classes), output_type=output_type, normalization=normalization)
+        exported = layer.export(dataset.classes)
+        exported = rule.rule.attach(exported) if rule.rule is not None else exported
+        model_bytes = write_head(base, exported, output_type=output_type, normalization=normalization)
     report: dict[str, Any] = {
         "method": "backprop",
         "extractor": base.name,
@@ -121,21 +132,23 @@ def train(data: PathLike, output: PathLike, extractor: PathLike = DEFAULT_EXTRAC
         "settings": skeleton.settings(options),
         "train_accuracy": train_accuracy,
         "val_accuracy": val_accuracy,
+        "unknown_rule": rule.to_dict(),
     }
     if len(val_rows):
         report["val"] = classification_report(y[val_rows], val_scores, dataset.classes)
         report["val"]["misclassified"] = misclassified([embedded.dataset.paths[i] for i in val_rows], y[val_rows], val_scores,
                                                        dataset.classes, labels=dataset.classes)
     report["times"] = timer.rounded()
-    headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images"
+    headline = f"train accuracy {report['train_accuracy']:.3f} on {len(train_rows)} images (the photos it learned from)"
     if val_accuracy is not None:
-        headline += f", validation accuracy {val_accuracy:.3f} on {len(val_rows)} held-out images"
+        headline += f", validation {count(report['val']['top1_right'], report['val']['samples']).describe()}"
         if refit:
             headline += " (the saved head was then refit on every photo)"
     elif report["cv_accuracy"] is not None:
-        headline += f", cross-validated accuracy {report['cv_accuracy']:.3f}"
+        headline += f", cross-validated accuracy {report['cv_accuracy']:.3f} (no photos held out to count it on)"
     else:
         headline += "; no validation accuracy (no photos held out)"
+    headline += rule.headline()
     written = skeleton.write_model_outputs(output, model_bytes, dataset.classes, report, report.get("val"),
                                   f"{base.path.name} + softmax head: validation split")
     return ModelJobResult(written, report, headline)

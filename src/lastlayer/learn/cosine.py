@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lastlayer.report.intervals import Count, count
 from lastlayer.report.metrics import confusion_matrix
 
 NORM_EPSILON = 1e-5
@@ -44,7 +45,9 @@ def leave_one_out(units: np.ndarray, y: np.ndarray, num_classes: int, scale: flo
 class LeaveOneOutReport:
     """Leave-one-out accuracy per class (``None`` for a class with one example) and over all, with the confusion matrix.
 
-    ``confusion[i][j]`` counts examples of class ``labels[i]`` predicted as ``labels[j]``.
+    ``confusion[i][j]`` counts examples of class ``labels[i]`` predicted as ``labels[j]``. ``right`` and
+    ``per_class_right`` say on how many examples each accuracy was counted, with its 95 % interval
+    (:meth:`summary`: ``leave-one-out 25 / 25 right, 95 % interval 0.86-1.00``).
     """
 
     labels: list[str]
@@ -53,10 +56,22 @@ class LeaveOneOutReport:
     confusion: list[list[int]]
     examples: int
     notes: list[str] = field(default_factory=list)
+    right: Count | None = None
+    per_class_right: dict[str, Count | None] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``leave-one-out 25 / 25 right, 95 % interval 0.86-1.00``, or why there is no figure."""
+        if self.right is None:
+            return "leave-one-out: " + ("; ".join(self.notes) or "no figures")
+        return f"leave-one-out {self.right.describe()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"labels": self.labels, "per_class": self.per_class, "accuracy": self.accuracy,
-                "confusion": self.confusion, "examples": self.examples, "notes": self.notes}
+                "confusion": self.confusion, "examples": self.examples, "notes": self.notes,
+                "right": None if self.right is None else self.right.to_dict(),
+                "per_class_right": {k: None if v is None else v.to_dict() for k, v in self.per_class_right.items()},
+                "summary": self.summary(),
+                "per_class_summary": {k: None if v is None else v.describe() for k, v in self.per_class_right.items()}}
 
 
 def leave_one_out_report(units_by_class: Sequence[np.ndarray], labels: Sequence[str], scale: float) -> LeaveOneOutReport:
@@ -73,15 +88,18 @@ def leave_one_out_report(units_by_class: Sequence[np.ndarray], labels: Sequence[
     y = np.concatenate([np.full(len(units), i) for i, (_, units) in enumerate(taught)])
     predicted = leave_one_out(X, y, len(taught), scale)
     per_class: dict[str, float | None] = {}
+    per_class_right: dict[str, Count | None] = {}
     notes = []
     for index, (name, units) in enumerate(taught):
         if len(units) < 2:
-            per_class[name] = None
+            per_class[name] = per_class_right[name] = None
             notes.append(f"class {name!r} has 1 example: leave-one-out needs at least 2")
         else:
-            per_class[name] = float(np.mean(predicted[y == index] == index))
+            per_class_right[name] = count(int(np.sum(predicted[y == index] == index)), len(units))
+            per_class[name] = per_class_right[name].value
     counted = np.isin(y, [i for i, (_, units) in enumerate(taught) if len(units) >= 2])
-    accuracy = float(np.mean(predicted[counted] == y[counted])) if counted.any() else None
+    right = count(int(np.sum(predicted[counted] == y[counted])), int(counted.sum())) if counted.any() else None
     known = predicted >= 0
     confusion = confusion_matrix(y[known], predicted[known], len(taught)).tolist()
-    return LeaveOneOutReport(names, per_class, accuracy, confusion, len(y), notes)
+    return LeaveOneOutReport(names, per_class, None if right is None else right.value, confusion, len(y), notes, right,
+                             per_class_right)

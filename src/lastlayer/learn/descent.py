@@ -20,6 +20,9 @@ HOLDOUT_RATIO = 0.2
 HOLDOUT_MIN_PER_CLASS = 20
 # Halvings of the step size (each after a step that raised the training objective) before stopping.
 MAX_STEP_REDUCTIONS = 10
+# A monitored loss this low before fine-tuning (it prints as 0.000) leaves nothing to learn: the imprinted rows
+# already give every monitored example nearly all of its probability.
+NOTHING_TO_LEARN = 5e-4
 
 
 @dataclass
@@ -68,8 +71,20 @@ class FinetuneResult:
         """Whether rows other than the imprinted ones were kept."""
         return self.best_step > 0
 
+    @property
+    def nothing_to_learn(self) -> bool:
+        """Whether the imprinted rows already fit the monitored examples (loss below :data:`NOTHING_TO_LEARN`)."""
+        return self.loss_before < NOTHING_TO_LEARN
+
     def summary(self) -> str:
-        """One line for a log, e.g. ``loss 0.713 -> 0.402 (held-out, best of 120 steps at step 92, 1 step reduction)``."""
+        """One line for a log, e.g. ``loss 0.713 -> 0.402 (held-out, best of 120 steps at step 92, 1 step reduction)``.
+
+        When there was :attr:`nothing_to_learn`, it says so instead of ``loss 0.000 -> 0.000``.
+        """
+        if self.nothing_to_learn:
+            kept = "kept the imprinted rows" if not self.improved else f"kept step {self.best_step} of {self.steps_run}"
+            return (f"nothing to learn: the imprinted rows already fit the examples ({self.monitored_on} loss "
+                    f"{self.loss_before:.1e} before, {self.loss_after:.1e} after; {kept})")
         text = f"loss {self.loss_before:.3f} -> {self.loss_after:.3f} ({self.monitored_on} loss, "
         text += f"best of {self.steps_run} steps at step {self.best_step}" if self.improved else \
             f"no step improved on imprinting in {self.steps_run}; kept the imprinted rows"

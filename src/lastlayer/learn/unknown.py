@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from statistics import NormalDist
 from typing import Any, Mapping
 
@@ -234,12 +235,25 @@ class UnknownRule:
     def dim(self) -> int:
         return int(self.means.shape[1])
 
-    @property
+    @cached_property
     def centres(self) -> np.ndarray:
-        """``[C, D]`` unit class centres, float64; a row of NaN for a class without examples."""
+        """``[C, D]`` unit class centres, float64; a row of NaN for a class without examples (computed once per rule)."""
         means = self.means.astype(np.float64)
         norms = np.linalg.norm(means, axis=1, keepdims=True)
-        return np.where(norms > _EPSILON, means / np.maximum(norms, _EPSILON), np.nan)
+        centres = np.where(norms > _EPSILON, means / np.maximum(norms, _EPSILON), np.nan)
+        centres.setflags(write=False)
+        return centres
+
+    @cached_property
+    def _judged(self) -> np.ndarray:
+        """``[C]`` whether each class has examples (a centre the rule judges by)."""
+        judged = np.asarray(self.examples) > 0
+        judged.setflags(write=False)
+        return judged
+
+    @cached_property
+    def _judged_centres(self) -> np.ndarray:
+        return np.ascontiguousarray(self.centres[self._judged])
 
     @property
     def classes(self) -> tuple[ClassSpread, ...]:
@@ -258,9 +272,10 @@ class UnknownRule:
 
     def similarity(self, X: np.ndarray) -> np.ndarray:
         """``[n]`` similarity to the closest class centre: the value compared with the threshold."""
-        values = self.similarities(X)
-        known = np.asarray(self.examples) > 0
-        return values[:, known].max(axis=1) if known.any() else np.full(len(values), np.inf)
+        X = check_features(X, self.dim)
+        if not self._judged.any():
+            return np.full(len(X), np.inf)
+        return (embed_features(X, self.power) @ self._judged_centres.T).max(axis=1)
 
     def accepts(self, X: np.ndarray, threshold: float | None = None, predicted: np.ndarray | None = None) -> np.ndarray:
         """``[n]`` booleans: True where a picture is one of the taught classes, False where it is unknown.
@@ -271,7 +286,7 @@ class UnknownRule:
         limit = self.threshold if threshold is None else float(threshold)
         accepted = self.similarity(X) >= limit
         if predicted is not None:
-            accepted |= np.asarray(self.examples)[np.asarray(predicted, dtype=np.int64)] == 0
+            accepted |= ~self._judged[np.asarray(predicted, dtype=np.int64)]
         return accepted
 
     def with_threshold(self, threshold: float) -> UnknownRule:

@@ -23,7 +23,7 @@ from lastlayer.model.file import ModelFile
 from lastlayer.model.imprinting import find_structure
 from lastlayer.model.metadata import read_metadata, remove_metadata, write_metadata
 from lastlayer.model.names import as_text
-from lastlayer.model.surgery import locate_embedding
+from lastlayer.model.surgery import cut, locate_embedding
 
 UNKNOWN_METADATA_NAME = "lastlayer_unknown"
 
@@ -47,11 +47,12 @@ def head_input_tensor(model: schema.ModelT) -> int | None:
     return None if point is None else int(point.tensor)
 
 
-def store_unknown_rule(model: schema.ModelT, rule: Mapping[str, Any] | None, source: str = "the model") -> None:
-    """Store ``rule`` (JSON-able) for the tensor the head reads, in place; ``None`` removes a stored rule."""
-    if rule is None:
-        remove_metadata(model, UNKNOWN_METADATA_NAME)
-        return
+def unknown_rule_entry(model: schema.ModelT, rule: Mapping[str, Any], source: str = "the model") -> bytes:
+    """The metadata entry (JSON bytes) storing ``rule`` for the tensor ``model``'s head reads.
+
+    For writers that store the entry themselves (e.g. as one of :attr:`lastlayer.layer.AppendedClasses.metadata`
+    under :data:`UNKNOWN_METADATA_NAME`); the tensor is found again by its name if its index moves.
+    """
     index = head_input_tensor(model)
     if index is None:
         raise ModelError(f"{source} has no class layer whose input an unknown rule could read", subject="model")
@@ -60,7 +61,15 @@ def store_unknown_rule(model: schema.ModelT, rule: Mapping[str, Any] | None, sou
         text = json.dumps({"tensor": name, "index": index, "rule": dict(rule)}, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ModelError(f"the unknown rule for {source} cannot be stored: {exc}") from None
-    write_metadata(model, UNKNOWN_METADATA_NAME, text.encode("utf-8"))
+    return text.encode("utf-8")
+
+
+def store_unknown_rule(model: schema.ModelT, rule: Mapping[str, Any] | None, source: str = "the model") -> None:
+    """Store ``rule`` (JSON-able) for the tensor the head reads, in place; ``None`` removes a stored rule."""
+    if rule is None:
+        remove_metadata(model, UNKNOWN_METADATA_NAME)
+        return
+    write_metadata(model, UNKNOWN_METADATA_NAME, unknown_rule_entry(model, rule, source))
 
 
 def read_unknown_rule(model: ModelFile) -> StoredRule | None:
@@ -85,6 +94,20 @@ def read_unknown_rule(model: ModelFile) -> StoredRule | None:
                              subject="model")
         index = matches[0]
     return StoredRule(index, name, int(np.prod(tensors[index].shape)), rule)
+
+
+def rule_input_model(model: ModelFile) -> ModelFile | None:
+    """``model`` cut at the tensor the unknown rule of a head written on it reads, when its extractor ends elsewhere;
+    else ``None`` (the extractor's output is that tensor).
+
+    Coral's imprinting model is the one such case: its extractor ends at the L2Norm output (unit
+    vectors quantized in steps of 1/128), while the rule reads the L2Norm input, what it was derived on.
+    """
+    structure = model.analysis.imprinting
+    if structure is None:
+        return None
+    tensor = int(model.tree.subgraphs[0].operators[structure.l2norm_op].inputs[0])  # what head_input_tensor finds
+    return ModelFile.from_tree(cut(model.copy_tree(), tensor, model.name), f"{model.name} (the input of its L2Norm)")
 
 
 def expose_tensors(model: ModelFile, tensors: Sequence[int]) -> ModelFile:

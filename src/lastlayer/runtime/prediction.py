@@ -4,6 +4,10 @@ Every path that turns a model's scores into ranked classes goes through :func:`r
 ties by the lower class id, an inclusive threshold): ``lastlayer classify``, the live loop and its
 smoothing, a teaching session, and PyCoral's ``get_classes`` (:mod:`lastlayer.pycoral.adapters.classify`,
 which keeps PyCoral's own ``Class`` tuples and ``top_k=0`` rule on top of it).
+
+A prediction made under an unknown rule also says whether the picture is of none of the classes
+(:attr:`Prediction.unknown`); its :attr:`~Prediction.answer` is then ``"unknown"``, while
+:attr:`~Prediction.top` stays the closest class.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+UNKNOWN = "unknown"  # the answer for a picture of none of the classes
 
 
 def rank(scores: Any, top_k: float | None = None, threshold: float | None = None) -> np.ndarray:
@@ -91,7 +97,25 @@ class Prediction:
 
     @property
     def top(self) -> tuple[str, float] | None:
+        """The best class and its score (also when the picture is unknown: see :attr:`answer`)."""
         return self.classes[0] if self.classes else None
+
+    @property
+    def answer(self) -> tuple[str, float] | None:
+        """What to show or act on: ``("unknown", closest score)`` when the rule says unknown, else :attr:`top`."""
+        top = self.top
+        if top is not None and self.unknown:
+            return UNKNOWN, top[1]
+        return top
+
+    def describe(self) -> str:
+        """``roses 0.91``, ``unknown (closest: roses 0.64)``, or ``-`` before anything was taught."""
+        top = self.top
+        if top is None:
+            return "-"
+        if self.unknown:
+            return f"{UNKNOWN} (closest: {top[0]} {top[1]:.2f})"
+        return f"{top[0]} {top[1]:.2f}"
 
     @property
     def ranked(self) -> list[ClassScore]:
@@ -99,6 +123,12 @@ class Prediction:
         return [ClassScore(class_id, label, score) for class_id, (label, score) in zip(self.class_ids, self.classes)]
 
     def to_dict(self) -> dict[str, Any]:
-        """The live loop's form: ``{"top_k": [{"class_id", "label", "score"}, ...]}``."""
-        return {"top_k": [{"class_id": i, "label": label, "score": round(float(score), 6)}
+        """The live loop's form: ``top`` (the :attr:`answer`: label ``"unknown"`` when the rule says so), ``closest``
+        (the best class), ``unknown`` (None without a rule), ``similarity`` and ``top_k`` (``[{"class_id", "label",
+        "score"}, ...]``)."""
+        answer, top = self.answer, self.top
+        return {"top": None if answer is None else {"label": answer[0], "score": round(float(answer[1]), 6)},
+                "closest": None if top is None else {"label": top[0], "score": round(float(top[1]), 6)},
+                "unknown": self.unknown, "similarity": None if self.similarity is None else round(float(self.similarity), 6),
+                "top_k": [{"class_id": i, "label": label, "score": round(float(score), 6)}
                           for i, (label, score) in zip(self.class_ids, self.classes)]}

@@ -23,8 +23,12 @@ GET      /api/export/labels.txt                 download its labels
 GET      /api/origin                            the model the session started from (+ its kept classes' names)
 POST     /api/origin                            ``{"keep_classes"}``: keep a classifier's own classes (no class yet)
 GET      /api/stream.mjpg                       the live frames (multipart/x-mixed-replace JPEG)
-GET      /api/events                            Server-Sent Events: ``live``, ``changed``, ``source``
+GET      /api/events                            Server-Sent Events: ``live``, ``changed``, ``source``, ``uncertain``
 POST     /api/source/retry                      reopen the device's source now
+GET      /api/uncertain                         the frames the live view was unsure about, and the unknown rule
+GET      /api/uncertain/{id}/thumbnail.jpg      an uncertain frame's thumbnail
+POST     /api/uncertain/{id}/teach              ``{"class_id"}`` or ``{"name"}`` -> the frame added to that class
+DELETE   /api/uncertain/{id}                    dismiss an uncertain frame
 =======  =====================================  ==================================================
 
 The handlers live in :mod:`lastlayer.serve.routes`, one module per resource (:data:`RESOURCES`; a new
@@ -69,7 +73,7 @@ except ImportError as _error:
     raise missing_web(_error) from None
 
 # The resources of the API, each a module of lastlayer.serve.routes with routes(web) -> list of routes.
-RESOURCES = ("page", "classes", "examples", "model", "live")
+RESOURCES = ("page", "classes", "examples", "model", "live", "uncertain")
 SourceOpener = Callable[[Predictor], LiveLoop]
 
 

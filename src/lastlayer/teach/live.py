@@ -18,6 +18,7 @@ from typing import Any, Iterator, Protocol
 
 from lastlayer.runtime.prediction import Prediction
 from lastlayer.sources import Frame, FrameSource
+from lastlayer.teach.uncertain import UncertainQueue
 
 TEACHING_MAX_FPS = 15.0  # predictions per second while teaching: a fluid view, and CPU left for the teaching itself
 
@@ -44,29 +45,41 @@ class LiveState:
 
     @property
     def top(self) -> tuple[str, float] | None:
-        return self.smoothed.top
+        """The smoothed answer: ``("unknown", closest score)`` when the unknown rule says so, else the top class."""
+        return self.smoothed.answer
+
+    @property
+    def unknown(self) -> bool | None:
+        """Whether the smoothed prediction is unknown (``None``: no unknown rule applied)."""
+        return self.smoothed.unknown
+
+    def describe(self) -> str:
+        """``roses 0.91`` or ``unknown (closest: roses 0.64)`` (smoothed)."""
+        return self.smoothed.describe()
 
     def to_dict(self) -> dict[str, Any]:
-        top = self.top
         return {"frame": self.frame.index, "timestamp": round(self.frame.timestamp, 4), "fps": round(self.fps, 2),
-                "top": None if top is None else {"label": top[0], "score": round(top[1], 6)},
                 **self.smoothed.to_dict()}
 
 
 class Smoother:
-    """Moving average of each label's score over the last ``window`` frames."""
+    """Moving average of each label's score over the last ``window`` frames; unknown when most of them were."""
 
     def __init__(self, window: int = 5) -> None:
         self.window = max(1, int(window))
-        self._history: deque[dict[str, float]] = deque(maxlen=self.window)
+        self._history: deque[tuple[dict[str, float], bool | None, float | None]] = deque(maxlen=self.window)
         self._ids: dict[str, int] = {}
 
     def update(self, prediction: Prediction, top_k: int) -> Prediction:
-        self._history.append(dict(prediction.classes))
+        self._history.append((dict(prediction.classes), prediction.unknown, prediction.similarity))
         self._ids.update({label: cid for (label, _), cid in zip(prediction.classes, prediction.class_ids)})
-        labels = sorted({label for scores in self._history for label in scores})  # ties rank by label
-        mean = [sum(s.get(label, 0.0) for s in self._history) / len(self._history) for label in labels]
-        return Prediction.from_scores(mean, labels, ids=[self._ids.get(label, -1) for label in labels], top_k=top_k)
+        labels = sorted({label for scores, _, _ in self._history for label in scores})  # ties rank by label
+        mean = [sum(s.get(label, 0.0) for s, _, _ in self._history) / len(self._history) for label in labels]
+        votes = [unknown for _, unknown, _ in self._history if unknown is not None]  # frames without a rule do not vote
+        similarities = [similarity for _, _, similarity in self._history if similarity is not None]
+        return Prediction.from_scores(mean, labels, ids=[self._ids.get(label, -1) for label in labels], top_k=top_k,
+                                      unknown=2 * sum(votes) > len(votes) if votes else None,
+                                      similarity=sum(similarities) / len(similarities) if similarities else None)
 
 
 class _Rate:
@@ -219,7 +232,8 @@ class _Pipeline:
 
 def predictions(predictor: Predictor, source: FrameSource, *, window: int = 5, top_k: int = 3, every: int = 1,
                 max_fps: float | None = None, max_frames: int | None = None,
-                stop: threading.Event | None = None, lanes: int | None = None) -> Iterator[LiveState]:
+                stop: threading.Event | None = None, lanes: int | None = None,
+                uncertain: UncertainQueue | None = None) -> Iterator[LiveState]:
     """Predict frame after frame: every ``every``-th frame, at most ``max_fps`` per second, smoothed over ``window``.
 
     ``max_fps`` counts seconds of wall-clock time for a live source (a camera, a stream), and seconds of the
@@ -231,21 +245,25 @@ def predictions(predictor: Predictor, source: FrameSource, *, window: int = 5, t
     interpreter (the predictor's ``lanes``); default: all of them for a source read as fast as it
     decodes (the most frames per second), one for a paced source such as a camera (the predictor's
     own multi-threaded interpreter: the least delay per frame), with the next frame decoded and
-    resized meanwhile.
+    resized meanwhile. ``uncertain``: a queue offered every frame's own prediction (it keeps those
+    that were unknown or nearly tied, see :mod:`lastlayer.teach.uncertain`).
     """
     smoother, rate = Smoother(window), _Rate()
     frames = _Pipeline(predictor, source, top_k=max(top_k, 1), every=every, max_fps=max_fps, stop=stop, lanes=lanes)
     for processed, (frame, raw) in enumerate(frames, start=1):
         if stop is not None and stop.is_set():
             return
-        yield LiveState(frame, raw, smoother.update(raw, top_k), rate.tick(), processed)
+        state = LiveState(frame, raw, smoother.update(raw, top_k), rate.tick(), processed)
+        if uncertain is not None:
+            uncertain.offer_state(state)
+        yield state
         if max_frames is not None and processed >= max_frames:
             return
 
 
 @dataclass(frozen=True)
 class TopChange:
-    """An event of ``lastlayer watch``: the (smoothed) top class changed."""
+    """An event of ``lastlayer watch``: the (smoothed) answer changed (``previous``: the class before, ``"unknown"``, or None)."""
 
     state: LiveState
     previous: str | None
@@ -255,12 +273,13 @@ class TopChange:
 
 
 def top_changes(states: Iterator[LiveState], min_score: float = 0.0) -> Iterator[TopChange]:
-    """The states whose smoothed top class differs from the last reported one (``None`` below ``min_score``)."""
+    """The states whose smoothed answer differs from the last reported one: a class, ``"unknown"`` when the unknown
+    rule says so (whatever the score), or ``None`` below ``min_score``."""
     current: str | None = None
     started = False
     for state in states:
         top = state.top
-        label = top[0] if top is not None and top[1] >= min_score else None
+        label = top[0] if top is not None and (state.unknown or top[1] >= min_score) else None
         if not started or label != current:
             started = True
             yield TopChange(state, current)
@@ -273,9 +292,14 @@ class LiveLoop:
     ``latest()`` returns the newest :class:`LiveState` (or ``None``); ``wait_newer(processed,
     timeout)`` blocks until a state newer than ``processed`` exists; ``error`` holds what stopped
     the loop (a source that ended or failed), ``running`` whether it still runs.
+
+    The frames it is unsure about go to ``uncertain`` (:func:`predictions`); by default to the
+    predictor's own queue when it keeps one (a :class:`~lastlayer.teach.session.TeachingSession`'s
+    ``uncertain``), so every live view of a session fills the queue it teaches from.
     """
 
     def __init__(self, predictor: Predictor, source: FrameSource, **options: Any) -> None:
+        options.setdefault("uncertain", getattr(predictor, "uncertain", None))
         self.predictor, self.source, self.options = predictor, source, options
         self._state: LiveState | None = None
         self._changed = threading.Condition()

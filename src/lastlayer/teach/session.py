@@ -8,10 +8,15 @@ the next prediction uses it; other processes' changes show in predictions within
 after :meth:`TeachingSession.refresh`. Thread-safe: predictions never wait for a change being
 stored, another process's lock, or a fine-tune. A session on a classifier may keep its own classes and
 append the state's after them (:mod:`lastlayer.teach.kept`).
+
+Predictions honour an unknown rule fitted on the stored embeddings (kept current by the replica, and
+stored with an export), and a live loop may keep the frames they were unsure about in
+:attr:`TeachingSession.uncertain`, to be taught with :meth:`TeachingSession.teach_uncertain`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -34,8 +39,9 @@ from lastlayer.runtime.prediction import Prediction
 from lastlayer.teach.binding import bind_model
 from lastlayer.teach.embedder import Embedder, thumbnail
 from lastlayer.teach.kept import Origin, kept_evaluation, set_keeping
-from lastlayer.teach.replica import Replica
+from lastlayer.teach.replica import Replica, RuleKeeper
 from lastlayer.teach.store import StateError, StateStore
+from lastlayer.teach.uncertain import UncertainFrame, UncertainQueue
 
 ClassRef = Union[int, str]
 T = TypeVar("T")
@@ -90,12 +96,22 @@ class TeachingSession:
             Kept in the state, fixed once it holds a class. Default: the state's setting; for a new
             state, true for a model that has classes appended so (they are imported) and false otherwise.
             An imprinted model's classes are always continued.
+        unknown: apply an unknown rule derived from the stored examples (a prediction of none of the
+            classes says ``unknown``; an export stores the rule); False: rank the classes only.
+        unknown_threshold: answer unknown below this similarity instead of the derived threshold.
+
+    :attr:`uncertain` keeps the frames a live loop of the session found unsure (``LiveLoop(session,
+    source)`` fills it); :meth:`uncertain_frames` lists them, :meth:`teach_uncertain` teaches one to a
+    class, :meth:`dismiss_uncertain` forgets one (the API a terminal or a page calls).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, *,
                  scale: float | None = None, num_threads: int | None = None, input_mean: Values | str | None = None,
                  input_std: Values | str | None = None, read_only: bool = False, busy_timeout: float | None = None,
-                 keep_classes: bool | None = None) -> None:
+                 keep_classes: bool | None = None, unknown: bool = True, unknown_threshold: float | None = None) -> None:
+        if unknown_threshold is not None and (not unknown or not math.isfinite(float(unknown_threshold))):
+            raise TrainingError("the unknown threshold must be a finite number, and goes with the unknown answer turned on",
+                                subject="unknown_threshold")
         self.store = StateStore(state_dir, read_only=read_only, busy_timeout=busy_timeout)
         try:
             self.base, self.scale, self.normalization, self.model_classes = bind_model(
@@ -104,9 +120,11 @@ class TeachingSession:
         except BaseException:
             self.store.close()
             raise
-        self._replica = Replica(self.store, self.embedder.dim, self.scale, model_classes=self.model_classes)
+        self._replica = Replica(self.store, self.embedder.dim, self.scale, model_classes=self.model_classes,
+                                rule=RuleKeeper(unknown, None if unknown_threshold is None else float(unknown_threshold)))
         self._replica.refresh(force=True)
         self._closing = threading.Event()
+        self.uncertain = UncertainQueue()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -262,6 +280,30 @@ class TeachingSession:
         """The stored JPEG thumbnail of an example."""
         return self.store.thumbnail(example_id)
 
+    def uncertain_frames(self) -> list[UncertainFrame]:
+        """The frames the live loop was unsure about (unknown, or two classes nearly tied), most recently seen first:
+        each with ``id``, ``reason``, ``describe()``, ``thumbnail`` (JPEG) and ``to_dict()``."""
+        return self.uncertain.items()
+
+    def dismiss_uncertain(self, item_id: int) -> UncertainFrame:
+        """Forget one uncertain frame (:class:`~lastlayer.errors.NotFoundError` when it is no longer kept)."""
+        return self.uncertain.dismiss(item_id)
+
+    def teach_uncertain(self, item_id: int, ref: ClassRef) -> list[ExampleInfo]:
+        """Add the frame :attr:`uncertain` keeps as ``item_id`` to a class (created when named new), with the embedding
+        its prediction computed (no second embedding); it then leaves the queue. Its thumbnail is the example's."""
+        from lastlayer.images.decode import decode_image_bytes
+
+        item = self.uncertain.get(item_id)
+        if item.embedding is None:
+            raise ConflictError(f"uncertain frame {item_id} came without an embedding (a model without an unknown rule); "
+                                "teach it from its picture instead", subject="uncertain")
+        picture = decode_image_bytes(item.thumbnail, name=f"uncertain frame {item_id}") if item.thumbnail else \
+            np.zeros((1, 1, 3), np.uint8)
+        added = self.add_examples(ref, picture, embeddings=[item.embedding.astype(np.float64)])
+        self.uncertain.dismiss(item_id)
+        return added
+
     # ----------------------------------------------------------------- predicting
     def predict(self, image: Any, top_k: int = 3, *, lane: int | None = None) -> Prediction:
         """The ``top_k`` classes for one image (array, frame or file).
@@ -273,10 +315,24 @@ class TeachingSession:
         return self.predict_embedding(self.embed(image, lane=lane), top_k)
 
     def predict_embedding(self, unit: np.ndarray, top_k: int = 3) -> Prediction:
+        """The ``top_k`` classes for a unit embedding, and whether the unknown rule says it is of none of them."""
         self._replica.refresh()
         scores = self._replica.scores(unit)
         return Prediction.from_scores(scores.probabilities, scores.labels, ids=scores.class_ids, top_k=max(1, int(top_k)),
-                                      revision=scores.revision, embedding=unit)
+                                      revision=scores.revision, embedding=unit, unknown=scores.unknown,
+                                      similarity=scores.similarity)
+
+    def unknown_rule(self) -> dict[str, Any]:
+        """The unknown rule predictions apply now: ``{"active", "threshold", "derived_threshold", "examples", "note"}``
+        (``note``: why there is none, e.g. too few examples)."""
+        self._replica.refresh()
+        keeper = self._replica.rule
+        rule = keeper.rule
+        threshold = None if rule is None else (keeper.threshold if keeper.threshold is not None else rule.threshold)
+        return {"active": rule is not None, "threshold": None if threshold is None else round(threshold, 6),
+                "derived_threshold": None if rule is None else round(rule.threshold, 6),
+                "examples": 0 if rule is None else int(sum(rule.examples)), "note": keeper.note,
+                "text": keeper.note if rule is None else f"unknown below similarity {threshold:.3f}"}
 
     # ----------------------------------------------------------------- refining, evaluating, exporting
     def finetune(self, steps: int = 300, learning_rate: float = 0.1) -> dict[str, Any]:
@@ -300,7 +356,8 @@ class TeachingSession:
         sums = head.sums()
         self._stored(self.store.set_finetuned_rows({cid: sums[i] for i, cid in enumerate(class_ids) if head.is_trainable(i)}, basis))
         return {"steps": result.steps_run, "loss_before": result.loss_before, "loss_after": result.loss_after,
-                "best_step": result.best_step, "monitored_on": result.monitored_on, "summary": result.summary()}
+                "best_step": result.best_step, "monitored_on": result.monitored_on, "nothing_to_learn": result.nothing_to_learn,
+                "summary": result.summary()}
 
     def evaluate(self) -> Evaluation:
         """Leave-one-out accuracy per class from the stored embeddings (no image is embedded again); with the model's
@@ -314,7 +371,11 @@ class TeachingSession:
         return leave_one_out_report(units, labels, self.scale)
 
     def _exported(self) -> tuple[bytes, list[str]]:
-        layer = self._replica.with_head(lambda head, _: None if head is None or _only_own(head) else head.export())
+        self._replica.refresh()
+        if self._replica.keep is not None:  # the model's own classes kept: their export has no unknown rule yet
+            layer = self._replica.with_head(lambda head, _: None if head is None or _only_own(head) else head.export())
+        else:
+            layer = self._replica.exported()  # carrying the unknown rule predictions apply (none if turned off or too few)
         if layer is None:
             raise ConflictError("nothing to export yet: add examples to a class first", subject="class")
         if isinstance(layer, AppendedClasses):  # the state's classes after the classifier's own
@@ -323,7 +384,8 @@ class TeachingSession:
         return write_head(self.base, layer, normalization=self.normalization), list(layer.labels)
 
     def export_bytes(self) -> bytes:
-        """The taught model as one self-contained ``.tflite`` (the same layout ``lastlayer imprint`` writes)."""
+        """The taught model as one self-contained ``.tflite`` (the same layout ``lastlayer imprint`` writes), with the
+        unknown rule the predictions apply (see :meth:`unknown_rule`)."""
         return self._exported()[0]
 
     def export(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -11,5 +11,6 @@ of :mod:`lastlayer.serve.security` first.
 
 ``page`` (the page and its static files), ``classes`` (state, classes), ``examples`` (teaching: live
 frames, uploads, thumbnails, undo), ``model`` (predicting an image, fine-tuning, evaluating, exports),
-``live`` (the live prediction, the MJPEG stream, Server-Sent Events, reopening the source).
+``live`` (the live prediction, the MJPEG stream, Server-Sent Events, reopening the source), ``uncertain``
+(the queue of frames the live view was unsure about: list, teach one to a class, dismiss).
 """

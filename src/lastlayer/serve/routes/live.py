@@ -49,13 +49,15 @@ def routes(web: WebContext) -> list[Any]:
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
     async def events(request: Request) -> StreamingResponse:
-        """Server-Sent Events: ``live`` (each prediction), ``changed`` (revision), ``source`` (status); ``?max_events=N``."""
+        """Server-Sent Events: ``live`` (each prediction, ``top`` "unknown" when the session's rule says so), ``changed``
+        (revision), ``source`` (status), ``uncertain`` (the queue of uncertain frames changed: ``{"version", "count"}``);
+        ``?max_events=N``."""
         limit = query_count(request, "max_events")
 
         async def messages() -> AsyncIterator[str]:
             waiter = (asyncio.get_running_loop(), asyncio.Event())
             feed.add_waiter(waiter)
-            sent, revision, source, sequence = 0, -1, None, -1
+            sent, revision, source, sequence, queued = 0, -1, None, -1, -1
             try:
                 yield "retry: 1000\n\n"
                 while limit is None or sent < limit:
@@ -68,6 +70,9 @@ def routes(web: WebContext) -> list[Any]:
                     if status != source:
                         source = status
                         batch.append(("source", status))
+                    if session.uncertain.version != queued:
+                        queued = session.uncertain.version
+                        batch.append(("uncertain", {"version": queued, "count": len(session.uncertain)}))
                     snapshot = feed.snapshot()
                     if snapshot is not None and snapshot.sequence > sequence:
                         sequence = snapshot.sequence

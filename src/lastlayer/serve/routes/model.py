@@ -36,9 +36,7 @@ def routes(web: WebContext) -> list[Any]:
                 return session.predict(decode_upload(body, label="the frame", max_pixels=web.max_pixels), web.top_k)
 
             prediction = await run_in_threadpool(predicted)
-        top = prediction.top
-        return JSONResponse({**prediction.to_dict(), "top": None if top is None else {"label": top[0], "score": round(top[1], 6)},
-                             "revision": prediction.revision})
+        return JSONResponse({**prediction.to_dict(), "revision": prediction.revision})  # top: "unknown" when the rule says so
 
     async def finetune(request: Request) -> JSONResponse:
         fields = await FINETUNE.read(request)

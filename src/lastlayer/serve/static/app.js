@@ -584,14 +584,24 @@
     setTimeout(() => { if (stream.getAttribute("src")) restartStream(); }, 2000);
   });
 
+  // "gear (91%)", or "unknown (closest: gear 40%)" when the session's unknown rule says none of the classes.
+  function answer(prediction) {
+    const top = prediction.top;
+    const closest = prediction.closest;
+    return prediction.unknown && closest ? `unknown (closest: ${closest.label} ${percent(closest.score)})` : `${top.label} (${percent(top.score)})`;
+  }
+
   function renderBars(prediction) {
     fillBars($("#bars"), prediction);
     const top = prediction && prediction.top;
     const label = top ? top.label : null;
+    const unknown = Boolean(prediction && prediction.unknown);   // the session's unknown rule: none of the classes
     $("#live-panel").dataset.top = label || "";
+    $("#live-panel").dataset.unknown = String(unknown);
     const taught = state.classes.some((klass) => klass.examples) || Boolean(origin.value && origin.value.kept);
     const idle = !taught ? "Nothing taught yet." : liveAvailable() ? "No prediction." : "No live view: test a photo to see a prediction.";
-    $("#prediction-text").textContent = label ? `Prediction: ${label} (${percent(top.score)})` : idle;
+    $("#prediction-text").textContent = label ? `Prediction: ${answer(prediction)}` : idle;
+    $("#prediction-text").classList.toggle("unknown", unknown);
     if (label !== state.topLabel) {   // announce only changes of the class, so a screen reader is not flooded
       state.topLabel = label;
       $("#prediction-announce").textContent = label ? `Prediction: ${label}` : idle;
@@ -626,7 +636,7 @@
       image.src = URL.createObjectURL(file);
       image.alt = `The tested photo, ${file.name}`;
       const top = result.top;
-      const text = top ? `${file.name}: ${top.label} (${percent(top.score)})` : `${file.name}: nothing taught yet`;
+      const text = top ? `${file.name}: ${answer(result)}` : `${file.name}: nothing taught yet`;
       $("#photo-test-result").textContent = text;
       box.dataset.top = top ? top.label : "";
       fillBars($("#photo-test-bars"), result);
@@ -736,6 +746,53 @@
     }
   }
 
+  // ------------------------------------------------------------------ unsure frames (the session's queue)
+  let uncertainVersion = -1;
+  const uncertainChoice = new Map();   // item id -> the class chosen in its list
+  async function loadUncertain() {
+    let data;
+    try {
+      data = await api("GET", "api/uncertain");
+    } catch (error) {
+      return;
+    }
+    uncertainVersion = data.version;
+    const panel = $("#uncertain-panel");
+    panel.dataset.count = String(data.items.length);
+    $("#uncertain-count").textContent = data.items.length ? `(${data.items.length})` : "";
+    $("#no-uncertain").hidden = data.items.length > 0;
+    $("#uncertain-rule").textContent = data.rule && data.rule.text ? `Unknown answer: ${data.rule.text}.` : "";
+    $("#uncertain-list").replaceChildren(...data.items.map(uncertainItem));
+  }
+
+  function uncertainItem(item) {
+    const row = cell("li", "", { class: "uncertain-item", "data-id": String(item.id), "data-reason": item.reason });
+    const picture = cell("img", "", { alt: `Unsure frame ${item.frame === null ? "" : item.frame}: ${item.text}` });
+    picture.src = `api/uncertain/${item.id}/thumbnail.jpg`;
+    const seen = item.seen > 1 ? ` · seen ${item.seen}×` : "";
+    const actions = cell("div", "", { class: "uncertain-actions" });
+    const choice = cell("select", "", { class: "uncertain-class", "aria-label": "Class to teach this frame to" });
+    state.classes.forEach((klass) => choice.append(cell("option", klass.name, { value: String(klass.id) })));
+    const closest = item.closest && state.classes.find((klass) => klass.name === item.closest.label);
+    if (closest) choice.value = String(closest.id);
+    if (uncertainChoice.has(item.id)) choice.value = uncertainChoice.get(item.id);   // kept across re-renders
+    choice.addEventListener("change", () => uncertainChoice.set(item.id, choice.value));
+    const teach = cell("button", "Teach", { type: "button", class: "uncertain-teach primary" });
+    teach.disabled = !item.teachable || !state.classes.length;
+    teach.addEventListener("click", () => attempt(async () => {
+      await api("POST", `api/uncertain/${item.id}/teach`, { class_id: Number(choice.value) });
+      await Promise.all([loadUncertain(), refresh(true)]);
+    }));
+    const dismiss = cell("button", "Dismiss", { type: "button", class: "uncertain-dismiss" });
+    dismiss.addEventListener("click", () => attempt(async () => {
+      await api("DELETE", `api/uncertain/${item.id}`);
+      await loadUncertain();
+    }));
+    actions.append(choice, teach, dismiss);
+    row.append(picture, cell("span", item.text + seen, { class: "uncertain-text" }), actions);
+    return row;
+  }
+
   // ------------------------------------------------------------------ server state: events + polling
   async function refresh(force = false) {
     let data;
@@ -753,6 +810,7 @@
       renderClasses();
       updateView();
       if (!state.webcam) renderBars(state.live);   // the idle text follows what is taught
+      loadUncertain();   // its class choices follow the classes
     }
     renderOrigin(data.origin);
   }
@@ -763,6 +821,9 @@
     events = new EventSource("api/events");
     events.addEventListener("live", (event) => onLive(JSON.parse(event.data)));
     events.addEventListener("source", (event) => onSource(JSON.parse(event.data)));
+    events.addEventListener("uncertain", (event) => {
+      if (JSON.parse(event.data).version !== uncertainVersion) loadUncertain();
+    });
     events.addEventListener("changed", (event) => {
       if (JSON.parse(event.data).revision !== state.revision) refresh();
     });
