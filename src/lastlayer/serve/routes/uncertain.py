@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from lastlayer.errors import NotFoundError
 from lastlayer.serve.context import WebContext
-from lastlayer.serve.protocol import ApiError
+from lastlayer.serve.protocol import MAX_ID, ApiError, Whole, read_json
 
 
 def routes(web: WebContext) -> list[Any]:
@@ -36,9 +36,9 @@ def routes(web: WebContext) -> list[Any]:
         return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
     async def teach(request: Request) -> JSONResponse:
-        data = await web.json(request)
+        data = await read_json(request)
         if "class_id" in data:
-            ref: int | str = web.whole_number(data, "class_id", None, 0, 2**62)
+            ref: int | str = Whole(0, MAX_ID).value("class_id", data["class_id"])
         elif isinstance(data.get("name"), str):
             ref = data["name"]
         else:
@@ -60,7 +60,7 @@ def routes(web: WebContext) -> list[Any]:
 
     return [
         Route("/api/uncertain", listing, methods=["GET"]),
-        Route("/api/uncertain/{item_id:int}/thumbnail.jpg", thumbnail, methods=["GET"]),
-        Route("/api/uncertain/{item_id:int}/teach", teach, methods=["POST"]),
-        Route("/api/uncertain/{item_id:int}", dismiss, methods=["DELETE"]),
+        Route("/api/uncertain/{item_id:id}/thumbnail.jpg", thumbnail, methods=["GET"]),
+        Route("/api/uncertain/{item_id:id}/teach", teach, methods=["POST"]),
+        Route("/api/uncertain/{item_id:id}", dismiss, methods=["DELETE"]),
     ]
