@@ -76,13 +76,13 @@ def test_teach_in_the_terminal_reads_commands_from_stdin(model_file, tmp_path):
     frames = tmp_path / "gears"
     write_image_folder(frames, [("gear", 5)])
     state = tmp_path / "state"
-    commands = "n gear\n1\n1\n1\nu\nn nut\nx\ns\nq\n"
+    commands = "n gear\n1\n1\n1\nu\nn nut\nz\ns\nq\n"
     done = subprocess.run([sys.executable, "-m", "lastlayer", "teach", "--source", str(frames), "--loop", "--state", str(state),
                            "--model", str(model_file(EXTRACTOR)), "--json"], input=commands, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     messages = [json.loads(line) for line in done.stdout.splitlines()]
     assert [m["examples"] for m in messages if m.get("event") == "added"] == [1, 2, 3]
-    assert any("unknown command 'x'" in m["message"] for m in messages)
+    assert any("unknown command 'z'" in m["message"] for m in messages)
     assert (state / "export" / "model.tflite").is_file() and (state / "export" / "labels.txt").read_text() == "0 gear\n"
     with TeachingSession(state) as reopened:
         assert [(c.name, c.examples) for c in reopened.classes()] == [("gear", 2), ("nut", 0)]

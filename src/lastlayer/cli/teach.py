@@ -29,12 +29,15 @@ KEY_TABLE = [
     ("e", "leave-one-out accuracy per class"),
     ("s", "export model.tflite + labels.txt"),
     ("p", "print the current prediction"),
+    ("l", "list the frames it was unsure about (unknown or nearly tied)"),
+    ("t", "teach an unsure frame to a class (its number, then the class: a number or a name, new or not)"),
+    ("x", "dismiss an unsure frame (its number)"),
     ("h", "these keys"),
     ("q", "quit (also Ctrl-D)"),
 ]
 KEYS = "keys: " + ", ".join(f"{key} {what.split(' (')[0]}" for key, what in KEY_TABLE)
 LINES = ("'1' (add the frame to class 1), 'n NAME', 'r CLASS NEW NAME' (CLASS: its number or name), 'd CLASS', "
-         "'u', 'e', 's', 'p', 'q'")
+         "'u', 'e', 's', 'p', 'l', 't FRAME CLASS' (FRAME: its number in the list), 'x FRAME', 'q'")
 FOLDER_FPS = 2.0  # images per second of an image folder in teach: time to press a key for the one on screen
 
 
@@ -216,7 +219,7 @@ def _show_predictions(loop: Any, args: argparse.Namespace, screen: Any, stop: th
             continue
         processed = state.processed
         top = state.top
-        label = f"{top[0]} {top[1]:.2f}" if top else "nothing taught yet"
+        label = state.describe() if top else "nothing taught yet"  # (unknown: "unknown (closest: gear 0.41)")
         if screen.interactive:
             screen.status(f"frame {state.frame.index}  {state.fps:4.1f} frames/s  {label}")
         elif (top[0] if top else None) != shown:
@@ -273,8 +276,14 @@ class _Teacher:
         elif verb == "p":
             state = self.loop.latest()
             top = state.top if state else None
-            self.say("prediction: " + (f"{top[0]} {top[1]:.2f}" if top else "none"), event="prediction",
+            self.say("prediction: " + (state.describe() if top else "none"), event="prediction",
                      **({} if state is None else state.to_dict()))
+        elif verb == "l":
+            self.list_unsure()
+        elif verb == "t":
+            self.teach_unsure(rest)
+        elif verb == "x":
+            self.dismiss_unsure(rest)
         elif verb in ("h", "?"):
             self.say(KEYS if self.keys.interactive else f"commands, one per line: {LINES}")
             self.say(self.class_list())
@@ -334,6 +343,55 @@ class _Teacher:
             return
         self.session.remove_class(klass.id)
         self.say(f"deleted {klass.name} and its {klass.examples} examples", event="deleted", class_name=klass.name)
+
+    def list_unsure(self) -> None:
+        frames = self.session.uncertain_frames()
+        listed = "; ".join(f"{f.id} {f.describe()} (frame {f.frame}, seen {f.seen}x)" for f in frames)
+        self.say(f"unsure frames: {listed}; t teaches one to a class, x dismisses one" if frames else "no unsure frames yet",
+                 event="uncertain", frames=[f.to_dict() for f in frames])
+
+    def _unsure(self, text: str | None) -> Any:
+        """The unsure frame numbered ``text`` (None, said, when there is none)."""
+        if text is None:
+            return None
+        frames = {str(f.id): f for f in self.session.uncertain_frames()}
+        found = frames.get(text.strip())
+        if found is None:
+            self.say(f"there is no unsure frame {text.strip()!r}; " + ("l lists them" if frames else "none is kept yet"))
+        return found
+
+    def _which_unsure(self, verb: str) -> str | None:
+        frames = self.session.uncertain_frames()
+        if not frames:
+            self.say(f"no unsure frame to {verb} yet")
+            return None
+        self.list_unsure()
+        return str(frames[0].id) if len(frames) == 1 else self.ask(f"{verb} which unsure frame (its number)? ")
+
+    def teach_unsure(self, rest: str) -> None:
+        if self.keys.interactive:
+            frame = self._unsure(self._which_unsure("teach"))
+            where = self.ask(f"teach unsure frame {frame.id} to which class (number or name)? ") if frame is not None else None
+        else:
+            number, _, where = rest.partition(" ")
+            frame = self._unsure(number) if where.strip() else None
+            if not where.strip():
+                self.say("give the unsure frame and the class on the same line: t FRAME CLASS")
+        if frame is None or where is None or not where.strip():
+            return
+        where = where.strip()
+        classes = self.session.classes()
+        ref: Any = classes[int(where) - 1].id if where.isdigit() and 1 <= int(where) <= len(classes) else where
+        added = self.session.teach_uncertain(frame.id, ref)
+        klass = self.session.class_info(added[0].class_id)
+        self.say(f"taught unsure frame {frame.id} to {klass.name} ({_counted(klass.examples, 'example')})",
+                 event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
+
+    def dismiss_unsure(self, rest: str) -> None:
+        frame = self._unsure(self._which_unsure("dismiss") if self.keys.interactive else rest)
+        if frame is not None:
+            self.session.dismiss_uncertain(frame.id)
+            self.say(f"dismissed unsure frame {frame.id}", event="dismissed", frame=frame.id)
 
     def _which(self, verb: str) -> str | None:
         classes = self.session.classes()
