@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from serve.test_browser import _card, _count, browser, pytestmark  # noqa: F401  (the fixture and the skip rules)
+from serve.test_browser import ARTIFACTS, _card, _count, browser, pytestmark  # noqa: F401  (the fixture and the skip rules)
 from serve.test_unknown_queue import frames, nut_video  # noqa: F401  (fixtures)
 from serve.webtools import Server, free_port, wait_for
 
@@ -75,6 +75,8 @@ def test_the_page_shows_unknown_and_teaches_from_the_queue(server: Server, brows
     else:
         pytest.fail("no screenshot of the live view saying unknown")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / SCREENSHOT).write_bytes(shot.read_bytes())  # kept with the other screenshots of the page
     assert _panel(driver, "data-top") != "unknown" or driver.find_element("id", "prediction-text").text.startswith(
         "Prediction: unknown (closest: ")
     wait_for(lambda: _panel(driver, "data-unknown") == "false" and _panel(driver, "data-top") in ("gear", "washer"), 15,
