@@ -130,3 +130,17 @@ def test_the_terminal_says_when_the_state_is_busy_and_goes_on(taught_state, tmp_
     lines = [json.loads(line) for line in terminal.stdout.read().splitlines()]
     assert terminal.wait(60) == 0 and refused["error"] == BUSY_MESSAGE
     assert any(m.get("event") == "class" and m["class_name"] == "nut" for m in lines)
+
+
+def test_the_terminal_says_on_how_many_examples_its_accuracy_was_counted(taught_state, tmp_path):
+    frames = tmp_path / "gears"
+    write_image_folder(frames, [("gear", 2)])
+    done = subprocess.run([sys.executable, "-m", "lastlayer", "teach", "--source", str(frames), "--state", str(taught_state), "--json"],
+                          input="e\nq\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = next(json.loads(line) for line in done.stdout.splitlines() if json.loads(line).get("event") == "evaluation")
+    right = said["right"]
+    assert right["of"] == 8 and 0 <= right["interval"][0] <= right["value"] <= right["interval"][1] <= 1
+    assert said["message"].startswith(f"leave-one-out {right['count']} / 8 right, 95 % interval ")
+    for name in ("gear", "washer"):
+        assert f"{name} {said['per_class_right'][name]['count']}/4" in said["message"]

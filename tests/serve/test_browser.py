@@ -254,6 +254,8 @@ def test_the_page_on_a_phone_without_a_camera(extractor: Path, browser: Any, tmp
         assert _status(driver).startswith("Tested gear-photo.png: gear")
         driver.find_element("id", "evaluate").click()
         wait_for(lambda: _status(driver).startswith("Evaluated 60 examples"), 20, what="the evaluation")  # the status replaced
+        heading = driver.find_element("css selector", "#evaluation h3").text  # on how many, with its interval
+        assert heading.startswith("Leave-one-out ") and "/ 60 right, 95 % interval " in heading
         confusion = driver.find_element("css selector", "#evaluation table.confusion")
         scroller = confusion.find_element("xpath", "..")
         for width in (390, 1280):

@@ -26,7 +26,7 @@ KEY_TABLE = [
     ("r", "rename a class (its number, then the new name)"),
     ("d", "delete a class and its examples (its number, then y)"),
     ("u", "undo the last example"),
-    ("e", "leave-one-out accuracy per class"),
+    ("e", "leave-one-out accuracy: right out of how many, with its 95 % interval, and per class"),
     ("s", "export model.tflite + labels.txt"),
     ("p", "print the current prediction"),
     ("l", "list the frames it was unsure about (unknown or nearly tied)"),
@@ -267,8 +267,10 @@ class _Teacher:
             self.say("nothing to undo" if undone is None else f"removed example {undone.id}", event="undo")
         elif verb == "e":
             evaluation = self.session.evaluate()
-            self.say("leave-one-out accuracy: " + (", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}"
-                                                            for k, v in evaluation.per_class.items()) or "nothing taught yet"),
+            counts = evaluation.per_class_right  # on how many examples each figure was counted, not a bare ratio
+            per_class = ", ".join(f"{k} {'-' if counts.get(k) is None else f'{counts[k].hits}/{counts[k].total}'}"
+                                  for k in evaluation.per_class)
+            self.say(evaluation.summary() + (f"; per class: {per_class}" if per_class and evaluation.right else ""),
                      event="evaluation", **evaluation.to_dict())
         elif verb == "s":
             model_path, labels_path = self.session.export(self.export_dir)

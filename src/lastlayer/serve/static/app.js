@@ -425,7 +425,9 @@
     const box = $("#evaluation");
     box.hidden = false;
     box.replaceChildren();
-    box.append(cell("h3", `Leave-one-out accuracy: ${percent(result.accuracy)} (${result.examples} examples)`));
+    // on how many examples, with its 95 % interval: "Leave-one-out 29 / 60 right, 95 % interval 0.35-0.62"
+    const summary = result.summary || `leave-one-out ${percent(result.accuracy)} (${result.examples} examples)`;
+    box.append(cell("h3", summary.charAt(0).toUpperCase() + summary.slice(1)));
     if (result.kept) renderKeptReport(box, result.kept);
     if (result.labels.length) {
       const table = document.createElement("table");
@@ -435,7 +437,9 @@
       const body = table.createTBody();
       for (const label of result.labels) {
         const row = body.insertRow();
-        row.append(cell("th", label, { scope: "row" }), cell("td", percent(result.per_class[label])));
+        const counted = (result.per_class_right || {})[label];
+        const figure = counted ? `${percent(result.per_class[label])} (${counted.count} / ${counted.of})` : percent(result.per_class[label]);
+        row.append(cell("th", label, { scope: "row" }), cell("td", figure));
       }
       box.append(scrolling(table));
     }
