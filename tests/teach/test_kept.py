@@ -278,3 +278,12 @@ def test_teach_keep_classes_on_the_command_line_and_watch_the_state(model_file, 
     assert main(["watch", "--state", str(state), "--source", str(pictures), "--json"]) == 0
     changes = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert changes[0]["top"]["label"] == expected  # nothing taught yet: the classifier's own answer
+
+
+def test_a_kept_state_without_a_class_of_its_own_has_nothing_to_export(model_file, tmp_path):
+    with _kept(model_file, tmp_path / "state") as session:
+        assert len(session.own_classes()) > 0  # the model's classes rank in predictions...
+        with pytest.raises(ConflictError, match="nothing to export yet"):  # ...but the export is the classifier as it was
+            session.export_bytes()
+        session.add_examples("gear", [render_frame("gear", 0)])
+        assert session.export_bytes()[4:8] == b"TFL3"

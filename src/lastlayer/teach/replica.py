@@ -32,7 +32,7 @@ from typing import Callable, TypeVar, Union
 
 import numpy as np
 
-from lastlayer.layer import DenseLayer
+from lastlayer.layer import AppendedClasses, DenseLayer
 from lastlayer.learn.imprinting import ImprintingHead
 from lastlayer.learn.keep import KeepClassesHead
 from lastlayer.learn.unknown import TooFewExamplesError, UnknownRule
@@ -312,17 +312,18 @@ class Replica:
         unknown, similarity = self.rule.judge(unit, scores.probabilities, generation)
         return Scores(scores.revision, scores.class_ids, scores.labels, scores.probabilities, unknown, similarity)
 
-    def exported(self) -> DenseLayer | None:
-        """The head as a layer to write, carrying its unknown rule (derived afresh first if it was grown since);
-        ``None`` before the first example."""
+    def exported(self) -> DenseLayer | AppendedClasses | None:
+        """The head as a layer to write, carrying its unknown rule (derived afresh first if it was grown since; a head
+        keeping the model's own classes has none); ``None`` before the first example of the state's classes."""
         with self._refreshing:  # no refresh changes the head or the rule meanwhile
             if not self.rule.exact:
                 self._refit_rule()
             rule = self.rule.exported()
             with self._lock:
-                if self._head is None:
+                head = self._head
+                if head is None or isinstance(head, KeepClassesHead) and head.num_classes == head.base_classes:
                     return None
-                layer = self._head.export()
+                layer = head.export()
                 fits = rule is not None and self.rule.generation == self._generation
             return rule.attach(layer) if fits else layer
 

@@ -372,10 +372,7 @@ class TeachingSession:
 
     def _exported(self) -> tuple[bytes, list[str]]:
         self._replica.refresh()
-        if self._replica.keep is not None:  # the model's own classes kept: their export has no unknown rule yet
-            layer = self._replica.with_head(lambda head, _: None if head is None or _only_own(head) else head.export())
-        else:
-            layer = self._replica.exported()  # carrying the unknown rule predictions apply (none if turned off or too few)
+        layer = self._replica.exported()  # carrying the unknown rule predictions apply (none if turned off or too few)
         if layer is None:
             raise ConflictError("nothing to export yet: add examples to a class first", subject="class")
         if isinstance(layer, AppendedClasses):  # the state's classes after the classifier's own
@@ -459,11 +456,6 @@ class TeachingSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _only_own(head: Any) -> bool:
-    """A head of the model's own classes and no class of the state yet."""
-    return isinstance(head, KeepClassesHead) and head.num_classes == head.base_classes
 
 
 def _check_name(name: str) -> str:
