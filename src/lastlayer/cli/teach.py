@@ -313,13 +313,16 @@ class _Teacher:
         """The class a number or a name chose (None, said, when there is none)."""
         if text is None:
             return None
-        classes = self.session.classes()
         text = text.strip()
-        found = classes[int(text) - 1] if text.isdigit() and 1 <= int(text) <= len(classes) else \
-            next((c for c in classes if c.name == text), None)
+        found = self._numbered(text) or next((c for c in self.session.classes() if c.name == text), None)
         if found is None:
             self.say(f"there is no class {text!r}; " + self.class_list())
         return found
+
+    def _numbered(self, text: str) -> Any:
+        """The class numbered ``text`` as in the class list (1, 2, ...), or None."""
+        classes = self.session.classes()
+        return classes[int(text) - 1] if text.isdigit() and 1 <= int(text) <= len(classes) else None
 
     def rename(self, rest: str) -> None:
         if self.keys.interactive:
@@ -381,10 +384,8 @@ class _Teacher:
                 self.say("give the unsure frame and the class on the same line: t FRAME CLASS")
         if frame is None or where is None or not where.strip():
             return
-        where = where.strip()
-        classes = self.session.classes()
-        ref: Any = classes[int(where) - 1].id if where.isdigit() and 1 <= int(where) <= len(classes) else where
-        added = self.session.teach_uncertain(frame.id, ref)
+        numbered = self._numbered(where.strip())
+        added = self.session.teach_uncertain(frame.id, numbered.id if numbered is not None else where.strip())
         klass = self.session.class_info(added[0].class_id)
         self.say(f"taught unsure frame {frame.id} to {klass.name} ({_counted(klass.examples, 'example')})",
                  event="added", example=added[0].id, class_name=klass.name, examples=klass.examples)
